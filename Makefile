@@ -1,0 +1,30 @@
+# Quick start: `make demo` runs the main job, `make test` runs the test suite.
+# Each target creates .venv and installs what it needs on the way.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint docs bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dslc verify specs/lenet5.dl --out build/lenet5
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/python -m pip install --quiet ruff mypy
+	$(BIN)/ruff check dslc tests && $(BIN)/ruff format --check dslc tests && $(BIN)/mypy dslc
+
+docs: $(STAMP)
+	$(BIN)/python -m dslc.docgen docs/ops.md
+
+clean:
+	rm -rf $(VENV) build

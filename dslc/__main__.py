@@ -1,0 +1,5 @@
+import sys
+
+from dslc.cli import main
+
+sys.exit(main())

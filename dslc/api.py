@@ -1,0 +1,106 @@
+"""The Python API, which the CLI mirrors: load a spec, get its diagnostics, IR, PyTorch source
+or module, and ONNX model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dslc import ir
+from dslc.diagnostics import CompileError, Diagnostics
+from dslc.elaborate import Elaborator
+from dslc.errors import DslcError
+from dslc.syntax import parse
+from dslc.training import lower_training
+
+
+@dataclass
+class Spec:
+    """A spec that compiled without errors."""
+
+    path: str
+    source: str
+    graph: ir.Graph
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def param_count(self) -> int:
+        return self.graph.param_count()
+
+    def ir_text(self) -> str:
+        return ir.format_graph(self.graph)
+
+    def torch_source(self) -> str:
+        from dslc.backends import torch as torch_backend
+
+        return torch_backend.emit(self.graph)
+
+    def torch_namespace(self) -> dict[str, Any]:
+        """Execute the generated source; returns its globals (the class, create_model, ...)."""
+        namespace: dict[str, Any] = {"__name__": f"dslc_generated_{self.name}"}
+        exec(compile(self.torch_source(), f"<dslc {self.path}>", "exec"), namespace)
+        return namespace
+
+    def torch_module(self):
+        return self.torch_namespace()["create_model"]()
+
+    def onnx_model(self, weights: Any = None, seed: int = 0):
+        """The ONNX ModelProto. `weights`: a state_dict (tensors or arrays), a path to a saved
+        state_dict or safetensors file, or None for the spec's initializers drawn with `seed`."""
+        from dslc.backends import onnx as onnx_backend
+
+        return onnx_backend.build(self.graph, onnx_backend.resolve_weights(self.graph, weights, seed))
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """How a spec's path appears in messages and outputs: as given, but never absolute."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return p.name
+
+
+def compile_source(source: str, path: str = "<spec>", params: dict[str, Any] | None = None) -> Spec:
+    """Compile .dl text; raises CompileError holding every diagnostic."""
+    diags = Diagnostics(source)
+    program = parse(source, path, diags)
+    if program is not None:
+        el = Elaborator(program, diags)
+        graph, _ = el.run(params or {})
+        if graph is not None and not diags.has_errors:
+            lower_training(el, program, graph, diags)
+        if graph is not None and not diags.has_errors:
+            ir.verify(graph)
+            return Spec(path, source, graph)
+    raise CompileError(diags)
+
+
+def read_spec(path: str | os.PathLike) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DslcError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DslcError(f"cannot read {path}: {err}") from None
+
+
+def load(path: str | os.PathLike, params: dict[str, Any] | None = None) -> Spec:
+    return compile_source(read_spec(path), display_path(path), params)
+
+
+def check(path: str | os.PathLike, params: dict[str, Any] | None = None) -> Diagnostics:
+    """Every diagnostic for the spec at `path` (empty when it compiles)."""
+    source = read_spec(path)
+    try:
+        compile_source(source, display_path(path), params)
+    except CompileError as err:
+        return err.diagnostics
+    return Diagnostics(source)

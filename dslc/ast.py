@@ -1,0 +1,173 @@
+"""The AST of a .dl file: frozen dataclasses, one per grammar rule, each with its source span."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dslc.diagnostics import Span
+
+# ---- expressions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expr:
+    span: Span
+
+
+@dataclass(frozen=True)
+class Literal(Expr):
+    value: int | float | str | bool
+
+
+@dataclass(frozen=True)
+class Ref(Expr):
+    name: str
+
+
+@dataclass(frozen=True)
+class ListExpr(Expr):
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Kwarg:
+    span: Span
+    name: str
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Call(Expr):
+    """`name(args)`: a layer, block, loss or optimizer applied to arguments."""
+
+    name: str
+    name_span: Span
+    args: tuple[Expr, ...]
+    kwargs: tuple[Kwarg, ...]
+
+
+@dataclass(frozen=True)
+class BinOp(Expr):
+    op: str  # one of + - * /
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class Neg(Expr):
+    operand: Expr
+
+
+@dataclass(frozen=True)
+class Pipe(Expr):
+    """`source -> stage`: the source becomes the stage's first input."""
+
+    source: Expr
+    stage: Stage
+
+
+# ---- pipeline stages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    span: Span
+
+
+@dataclass(frozen=True)
+class StageCall(Stage):
+    """`-> relu` (bare, no arguments) or `-> conv2d(6, kernel=5)`."""
+
+    name: str
+    args: tuple[Expr, ...]
+    kwargs: tuple[Kwarg, ...]
+
+
+@dataclass(frozen=True)
+class StageSeq(Stage):
+    """`-> (conv2d(64, 3) -> relu)`: several stages as one, usually to repeat them."""
+
+    stages: tuple[Stage, ...]
+
+
+@dataclass(frozen=True)
+class StageRepeat(Stage):
+    """`-> stage * n`: n copies of the stage in a row, each with its own parameters."""
+
+    stage: Stage
+    count: Expr
+
+
+# ---- declarations and statements ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorTypeExpr:
+    span: Span
+    dtype: str
+    dims: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Param:
+    span: Span
+    name: str
+    type: str
+    default: Expr | None
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    span: Span
+    name: str
+    type: TensorTypeExpr | None
+
+
+@dataclass(frozen=True)
+class TargetDecl:
+    span: Span
+    name: str
+    type: TensorTypeExpr
+
+
+@dataclass(frozen=True)
+class OutputDecl:
+    span: Span
+    name: str
+    value: Expr | None
+
+
+@dataclass(frozen=True)
+class Assign:
+    span: Span
+    names: tuple[str, ...]
+    value: Expr
+
+
+Stmt = InputDecl | TargetDecl | OutputDecl | Assign
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A `model` or a `block`: the same body language; a model is the entry point."""
+
+    span: Span
+    kind: str  # "model" | "block"
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+
+
+@dataclass(frozen=True)
+class TrainDef:
+    span: Span
+    body: tuple[Stmt, ...]
+
+
+@dataclass(frozen=True)
+class Program:
+    path: str
+    source: str
+    constants: tuple[Assign, ...]
+    definitions: tuple[Definition, ...]
+    trains: tuple[TrainDef, ...]

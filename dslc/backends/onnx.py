@@ -1,0 +1,131 @@
+"""ONNX backend: IR -> ModelProto, built directly with onnx.helper (no tracing, no torch).
+
+Inference semantics: dropout disappears, batch norm uses its running statistics. Each op's
+nodes come from its registry entry (OpDef.onnx) through the small OnnxBuilder below; this
+module only adds the graph's signature, the initializers and the model wrapper."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from dslc import __version__, init
+from dslc.errors import DslcError
+from dslc.ir import Graph, Node
+from dslc.types import DTYPES, TensorType, numpy_dtype
+
+OPSET = 21
+IR_VERSION = 10  # onnxruntime 1.31 reads IR versions up to 13; opset 21 needs 10
+
+
+class OnnxBuilder:
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray]) -> None:
+        self.graph = graph
+        self.weights = weights
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: dict[str, onnx.TensorProto] = {}
+        self.aliases: dict[str, str] = {}
+        self.node_names: set[str] = set()
+
+    def resolve(self, name: str) -> str:
+        return self.aliases.get(name, name)
+
+    def add(self, node: Node, op_type: str, inputs: list[str], outputs: list[str], **attrs: Any) -> str:
+        """Append an ONNX node for IR node `node`; returns its first output's name."""
+        name, k = f"{node.name}/{op_type}", 1
+        while name in self.node_names:
+            k += 1
+            name = f"{node.name}/{op_type}_{k}"
+        self.node_names.add(name)
+        proto = helper.make_node(op_type, [self.resolve(i) for i in inputs], outputs, name=name, **attrs)
+        source = f"{node.span.path}:{node.span.line}:{node.span.column}"
+        proto.metadata_props.add(key="dslc.source", value=source)
+        self.nodes.append(proto)
+        return outputs[0]
+
+    def param(self, node: Node, key: str) -> str:
+        name = f"{node.name}.{key}"
+        if name not in self.initializers:
+            spec = node.params[key]
+            data = np.asarray(self.weights[name], dtype=numpy_dtype(spec.dtype))
+            self.initializers[name] = numpy_helper.from_array(data, name)
+        return name
+
+    def const(self, node: Node, suffix: str, value: Any, dtype: str) -> str:
+        name = f"{node.name}.{suffix}"
+        data = np.asarray(value, dtype=numpy_dtype(dtype))
+        self.initializers[name] = numpy_helper.from_array(data, name)
+        return name
+
+    def temp(self, node: Node, suffix: str) -> str:
+        return f"{node.name}/{suffix}"
+
+    def alias(self, out: str, inp: str) -> None:
+        self.aliases[out] = self.resolve(inp)
+
+
+def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
+    elem = getattr(TensorProto, DTYPES[t.dtype][2])
+    return helper.make_tensor_value_info(name, elem, [d if isinstance(d, int) else str(d) for d in t.shape])
+
+
+def build(graph: Graph, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    b = OnnxBuilder(graph, weights)
+    for node in graph.nodes:
+        node.op.onnx(node, b, [b.resolve(v.name) for v in node.inputs], [v.name for v in node.outputs])
+    outputs = []
+    for name, value in graph.outputs.items():
+        if b.resolve(value.name) != name:  # an output that is another value under a new name
+            b.nodes.append(helper.make_node("Identity", [b.resolve(value.name)], [name], name=f"{name}/Identity"))
+        outputs.append(value_info(name, value.type))
+    g = helper.make_graph(
+        b.nodes, graph.name, [value_info(v.name, v.type) for v in graph.inputs], outputs,
+        initializer=list(b.initializers.values()),
+    )
+    model = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+        producer_name="dslc", producer_version=__version__,
+        doc_string=f"{graph.name}, compiled by dslc from {graph.path}",
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def resolve_weights(graph: Graph, weights: Any, seed: int) -> dict[str, np.ndarray]:
+    """Every parameter and buffer as a numpy array, keyed by state_dict name."""
+    expected = dict(graph.parameters(buffers=True))
+    if weights is None:
+        rng = np.random.default_rng(seed)
+        return {k: init.sample(p.init, p.shape, rng) for k, p in expected.items()}
+    if isinstance(weights, str | os.PathLike):
+        from dslc.weights import load_weights
+
+        weights = load_weights(weights)
+    arrays = {k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v) for k, v in weights.items()}
+    problems = [f"missing '{k}' {list(p.shape)}" for k, p in expected.items() if k not in arrays]
+    problems += [
+        f"'{k}' has shape {list(arrays[k].shape)}, the spec needs {list(p.shape)}"
+        for k, p in expected.items() if k in arrays and tuple(arrays[k].shape) != p.shape
+    ]
+    problems += [f"unexpected '{k}'" for k in arrays if k not in expected and not k.endswith("num_batches_tracked")]
+    if problems:
+        raise DslcError(f"the weights do not fit model {graph.name}:\n  " + "\n  ".join(problems),
+                        hint="save them with torch.save(model.state_dict(), path) from the generated module")
+    return arrays
+
+
+def to_text(model: onnx.ModelProto) -> str:
+    """The model as onnx.printer text, with each initializer's data replaced by its type, so
+    the text stays short and independent of the weights (golden files use it)."""
+    stripped = onnx.ModelProto()
+    stripped.CopyFrom(model)
+    del stripped.graph.initializer[:]
+    header = [
+        f"# initializer {t.name}: {helper.tensor_dtype_to_np_dtype(t.data_type)}{list(t.dims)}"
+        for t in model.graph.initializer
+    ]
+    return "\n".join(header) + "\n" + onnx.printer.to_text(stripped) + "\n"

@@ -1,0 +1,183 @@
+"""PyTorch backend: IR -> readable, standalone Python source that imports only torch.
+
+The module reads like hand-written PyTorch: one attribute per layer that holds parameters
+(nested nn.Module containers for block instances, so state_dict keys equal the IR's names),
+and a straight-line forward with a shape comment per line. Each op's code comes from its
+registry entry (torch_module, torch_call)."""
+
+from __future__ import annotations
+
+import keyword
+import re
+
+from dslc import __version__, init
+from dslc.ir import Graph, Node, Value
+from dslc.types import DTYPES
+
+RESERVED = {"self", "torch", "nn", "F", "math"}
+
+
+class Namespace:
+    """Legal, unique Python names for values (after torch.fx's _Namespace)."""
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set(RESERVED)
+
+    def create(self, base: str) -> str:
+        name = re.sub(r"\W", "_", base) or "v"
+        if name[0].isdigit() or keyword.iskeyword(name):
+            name = "v_" + name
+        candidate, k = name, 1
+        while candidate in self.taken:
+            k += 1
+            candidate = f"{name}_{k}"
+        self.taken.add(candidate)
+        return candidate
+
+
+def aligned(lines: list[tuple[str, str]], indent: str) -> list[str]:
+    """Code lines with their trailing comments lined up."""
+    width = max((len(code) for code, _ in lines), default=0)
+    return [f"{indent}{code:<{width}}  # {c}".rstrip() if c else f"{indent}{code}" for code, c in lines]
+
+
+def _inits(g: Graph) -> list[str]:
+    out = []
+    for n in g.nodes:
+        for key, p in n.params.items():
+            stmt = init.torch_statement(p.init, f"self.{n.name}.{key}")
+            if stmt:
+                out.append(stmt)
+    return out
+
+
+def _init_method(g: Graph) -> list[str]:
+    lines: list[tuple[str, str]] = []
+    containers: set[str] = set()
+    for n in g.nodes:
+        module = n.op.torch_module(n)
+        if module is None:
+            continue
+        parts = n.name.split(".")
+        for i in range(1, len(parts)):
+            path = ".".join(parts[:i])
+            if path not in containers:
+                containers.add(path)
+                lines.append((f"self.{path} = nn.Module()", "block instance"))
+        lines.append((f"self.{n.name} = {module}", f"line {n.span.line}"))
+    body = aligned(lines, " " * 8)
+    inits = _inits(g)
+    if inits:
+        body += ["        self.reset_parameters()"]
+    method = ["    def __init__(self):", "        super().__init__()", *body]
+    if inits:
+        method += ["", "    @torch.no_grad()", "    def reset_parameters(self):",
+                   '        """The initializers the spec asks for (init=, bias_init=)."""']
+        method += [f"        {s}" for s in inits]
+    return method
+
+
+def _uses(g: Graph) -> dict[int, int]:
+    uses: dict[int, int] = {}
+    for n in g.nodes:
+        for v in n.inputs:
+            uses[id(v)] = uses.get(id(v), 0) + 1
+    for v in g.outputs.values():
+        uses[id(v)] = uses.get(id(v), 0) + 1000  # never overwrite an output's variable
+    return uses
+
+
+def _forward(g: Graph, ns: Namespace) -> list[str]:
+    names: dict[int, str] = {id(v): ns.create(v.name) for v in g.inputs}
+    uses = _uses(g)
+    lines: list[tuple[str, str]] = [(f"# {v.name}: {v.type.shape_str()}", "") for v in g.inputs]
+    for n in g.nodes:
+        args = [names[id(v)] for v in n.inputs]
+        names.update((id(v), _var(n, v, names, uses, ns)) for v in n.outputs)
+        module = f"self.{n.name}" if n.op.torch_module(n) is not None else None
+        target = ", ".join(names[id(v)] for v in n.outputs)
+        shapes = ", ".join(v.type.shape_str() for v in n.outputs)
+        lines.append((f"{target} = {n.op.torch_call(n, args, module)}", shapes))
+    results = ", ".join(names[id(v)] for v in g.outputs.values())
+    params = ", ".join(names[id(v)] for v in g.inputs)
+    return [f"    def forward(self, {params}):", *aligned(lines, " " * 8), f"        return {results}"]
+
+
+def _var(n: Node, v: Value, names: dict[int, str], uses: dict[int, int], ns: Namespace) -> str:
+    """Reuse the first input's variable along a chain (x = f(x)); name user-named values."""
+    if v.user_named:
+        return ns.create(v.name.split(".")[-1] if "." in v.name else v.name)
+    first = n.inputs[0] if n.inputs else None
+    if len(n.outputs) == 1 and first is not None and uses.get(id(first), 0) == 1:
+        return names[id(first)]
+    return ns.create(n.name.replace(".", "_"))
+
+
+def _training(g: Graph) -> list[str]:
+    t = g.training
+    if t is None:
+        return []
+    by_value = {id(v): k for k, v in g.outputs.items()} | {id(v): v.name for v in t.targets}
+    params: list[str] = []
+    for term in t.loss:
+        params += [by_value[id(v)] for v in term.inputs if by_value[id(v)] not in params]
+    terms = []
+    for i, term in enumerate(t.loss):
+        call = term.op.torch_call(term, [by_value[id(v)] for v in term.inputs], None)
+        w = term.weight
+        sign = "-" if w < 0 else "+"
+        scaled = call if abs(w) == 1.0 else f"{abs(w)!r} * {call}"
+        terms.append(scaled if i == 0 and w > 0 else f"{sign} {scaled}" if i else f"-{scaled}")
+    out = [
+        "", "", "class Loss(nn.Module):",
+        f'    """The spec\'s loss (line {t.loss[0].span.line}): model outputs and targets in, a scalar out."""',
+        "", f"    def forward(self, {', '.join(params)}):", f"        return {' '.join(terms)}",
+        "", "", "def create_loss():", "    return Loss()",
+    ]
+    if t.optimizer:
+        op, attrs, span = t.optimizer
+        out += ["", "", "def create_optimizer(model):",
+                f'    """The spec\'s optimizer (line {span.line})."""',
+                f"    return {op.torch_factory(attrs, 'model.parameters()')}"]
+    return out
+
+
+def _signature(values: list[Value]) -> str:
+    items = ", ".join(
+        f'"{v.name}": ("{DTYPES[v.type.dtype][1]}", {_tuple([_dim(d) for d in v.type.shape])})'
+        for v in values
+    )
+    return "{" + items + "}"
+
+
+def _tuple(items: list[str]) -> str:
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def _dim(d) -> str:
+    return str(d) if isinstance(d, int) else f'"{d}"'
+
+
+def emit(g: Graph) -> str:
+    ns = Namespace()
+    lines = [
+        f'"""{g.name}, generated by dslc {__version__} from {g.path}. Do not edit: change the spec',
+        "and compile again.",
+        "",
+        f"{g.param_count():,} parameters.",
+        '"""',
+        "",
+        "import torch",
+        "import torch.nn.functional as F",
+        "from torch import nn",
+        "",
+        f"INPUTS = {_signature(g.inputs)}",
+    ]
+    if g.training:
+        lines.append(f"TARGETS = {_signature(g.training.targets)}")
+        lines.append(f"TRAINING = {dict(sorted(g.training.settings.items()))!r}")
+    lines += ["", "", f"class {g.name}(nn.Module):", *_init_method(g), "", *_forward(g, ns)]
+    lines += ["", "", "def create_model():", f'    """A {g.name} with fresh parameters; call torch.manual_seed first to fix them."""',
+              f"    return {g.name}()"]
+    lines += _training(g)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,167 @@
+"""The `dslc` command. Exit codes: 0 success, 1 a user error (in the spec, the arguments or the
+files), 2 an internal error, which is a bug in dslc."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from dslc import __version__
+from dslc.api import Spec, load
+from dslc.diagnostics import CompileError
+from dslc.errors import DslcError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"dslc: error: {message}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    """--param name=value: model parameters, values as .dl literals (64, 0.5, true, "s")."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise DslcError(f"bad --param '{item}'", hint="write it as NAME=VALUE, e.g. size=64")
+        lowered = {"true": True, "false": False}
+        try:
+            out[name] = lowered[text] if text in lowered else int(text)
+        except ValueError:
+            try:
+                out[name] = float(text)
+            except ValueError:
+                out[name] = text.strip('"')
+    return out
+
+
+def _load(args) -> Spec:
+    return load(args.spec, _params(args.param))
+
+
+def cmd_check(args) -> int:
+    spec = _load(args)
+    print(f"{spec.path}: ok: model {spec.name}, {spec.param_count:,} parameters")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    spec = _load(args)
+    if args.target == "onnx":
+        from dslc.backends.onnx import to_text
+
+        model = spec.onnx_model(weights=args.weights, seed=args.seed)
+        out = Path(args.output or f"{spec.name.lower()}.onnx")
+        _write(out, model.SerializeToString())
+        print(f"wrote {out}: {len(model.graph.node)} nodes, {spec.param_count:,} parameters", file=sys.stderr)
+        if args.show:
+            print(to_text(model))
+        return 0
+    text = spec.torch_source() if args.target == "torch" else spec.ir_text()
+    if args.output:
+        _write(Path(args.output), text.encode())
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as err:
+        raise DslcError(f"cannot write {path}: {err.strerror}") from None
+
+
+def cmd_run(args) -> int:
+    from dslc import runner
+
+    inputs = runner.parse_input_args(args.input)
+    outputs, providers = runner.run_model(args.model, inputs, args.provider)
+    print(runner.format_outputs(outputs))
+    if args.output:
+        runner.save_outputs(args.output, outputs)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from dslc.verify import verify
+
+    spec = _load(args)
+    batches = tuple(int(b) for b in args.batch_sizes.split(","))
+    out = Path(args.out) if args.out else None
+    print(f"{spec.path}: model {spec.name}, {spec.param_count:,} parameters")
+    checks = verify(spec, batches, args.seed, out, args.provider)
+    worst = 0.0
+    for c in checks:
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in c.max_abs_diff.items())
+        print(f"  batch {c.batch}: max |torch - onnxruntime| = {diffs}")
+        worst = max(worst, *c.max_abs_diff.values())
+    ok = worst <= args.atol
+    where = f" (files in {out})" if out else ""
+    print(f"{'agree' if ok else 'DISAGREE'}: largest difference {worst:.2e}, tolerance {args.atol:g}{where}")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dslc", description="Compile .dl deep-learning specs to PyTorch and ONNX.")
+    p.add_argument("--version", action="version", version=f"dslc {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def spec_command(name: str, help: str):
+        c = sub.add_parser(name, help=help)
+        c.add_argument("spec", help="the .dl file")
+        c.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="set a model parameter")
+        return c
+
+    spec_command("check", "parse and check a spec; print its parameter count").set_defaults(fn=cmd_check)
+    c = spec_command("compile", "compile a spec to PyTorch source, an ONNX model, or IR text")
+    c.add_argument("--target", choices=("torch", "onnx", "ir"), default="torch")
+    c.add_argument("-o", "--output", help="output file (torch and ir default to stdout)")
+    c.add_argument("--weights", help="ONNX: a state_dict (.pt) or .safetensors file of the generated module")
+    c.add_argument("--seed", type=int, default=0, help="ONNX without --weights: seed of the initializers")
+    c.add_argument("--show", action="store_true", help="ONNX: also print the graph as text")
+    c.set_defaults(fn=cmd_compile)
+    v = spec_command("verify", "check the PyTorch module and the ONNX graph agree on random inputs")
+    v.add_argument("--batch-sizes", default="1,3,7")
+    v.add_argument("--atol", type=float, default=1e-5)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--out", help="keep model.py, weights.pt and model.onnx in this directory")
+    v.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
+    v.set_defaults(fn=cmd_verify)
+    r = sub.add_parser("run", help="run an ONNX model in onnxruntime")
+    r.add_argument("model")
+    r.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    r.add_argument("--provider", default="cpu", help="cpu or cuda")
+    r.add_argument("-o", "--output", help="save the outputs to this .npz file")
+    r.set_defaults(fn=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except CompileError as err:
+        n = len(err.diagnostics.items)
+        print(err.diagnostics.render(), file=sys.stderr)
+        print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return 1
+    except DslcError as err:
+        print(err.render(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        print("dslc: internal error: this is a bug in dslc; please report it with the spec.", file=sys.stderr)
+        traceback.print_exc()
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

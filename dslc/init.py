@@ -1,0 +1,101 @@
+"""Parameter initialization schemes: one table, used by the registry (which scheme a
+parameter gets), the PyTorch backend (the nn.init call to emit) and the ONNX backend
+(numpy samples, for graphs built without trained weights).
+
+"default" means "what PyTorch's own module does", so a spec without init= produces exactly
+the module a PyTorch user would write. For linear and conv that is U(-1/sqrt(fan_in),
+1/sqrt(fan_in)) for weight and bias alike (kaiming_uniform with a=sqrt(5))."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dslc.diagnostics import SpecError
+
+# name -> what it means; the keys are the values `init=` and `bias_init=` accept.
+SCHEMES: dict[str, str] = {
+    "default": "PyTorch's default for the layer",
+    "he_uniform": "Kaiming/He uniform, fan_in, gain sqrt(2) (for ReLU)",
+    "he_normal": "Kaiming/He normal, fan_in, gain sqrt(2) (for ReLU)",
+    "xavier_uniform": "Xavier/Glorot uniform, gain 1",
+    "xavier_normal": "Xavier/Glorot normal, gain 1",
+    "zeros": "all zeros",
+    "ones": "all ones",
+}
+
+
+@dataclass(frozen=True)
+class Init:
+    """How one parameter starts. `kind` is a SCHEMES key, "uniform_fan_in" (PyTorch's linear and
+    conv default, with fan_in taken from the weight), or "constant" with `value`."""
+
+    kind: str
+    value: float = 0.0
+    fan_in: int | None = None
+
+
+def from_attr(value: str | float, default: Init) -> Init:
+    """The Init for an `init=` attribute value: a scheme name or a number (a constant)."""
+    if isinstance(value, bool):
+        raise SpecError(f"an initializer is a scheme name or a number, not {value}")
+    if isinstance(value, int | float):
+        return Init("constant", float(value))
+    if value == "default":
+        return default
+    if value not in SCHEMES:
+        raise SpecError(f"unknown initializer {value!r}", hint=f"one of {', '.join(SCHEMES)}, or a number")
+    return Init(value)
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """fan_in and fan_out as torch.nn.init computes them."""
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    fan_in = shape[1] * receptive if len(shape) > 1 else shape[0]
+    return fan_in, shape[0] * receptive
+
+
+def torch_statement(init: Init, target: str) -> str | None:
+    """The nn.init call that gives `target` this init, or None when the module's own
+    reset_parameters already does it."""
+    match init.kind:
+        case "uniform_fan_in" | "torch_ones" | "torch_zeros":
+            return None
+        case "he_uniform" | "he_normal":
+            fn = "kaiming_uniform_" if init.kind == "he_uniform" else "kaiming_normal_"
+            return f'nn.init.{fn}({target}, nonlinearity="relu")'
+        case "xavier_uniform" | "xavier_normal":
+            return f"nn.init.{init.kind}_({target})"
+        case "zeros" | "ones":
+            return f"nn.init.{init.kind}_({target})"
+        case "constant":
+            return f"nn.init.constant_({target}, {init.value!r})"
+    raise ValueError(f"unknown init kind {init.kind}")
+
+
+def sample(init: Init, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Draw a parameter in float32 from the same distribution PyTorch would use."""
+    fan_in, fan_out = fans(shape) if shape else (1, 1)
+    match init.kind:
+        case "uniform_fan_in":
+            bound = 1.0 / math.sqrt(init.fan_in or fan_in)
+            data = rng.uniform(-bound, bound, shape)
+        case "he_uniform":
+            data = rng.uniform(-1, 1, shape) * math.sqrt(6.0 / fan_in)
+        case "he_normal":
+            data = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+        case "xavier_uniform":
+            data = rng.uniform(-1, 1, shape) * math.sqrt(6.0 / (fan_in + fan_out))
+        case "xavier_normal":
+            data = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
+        case "zeros" | "torch_zeros":
+            data = np.zeros(shape)
+        case "ones" | "torch_ones":
+            data = np.ones(shape)
+        case "constant":
+            data = np.full(shape, init.value)
+        case _:
+            raise ValueError(f"unknown init kind {init.kind}")
+    return np.asarray(data, dtype=np.float32)

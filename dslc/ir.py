@@ -1,0 +1,151 @@
+"""The typed IR: a graph of nodes in topological order. Each node applies one registry op to
+input Values, with resolved attributes, and produces typed output Values; it carries its
+source span and the parameters it owns. `format_graph` is the text form the golden tests diff;
+`verify` re-derives every type from the registry's shape rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dslc.diagnostics import Span
+from dslc.ops.base import OpDef, ParamSpec
+from dslc.types import TensorType
+
+
+@dataclass(eq=False)
+class Value:
+    name: str  # unique in its graph; also the ONNX value name
+    type: TensorType
+    user_named: bool = False  # named by the spec (an input, target or assignment)
+
+    def describe(self) -> str:
+        return f"a tensor {self.type}"
+
+
+@dataclass(eq=False)
+class Node:
+    op: OpDef
+    name: str  # unique dotted path: "conv1", "res2.conv1"; parameters live at name.param
+    inputs: list[Value]
+    attrs: dict[str, Any]
+    outputs: list[Value]
+    span: Span
+    params: dict[str, ParamSpec] = field(default_factory=dict)
+
+    @property
+    def output(self) -> Value:
+        return self.outputs[0]
+
+
+@dataclass(eq=False)
+class LossTerm:
+    op: OpDef
+    inputs: list[Value]
+    attrs: dict[str, Any]
+    weight: float
+    span: Span
+
+
+@dataclass(eq=False)
+class Training:
+    targets: list[Value]
+    loss: list[LossTerm]
+    optimizer: tuple[OpDef, dict[str, Any], Span] | None
+    settings: dict[str, Any]
+
+
+@dataclass(eq=False)
+class Graph:
+    name: str
+    path: str
+    inputs: list[Value]
+    outputs: dict[str, Value]
+    nodes: list[Node]
+    training: Training | None = None
+
+    def parameters(self, buffers: bool = False) -> list[tuple[str, ParamSpec]]:
+        """(state_dict key, spec) for every parameter, in module order."""
+        return [
+            (f"{n.name}.{k}", p)
+            for n in self.nodes
+            for k, p in n.params.items()
+            if buffers or not p.buffer
+        ]
+
+    def param_count(self) -> int:
+        total = 0
+        for _, p in self.parameters():
+            count = 1
+            for d in p.shape:
+                count *= d
+            total += count
+        return total
+
+
+def fmt_attr(v: Any) -> str:
+    if isinstance(v, tuple):
+        return "[" + ", ".join(fmt_attr(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return repr(v)
+
+
+def format_graph(g: Graph) -> str:
+    """A compact, diff-friendly text form: one line per node, parameters indented below."""
+    sig = ", ".join(f"{v.name}: {v.type}" for v in g.inputs)
+    lines = [f"model {g.name}({sig}) {{  # {g.path}"]
+    for n in g.nodes:
+        outs = ", ".join(v.name for v in n.outputs)
+        attrs = " ".join(f"{k}={fmt_attr(v)}" for k, v in n.attrs.items() if v not in (None, "default"))
+        types = ", ".join(str(v.type) for v in n.outputs)
+        ins = ", ".join(v.name for v in n.inputs)
+        lines.append(f"  {outs} = {n.op.name}({ins}){' ' + attrs if attrs else ''} : {types}")
+        lines.append(f"      # {n.name} @{n.span.line}:{n.span.column}")
+        for k, p in n.params.items():
+            kind = "buffer" if p.buffer else "param"
+            init = p.init.kind + (f"({p.init.value})" if p.init.kind == "constant" else "")
+            lines.append(f"      {kind} {k}: {p.dtype}{list(p.shape)} init={init}")
+    outs = ", ".join(f"{k} = {v.name}" if k != v.name else k for k, v in g.outputs.items())
+    lines.append(f"  return {outs}")
+    lines.append(f"}}  # {g.param_count():,} parameters")
+    if g.training:
+        lines += _format_training(g.training)
+    return "\n".join(lines) + "\n"
+
+
+def _format_training(t: Training) -> list[str]:
+    lines = ["train {"]
+    lines += [f"  target {v.name}: {v.type}" for v in t.targets]
+    for term in t.loss:
+        attrs = "".join(f", {k}={fmt_attr(v)}" for k, v in term.attrs.items())
+        ins = ", ".join(v.name for v in term.inputs)
+        lines.append(f"  loss += {term.weight!r} * {term.op.name}({ins}{attrs})")
+    if t.optimizer:
+        op, attrs, _ = t.optimizer
+        lines.append(f"  optimizer = {op.name}({', '.join(f'{k}={fmt_attr(v)}' for k, v in attrs.items())})")
+    lines += [f"  {k} = {fmt_attr(v)}" for k, v in t.settings.items()]
+    lines.append("}")
+    return lines
+
+
+def verify(g: Graph) -> None:
+    """Re-derive every node's output types and parameters from the registry and check the graph
+    is well-formed (topological, unique names). Raises AssertionError on an internal bug."""
+    defined = {id(v) for v in g.inputs}
+    names = {v.name for v in g.inputs}
+    for n in g.nodes:
+        for v in n.inputs:
+            assert id(v) in defined, f"{n.name}: input {v.name} used before it is defined"
+        inferred = n.op.infer([v.type for v in n.inputs], n.attrs)
+        inferred = inferred if isinstance(inferred, list) else [inferred]
+        assert inferred == [v.type for v in n.outputs], f"{n.name}: types disagree: {inferred}"
+        assert n.op.params([v.type for v in n.inputs], n.attrs).keys() == n.params.keys()
+        for v in n.outputs:
+            assert v.name not in names, f"value name {v.name} defined twice"
+            names.add(v.name)
+            defined.add(id(v))
+    for v in g.outputs.values():
+        assert id(v) in defined, f"output {v.name} is not computed by the graph"

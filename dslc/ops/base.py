@@ -1,0 +1,180 @@
+"""The op registry's building blocks. Every layer, loss and optimizer is one OpDef subclass,
+registered by name; it declares its attributes and implements its shape rule, parameters,
+PyTorch emission and ONNX emission. Nothing about an op lives anywhere else."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dslc.diagnostics import SpecError
+from dslc.init import Init
+from dslc.types import Sym, TensorType
+
+if TYPE_CHECKING:
+    from dslc.backends.onnx import OnnxBuilder
+    from dslc.ir import Node
+
+REQUIRED: Any = object()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+# Attribute kinds: what a value must be, in words (for errors) and as a test.
+KINDS: dict[str, tuple[str, Any]] = {
+    "int": ("an integer", _is_int),
+    "float": ("a number", _is_num),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "ints": ("an integer or a list of integers", lambda v: _is_int(v) or _int_list(v)),
+    "floats": ("a list of numbers", lambda v: isinstance(v, list) and all(map(_is_num, v))),
+    "padding": (
+        'an integer, a list of integers, "same" or "valid"',
+        lambda v: _is_int(v) or _int_list(v) or v in ("same", "valid"),
+    ),
+    "init": ("an initializer name or a number", lambda v: isinstance(v, str) or _is_num(v)),
+    "shape": (
+        "a list of dims (integers, -1, or symbolic dims such as N)",
+        lambda v: isinstance(v, list) and all(_is_int(d) or isinstance(d, Sym) for d in v),
+    ),
+}
+
+
+def _int_list(v: Any) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(map(_is_int, v))
+
+
+@dataclass(frozen=True)
+class Attr:
+    name: str
+    kind: str
+    default: Any = REQUIRED
+    doc: str = ""
+    choices: tuple[Any, ...] = ()
+    minimum: float | None = None  # values must be >= minimum
+    positive: bool = False  # values must be > 0
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def coerce(self, op: str, value: Any) -> Any:
+        what, test = KINDS[self.kind]
+        if self.kind == "float" and _is_int(value):
+            value = float(value)
+        if not test(value):
+            raise SpecError(f"{op}: {self.name} must be {what}, got {describe(value)}")
+        if self.choices and value not in self.choices:
+            raise SpecError(
+                f"{op}: {self.name} must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
+            )
+        for v in value if isinstance(value, list) else [value]:
+            if self.positive and _is_num(v) and v <= 0:
+                raise SpecError(f"{op}: {self.name} must be positive, got {v}")
+            if self.minimum is not None and _is_num(v) and v < self.minimum:
+                raise SpecError(f"{op}: {self.name} must be at least {self.minimum}, got {v}")
+        return tuple(value) if isinstance(value, list) else value
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "a list"
+    if _is_num(value):
+        return f"the number {value}"
+    return getattr(value, "describe", lambda: type(value).__name__)()
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A learned parameter (or a buffer, such as batch norm's running mean) of one node."""
+
+    shape: tuple[int, ...]
+    init: Init
+    buffer: bool = False
+    dtype: str = "f32"
+
+
+@dataclass
+class OpDef:
+    """Base class of every op. Subclasses set the ClassVars and override the methods they need."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    doc: ClassVar[str] = ""
+    inputs: ClassVar[tuple[str, ...]] = ("x",)  # tensor inputs; ("*xs",) takes a list
+    attrs: ClassVar[tuple[Attr, ...]] = ()
+    prefix: ClassVar[str] = ""  # node names are prefix + counter; defaults to the op name
+    example: ClassVar[str] = ""  # a line of .dl for the language reference
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ---- compile time
+    def resolve(self, ins: list[TensorType], a: dict[str, Any]) -> dict[str, Any]:
+        """Normalize attributes once the input types are known (e.g. kernel=3 -> (3, 3))."""
+        return a
+
+    def infer(self, ins: list[TensorType], a: dict[str, Any]) -> TensorType | list[TensorType]:
+        raise NotImplementedError
+
+    def params(self, ins: list[TensorType], a: dict[str, Any]) -> dict[str, ParamSpec]:
+        return {}
+
+    # ---- PyTorch
+    def torch_module(self, node: Node) -> str | None:
+        """The nn.Module constructor expression, for ops that hold parameters or state."""
+        return None
+
+    def torch_call(self, node: Node, args: list[str], module: str | None) -> str:
+        return f"{module}({', '.join(args)})"
+
+    # ---- ONNX
+    def onnx(self, node: Node, b: OnnxBuilder, ins: list[str], outs: list[str]) -> None:
+        raise NotImplementedError
+
+    @property
+    def node_prefix(self) -> str:
+        return self.prefix or self.name
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(cls: type[OpDef]) -> type[OpDef]:
+    assert cls.name not in REGISTRY, f"op {cls.name} registered twice"
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+def suggest(name: str, candidates: list[str]) -> str | None:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def ntuple(value: Any, n: int, op: str, attr: str) -> tuple[int, ...]:
+    """An int repeated n times, or a list of exactly n ints."""
+    if isinstance(value, int):
+        return (value,) * n
+    if len(value) != n:
+        raise SpecError(f"{op}: {attr} has {len(value)} values but the input has {n} spatial dims")
+    return tuple(value)
+
+
+def expect_rank(op: str, t: TensorType, ranks: tuple[int, ...], layout: str = "") -> None:
+    if t.rank not in ranks:
+        want = " or ".join(map(str, ranks))
+        raise SpecError(f"{op} expects a rank-{want} input{layout}, got {t}")
+
+
+def expect_float(op: str, t: TensorType) -> None:
+    if not t.dtype.startswith(("f", "bf")):
+        raise SpecError(f"{op} expects a floating-point input, got {t}", hint="declare it as f32")

@@ -1,0 +1,136 @@
+"""Convolutions over 1, 2 or 3 spatial dims, input layout (N, C, *spatial)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from dslc.diagnostics import SpecError
+from dslc.init import Init, from_attr
+from dslc.ops.base import Attr, OpDef, ParamSpec, expect_float, expect_rank, ntuple, register
+from dslc.ops.dense import INIT_ATTRS
+from dslc.types import Dim, dim_add, dim_floordiv
+
+
+def window_out(size: Dim, k: int, s: int, p0: int, p1: int, d: int, op: str) -> Dim:
+    """Output length of a sliding window: floor((L + p0 + p1 - d*(k-1) - 1) / s) + 1."""
+    span = d * (k - 1) + 1
+    out = dim_add(dim_floordiv(dim_add(size, p0 + p1 - span), s), 1)
+    if isinstance(out, int) and out < 1:
+        raise SpecError(
+            f"{op}: input size {size} is too small for a window of {span} "
+            f"(padding {p0}+{p1}, stride {s}): the output would be empty"
+        )
+    return out
+
+
+def same_pads(k: tuple[int, ...], d: tuple[int, ...]) -> tuple[int, ...]:
+    """ONNX pads (all begins, then all ends) for padding="same"; the extra one goes at the end,
+    as in PyTorch."""
+    total = [di * (ki - 1) for ki, di in zip(k, d, strict=True)]
+    return tuple(t // 2 for t in total) + tuple(t - t // 2 for t in total)
+
+
+def resolve_window(op: str, n: int, a: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """Expand kernel/stride/dilation/padding to n-tuples; padding becomes (begins..., ends...)."""
+    a = dict(a)
+    for key in names:
+        a[key] = ntuple(a[key], n, op, key)
+    pad = a["padding"]
+    if pad == "same":
+        if any(s != 1 for s in a["stride"]):
+            raise SpecError(f'{op}: padding="same" needs stride 1', hint="give explicit padding")
+        a["padding"] = same_pads(a["kernel"], a.get("dilation", (1,) * n))
+        a["same"] = True
+    else:
+        half = (0,) * n if pad == "valid" else ntuple(pad, n, op, "padding")
+        a["padding"] = half + half
+    return a
+
+
+def compact(values: tuple[int, ...]) -> str:
+    """3 for (3, 3), (3, 5) otherwise: how a PyTorch user writes kernel sizes."""
+    return str(values[0]) if len(set(values)) == 1 else str(values)
+
+
+class ConvNd(OpDef):
+    dims: int
+    family = "conv"
+    prefix = "conv"
+    attrs = (
+        Attr("out_channels", "int", doc="number of filters", positive=True),
+        Attr("kernel", "ints", doc="kernel size, one int or one per spatial dim", positive=True),
+        Attr("stride", "ints", 1, "step between windows", positive=True),
+        Attr("padding", "padding", 0, 'zero padding per side, or "same" / "valid"', minimum=0),
+        Attr("dilation", "ints", 1, "spacing between kernel taps", positive=True),
+        Attr("groups", "int", 1, "grouped convolution: channels split into groups", positive=True),
+        Attr("bias", "bool", True, "learn an additive bias per filter"),
+        Attr("in_channels", "int", None, "expected input channels; checked, inferred when omitted"),
+        *INIT_ATTRS,
+    )
+
+    def resolve(self, ins, a):
+        expect_rank(self.name, ins[0], (self.dims + 2,), " (N, C, *spatial)")
+        a = resolve_window(self.name, self.dims, a, ("kernel", "stride", "dilation"))
+        return {k: v for k, v in a.items() if k != "same"} | {"same": a.get("same", False)}
+
+    def infer(self, ins, a):
+        (x,) = ins
+        expect_float(self.name, x)
+        c = x.shape[1]
+        if not isinstance(c, int):
+            raise SpecError(f"{self.name} needs a known channel count in dim 1, got {x}")
+        if a["in_channels"] is not None and a["in_channels"] != c:
+            raise SpecError(f"{self.name} expects {a['in_channels']} input channels, got {c} (input {x})")
+        g = a["groups"]
+        if c % g or a["out_channels"] % g:
+            raise SpecError(f"{self.name}: groups={g} must divide in ({c}) and out ({a['out_channels']}) channels")
+        n = self.dims
+        spatial = [
+            window_out(x.shape[2 + i], a["kernel"][i], a["stride"][i], a["padding"][i],
+                       a["padding"][n + i], a["dilation"][i], self.name)
+            for i in range(n)
+        ]
+        return x.with_shape((x.shape[0], a["out_channels"], *spatial))
+
+    def params(self, ins, a):
+        c = ins[0].shape[1]
+        w_shape = (a["out_channels"], c // a["groups"], *a["kernel"])
+        p = {"weight": ParamSpec(w_shape, from_attr(a["init"], Init("uniform_fan_in")))}
+        if a["bias"]:
+            fan_in = math.prod(w_shape[1:])
+            bias_default = Init("uniform_fan_in", fan_in=fan_in)
+            p["bias"] = ParamSpec((a["out_channels"],), from_attr(a["bias_init"], bias_default))
+        return p
+
+    def torch_module(self, node):
+        a, n = node.attrs, self.dims
+        args = [str(node.inputs[0].type.shape[1]), str(a["out_channels"]), f"kernel_size={compact(a['kernel'])}"]
+        if a["stride"] != (1,) * n:
+            args.append(f"stride={compact(a['stride'])}")
+        if a["same"]:
+            args.append('padding="same"')
+        elif any(a["padding"]):
+            args.append(f"padding={compact(a['padding'][:n])}")
+        if a["dilation"] != (1,) * n:
+            args.append(f"dilation={compact(a['dilation'])}")
+        if a["groups"] != 1:
+            args.append(f"groups={a['groups']}")
+        if not a["bias"]:
+            args.append("bias=False")
+        return f"nn.Conv{n}d({', '.join(args)})"
+
+    def onnx(self, node, b, ins, outs):
+        a = node.attrs
+        weights = [b.param(node, "weight")] + ([b.param(node, "bias")] if a["bias"] else [])
+        b.add(node, "Conv", [ins[0], *weights], outs, kernel_shape=list(a["kernel"]),
+              strides=list(a["stride"]), pads=list(a["padding"]), dilations=list(a["dilation"]),
+              group=a["groups"])
+
+
+for _n in (1, 2, 3):
+    register(type(f"Conv{_n}d", (ConvNd,), {
+        "name": f"conv{_n}d", "dims": _n,
+        "doc": f"{_n}-D convolution over (N, C, {', '.join('DHW'[3 - _n:])}) (torch.nn.Conv{_n}d).",
+        "example": ["x -> conv1d(16, 3)", "x -> conv2d(6, 5)", 'x -> conv3d(8, 3, padding="same")'][_n - 1],
+    }))

@@ -1,0 +1,69 @@
+"""Fully connected layers."""
+
+from __future__ import annotations
+
+from dslc.diagnostics import SpecError
+from dslc.init import Init, from_attr
+from dslc.ops.base import Attr, OpDef, ParamSpec, expect_float, register
+
+INIT_ATTRS = (
+    Attr("init", "init", "default", "weight initializer: a scheme name or a constant"),
+    Attr("bias_init", "init", "default", "bias initializer"),
+)
+
+
+@register
+class Linear(OpDef):
+    name = "linear"
+    family = "dense"
+    prefix = "fc"
+    doc = "Affine map y = x W^T + b over the last dim (torch.nn.Linear)."
+    example = "x -> linear(120)"
+    attrs = (
+        Attr("out_features", "int", doc="output size", positive=True),
+        Attr("bias", "bool", True, "learn an additive bias"),
+        Attr("in_features", "int", None, "expected input size; checked, inferred when omitted"),
+        *INIT_ATTRS,
+    )
+
+    def infer(self, ins, a):
+        (x,) = ins
+        expect_float(self.name, x)
+        if x.rank < 1 or not isinstance(x.shape[-1], int):
+            raise SpecError(
+                f"linear needs a known feature size in the last dim, got {x}",
+                hint="flatten or reshape to a fixed size first",
+            )
+        if a["in_features"] is not None and a["in_features"] != x.shape[-1]:
+            raise SpecError(
+                f"linear expects {a['in_features']} input features, got {x.shape[-1]} (input {x})"
+            )
+        return x.with_shape((*x.shape[:-1], a["out_features"]))
+
+    def params(self, ins, a):
+        n_in, n_out = ins[0].shape[-1], a["out_features"]
+        p = {"weight": ParamSpec((n_out, n_in), from_attr(a["init"], Init("uniform_fan_in")))}
+        if a["bias"]:
+            default = Init("uniform_fan_in", fan_in=n_in)
+            p["bias"] = ParamSpec((n_out,), from_attr(a["bias_init"], default))
+        return p
+
+    def torch_module(self, node):
+        n_in = node.inputs[0].type.shape[-1]
+        bias = "" if node.attrs["bias"] else ", bias=False"
+        return f"nn.Linear({n_in}, {node.attrs['out_features']}{bias})"
+
+    def onnx(self, node, b, ins, outs):
+        w = b.param(node, "weight")
+        bias = [b.param(node, "bias")] if node.attrs["bias"] else []
+        if node.inputs[0].type.rank == 2:
+            b.add(node, "Gemm", [ins[0], w, *bias], outs, transB=1)
+            return
+        wt = b.add(node, "Transpose", [w], [b.temp(node, "weight_t")], perm=[1, 0])
+        if not bias:
+            b.add(node, "MatMul", [ins[0], wt], outs)
+            return
+        mm = b.add(node, "MatMul", [ins[0], wt], [b.temp(node, "matmul")])
+        b.add(node, "Add", [mm, bias[0]], outs)
+
+

@@ -1,0 +1,62 @@
+"""Binary elementwise arithmetic with broadcasting: what `a + b`, `a * b`, `x * 0.5` compile to."""
+
+from __future__ import annotations
+
+from dslc.diagnostics import SpecError
+from dslc.ops.base import Attr, OpDef, register
+from dslc.types import Dim, TensorType
+
+
+def broadcast(op: str, a: TensorType, b: TensorType) -> TensorType:
+    if a.dtype != b.dtype:
+        raise SpecError(f"{op}: dtypes differ: {a} and {b}")
+    shape: list[Dim] = []
+    for i in range(1, max(a.rank, b.rank) + 1):
+        p = a.shape[-i] if i <= a.rank else 1
+        q = b.shape[-i] if i <= b.rank else 1
+        if p != q and p != 1 and q != 1:
+            raise SpecError(f"{op}: shapes {a.shape_str()} and {b.shape_str()} do not match (dim -{i}: {p} vs {q})")
+        shape.append(q if p == 1 else p)
+    return a.with_shape(tuple(reversed(shape)))
+
+
+class Binary(OpDef):
+    family = "elementwise"
+    inputs = ("a", "b?")  # the second input is absent when `scalar` is set: x * 0.5
+    attrs = (
+        Attr("scalar", "float", None, "a constant operand instead of b"),
+        Attr("reverse", "bool", False, "the scalar is the left operand (1 - x)"),
+    )
+    symbol: str
+    onnx_op: str
+
+    def infer(self, ins, a):
+        if len(ins) == 1:
+            if not ins[0].dtype.startswith(("f", "bf")):
+                raise SpecError(f"{self.name} with a number needs a floating-point tensor, got {ins[0]}")
+            return ins[0]
+        return broadcast(self.name, ins[0], ins[1])
+
+    def _operands(self, node, args: list[str]) -> list[str]:
+        if len(args) == 2:
+            return args
+        operands = [args[0], repr(node.attrs["scalar"])]
+        return operands[::-1] if node.attrs["reverse"] else operands
+
+    def torch_call(self, node, args, module):
+        left, right = self._operands(node, args)
+        return f"{left} {self.symbol} {right}"
+
+    def onnx(self, node, b, ins, outs):
+        if len(ins) == 1:
+            ins = [ins[0], b.const(node, "scalar", node.attrs["scalar"], node.inputs[0].type.dtype)]
+            ins = ins[::-1] if node.attrs["reverse"] else ins
+        b.add(node, self.onnx_op, ins, outs)
+
+
+for _name, _sym, _op in (("add", "+", "Add"), ("sub", "-", "Sub"), ("mul", "*", "Mul"), ("div", "/", "Div")):
+    register(type(_op, (Binary,), {
+        "name": _name, "symbol": _sym, "onnx_op": _op,
+        "doc": f"a {_sym} b elementwise, with broadcasting; written `a {_sym} b` in a spec.",
+        "example": f"y = a {_sym} b",
+    }))

@@ -1,0 +1,126 @@
+"""Ops that move data without computing on it: flatten, reshape, concat."""
+
+from __future__ import annotations
+
+from dslc.diagnostics import SpecError
+from dslc.ops.base import Attr, OpDef, register
+from dslc.types import Dim, Sym, TensorType, dim_add, dim_prod
+
+
+def _norm_axis(op: str, axis: int, rank: int) -> int:
+    if not -rank <= axis < rank:
+        raise SpecError(f"{op}: axis {axis} is out of range for rank {rank}")
+    return axis % rank
+
+
+@register
+class Flatten(OpDef):
+    name = "flatten"
+    family = "shape"
+    doc = "Merges dims start..last into one: (N, C, H, W) -> (N, C*H*W) with the default start=1."
+    example = "x -> flatten"
+    attrs = (Attr("start", "int", 1, "first dim to merge"),)
+
+    def resolve(self, ins, a):
+        return {"start": _norm_axis(self.name, a["start"], max(ins[0].rank, 1))}
+
+    def infer(self, ins, a):
+        (x,) = ins
+        return x.with_shape((*x.shape[: a["start"]], dim_prod(x.shape[a["start"]:])))
+
+    def torch_call(self, node, args, module):
+        return f"torch.flatten({args[0]}, {node.attrs['start']})"
+
+    def onnx(self, node, b, ins, outs):
+        start = node.attrs["start"]
+        if start == 1:
+            b.add(node, "Flatten", ins, outs, axis=1)
+            return
+        shape = b.const(node, "shape", [0] * start + [-1], "i64")
+        b.add(node, "Reshape", [ins[0], shape], outs)
+
+
+@register
+class Reshape(OpDef):
+    name = "reshape"
+    family = "shape"
+    doc = ("Reshapes to `shape` (the whole shape, batch included). -1 is inferred from the rest; a "
+           "symbolic dim such as N must sit at the same position in the input.")
+    example = "x -> reshape([N, 16, 5, 5])"
+    attrs = (Attr("shape", "shape", doc="target shape"),)
+
+    def infer(self, ins, a):
+        (x,) = ins
+        target = list(a["shape"])
+        for i, d in enumerate(target):
+            if isinstance(d, Sym) and (i >= x.rank or x.shape[i] != d):
+                raise SpecError(f"reshape: symbolic dim {d} must be at position {i} of the input {x} too")
+            if isinstance(d, int) and d < -1 or d == 0:
+                raise SpecError(f"reshape: dims must be positive or -1, got {d}")
+        holes = [i for i, d in enumerate(target) if d == -1]
+        if len(holes) > 1:
+            raise SpecError("reshape: at most one dim can be -1")
+        if holes:
+            target[holes[0]] = _infer_hole(x, [d for d in target if d != -1])
+        elif _known_size(x.shape) != _known_size(target):
+            raise SpecError(f"reshape: cannot reshape {x} to {x.with_shape(target).shape_str()}: sizes differ")
+        return x.with_shape(target)
+
+    def torch_call(self, node, args, module):
+        dims = [f"{args[0]}.shape[{i}]" if isinstance(d, Sym) else str(d) for i, d in enumerate(node.attrs["shape"])]
+        return f"{args[0]}.reshape({', '.join(dims)})"
+
+    def onnx(self, node, b, ins, outs):
+        shape = b.const(node, "shape", [0 if isinstance(d, Sym) else d for d in node.attrs["shape"]], "i64")
+        b.add(node, "Reshape", [ins[0], shape], outs)
+
+
+def _known_size(shape) -> tuple[int, tuple[str, ...]]:
+    """(product of the int dims, sorted symbolic dims): two shapes with equal values hold the same
+    number of elements."""
+    ints = [d for d in shape if isinstance(d, int)]
+    syms = tuple(sorted(str(d) for d in shape if not isinstance(d, int)))
+    return dim_prod(ints), syms  # type: ignore[return-value]
+
+
+def _infer_hole(x: TensorType, rest: list[Dim]) -> Dim:
+    (n_in, s_in), (n_out, s_out) = _known_size(x.shape), _known_size(rest)
+    if s_in == s_out:
+        if n_in % n_out:
+            raise SpecError(f"reshape: {x} does not divide into {rest} and -1")
+        return n_in // n_out
+    return Sym(text=f"({dim_prod(x.shape)})/({dim_prod(rest)})")
+
+
+@register
+class Concat(OpDef):
+    name = "concat"
+    family = "shape"
+    doc = "Joins a list of tensors along axis; every other dim must agree."
+    example = "[a, b, c] -> concat(axis=1)"
+    inputs = ("*xs",)
+    attrs = (Attr("axis", "int", 1, "the dim to join along"),)
+
+    def resolve(self, ins, a):
+        return {"axis": _norm_axis(self.name, a["axis"], ins[0].rank)}
+
+    def infer(self, ins, a):
+        axis, first = a["axis"], ins[0]
+        total: Dim = 0
+        for i, t in enumerate(ins):
+            if t.dtype != first.dtype or t.rank != first.rank:
+                raise SpecError(f"concat: input {i} is {t} but input 0 is {first}")
+            for d, (p, q) in enumerate(zip(t.shape, first.shape, strict=True)):
+                if d != axis and p != q:
+                    raise SpecError(
+                        f"concat along axis {axis}: input {i} has shape {t.shape_str()} but input 0 has "
+                        f"{first.shape_str()} (dim {d} differs)"
+                    )
+            total = dim_add(total, t.shape[axis])
+        return first.with_shape((*first.shape[:axis], total, *first.shape[axis + 1:]))
+
+    def torch_call(self, node, args, module):
+        return f"torch.cat([{', '.join(args)}], dim={node.attrs['axis']})"
+
+    def onnx(self, node, b, ins, outs):
+        b.add(node, "Concat", ins, outs, axis=node.attrs["axis"])

@@ -1,0 +1,248 @@
+"""Parsing: .dl text -> AST. Lark in LALR mode with positions on; syntax errors become
+Diagnostics, named from a table of known mistakes where one matches (as lark's own
+error_reporting_lalr example does)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import lark
+from lark import Token, Transformer, v_args
+
+from dslc import ast
+from dslc.diagnostics import Diagnostics, Span
+
+_GRAMMAR_NAME = "dslc.lark"
+
+
+def grammar_path() -> Path:
+    """The grammar ships inside the wheel as dslc/grammar/; in a source tree it is ../grammar/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "grammar", here.parent / "grammar"):
+        if (candidate / _GRAMMAR_NAME).is_file():
+            return candidate / _GRAMMAR_NAME
+    raise FileNotFoundError(f"dslc's grammar ({_GRAMMAR_NAME}) is missing from {here}")
+
+
+@cache
+def parser() -> lark.Lark:
+    return lark.Lark(
+        grammar_path().read_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True
+    )
+
+
+# Known mistakes -> the message to give. Each example is a whole (bad) file; the parser state in
+# which it fails names the mistake. tests/test_syntax.py checks every entry still matches.
+SYNTAX_ERRORS: dict[str, list[str]] = {
+    "unclosed '{': the file ends inside a model, block or train section": [
+        "model M { input x: f32[N, 2]",
+        "model M { y = x -> relu",
+        "train { epochs = 3",
+    ],
+    "a statement here must be `name = expression`, `input`, `output` or `target`": [
+        "model M { x -> relu }",
+        "model M { y x }",
+        "model M { 3 }",
+    ],
+    "a tensor type is a dtype and a shape, such as f32[N, 3, 32, 32]": [
+        "model M { input x: [N, 3] }",
+        "model M { input x: f32 }",
+        "model M { input x: f32(N) }",
+    ],
+    "a parameter needs a type, such as `width: int` or `rate: float = 0.5`": [
+        "block B(width) { }",
+        "block B(width = 3) { }",
+    ],
+    "unclosed '(' in a call": [
+        "model M { y = x -> linear(3 }",
+        "model M { y = relu(x }",
+    ],
+    "an expression is missing here": [
+        "model M { y = }",
+        "model M { y = x -> }",
+        "model M { y = linear(3, ) }",
+        "model M { y = x + }",
+    ],
+    "a pipeline stage is a layer or block, such as `-> relu` or `-> linear(10)`": [
+        "model M { y = x -> 3 }",
+        'model M { y = x -> "relu" }',
+        "model M { y = x -> [a] }",
+    ],
+    "a file holds `model`, `block` and `train` sections and `name = value` constants": [
+        "input x: f32[N]",
+        "x -> relu",
+        "models M { }",
+    ],
+}
+
+
+def parse(source: str, path: str, diags: Diagnostics) -> ast.Program | None:
+    try:
+        tree = parser().parse(source)
+    except lark.exceptions.UnexpectedInput as err:
+        diags.error(*_describe(err, source, path))
+        return None
+    return _ToAst(path, source).transform(tree)
+
+
+def _describe(err: lark.exceptions.UnexpectedInput, source: str, path: str):
+    line, column = max(err.line, 1), max(err.column, 1)
+    if isinstance(err, lark.exceptions.UnexpectedEOF) or getattr(err, "token", None) == "$END":
+        line, column = _end_position(source)
+    width = len(err.token) if isinstance(err, lark.exceptions.UnexpectedToken) else 1
+    span = Span(path, line, column, line, column + max(width, 1))
+    label = None
+    if isinstance(err, lark.exceptions.UnexpectedToken | lark.exceptions.UnexpectedEOF):
+        label = err.match_examples(parser().parse, SYNTAX_ERRORS, use_accepts=True)
+    found = _found(err)
+    if label:
+        return span, f"{label} (found {found})" if found else label, None
+    if isinstance(err, lark.exceptions.UnexpectedCharacters):
+        return span, f"unexpected character {source[err.pos_in_stream]!r}", None
+    expected = sorted({_terminal_text(t) for t in getattr(err, "expected", ()) or ()})
+    hint = f"expected {_one_of(expected)}" if expected else None
+    return span, f"unexpected {found}" if found else "unexpected end of file", hint
+
+
+def _found(err: lark.exceptions.UnexpectedInput) -> str | None:
+    token = getattr(err, "token", None)
+    if token is None or token.type == "$END":
+        return "end of file"
+    return f"{token.value!r}" if token.type != "NAME" else f"name {token.value!r}"
+
+
+def _end_position(source: str) -> tuple[int, int]:
+    lines = source.rstrip().splitlines() or [""]
+    return len(lines), len(lines[-1]) + 1
+
+
+def _terminal_text(name: str) -> str:
+    named = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string"}
+    if name in named:
+        return named[name]
+    for term in parser().terminals:
+        if term.name == name and term.pattern.type == "str":
+            return f"'{term.pattern.value}'"
+    return name.lower()
+
+
+def _one_of(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else "one of " + ", ".join(items)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Parse tree -> ast dataclasses. Every node gets the span of its rule."""
+
+    def __init__(self, path: str, source: str) -> None:
+        super().__init__()
+        self.path = path
+        self.source = source
+
+    def _span(self, meta) -> Span:
+        return Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok(self, tok: Token) -> Span:
+        return Span(self.path, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    # ---- file structure
+    def start(self, meta, items):
+        consts = tuple(i for i in items if isinstance(i, ast.Assign))
+        defs = tuple(i for i in items if isinstance(i, ast.Definition))
+        trains = tuple(i for i in items if isinstance(i, ast.TrainDef))
+        return ast.Program(self.path, self.source, consts, defs, trains)
+
+    def model(self, meta, c):
+        return ast.Definition(self._span(meta), "model", str(c[0]), c[1] or (), tuple(c[2:]))
+
+    def block(self, meta, c):
+        return ast.Definition(self._span(meta), "block", str(c[0]), c[1] or (), tuple(c[2:]))
+
+    def train(self, meta, c):
+        return ast.TrainDef(self._span(meta), tuple(c))
+
+    def params(self, meta, c):
+        return tuple(p for p in c if p is not None)
+
+    def param(self, meta, c):
+        return ast.Param(self._span(meta), str(c[0]), str(c[1]), c[2])
+
+    # ---- statements
+    def input_decl(self, meta, c):
+        return ast.InputDecl(self._span(meta), str(c[0]), c[1])
+
+    def target_decl(self, meta, c):
+        return ast.TargetDecl(self._span(meta), str(c[0]), c[1])
+
+    def output_decl(self, meta, c):
+        return ast.OutputDecl(self._span(meta), str(c[0]), c[1])
+
+    def assign(self, meta, c):
+        return ast.Assign(self._span(meta), tuple(str(n) for n in c[:-1]), c[-1])
+
+    def tensor_type(self, meta, c):
+        dims = tuple(d for d in c[1:] if d is not None)
+        return ast.TensorTypeExpr(self._span(meta), str(c[0]), dims)
+
+    # ---- expressions
+    def int(self, meta, c):
+        return ast.Literal(self._span(meta), int(c[0]))
+
+    def float(self, meta, c):
+        return ast.Literal(self._span(meta), float(c[0]))
+
+    def string(self, meta, c):
+        return ast.Literal(self._span(meta), str(c[0])[1:-1])
+
+    def true(self, meta, c):
+        return ast.Literal(self._span(meta), True)
+
+    def false(self, meta, c):
+        return ast.Literal(self._span(meta), False)
+
+    def ref(self, meta, c):
+        return ast.Ref(self._span(meta), str(c[0]))
+
+    def list(self, meta, c):
+        return ast.ListExpr(self._span(meta), tuple(i for i in c if i is not None))
+
+    def call(self, meta, c):
+        args, kwargs = c[1] or ((), ())
+        return ast.Call(self._span(meta), str(c[0]), self._tok(c[0]), args, kwargs)
+
+    def args(self, meta, c):
+        return tuple(a for a in c if not isinstance(a, ast.Kwarg)), tuple(
+            a for a in c if isinstance(a, ast.Kwarg)
+        )
+
+    def kwarg(self, meta, c):
+        return ast.Kwarg(self._span(meta), str(c[0]), c[1])
+
+    def _binop(op):  # noqa: N805 - a factory used in the class body
+        def build(self, meta, c):
+            return ast.BinOp(self._span(meta), op, c[0], c[1])
+
+        return build
+
+    add, sub, mul, div = _binop("+"), _binop("-"), _binop("*"), _binop("/")
+
+    def neg(self, meta, c):
+        return ast.Neg(self._span(meta), c[0])
+
+    def pipe(self, meta, c):
+        return ast.Pipe(self._span(meta), c[0], c[1])
+
+    # ---- stages
+    def stage_ref(self, meta, c):
+        return ast.StageCall(self._span(meta), str(c[0]), (), ())
+
+    def stage_call(self, meta, c):
+        args, kwargs = c[1] or ((), ())
+        return ast.StageCall(self._span(meta), str(c[0]), args, kwargs)
+
+    def stage_seq(self, meta, c):
+        return ast.StageSeq(self._span(meta), tuple(c))
+
+    def stage_repeat(self, meta, c):
+        return ast.StageRepeat(self._span(meta), c[0], c[1])

@@ -1,0 +1,143 @@
+"""Lowering of the train section: targets, the loss (a weighted sum of registry losses bound
+to model outputs and targets), the optimizer, and the plain settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dslc import ast
+from dslc.diagnostics import Diagnostics, SpecError
+from dslc.elaborate import Arg, Elaborator
+from dslc.ir import Graph, LossTerm, Training, Value
+from dslc.ops.base import REGISTRY, Attr, describe, suggest
+from dslc.scope import Frame, Scope
+
+# Plain settings of a train section: name -> its attribute (type, default, doc).
+SETTINGS: dict[str, Attr] = {
+    a.name: a
+    for a in (
+        Attr("batch_size", "int", 32, "examples per optimizer step", positive=True),
+        Attr("epochs", "int", 10, "passes over the training data", positive=True),
+    )
+}
+SPECIAL = ("loss", "optimizer")
+
+
+def lower_training(el: Elaborator, program: ast.Program, graph: Graph, diags: Diagnostics) -> None:
+    if not program.trains:
+        return
+    for extra in program.trains[1:]:
+        diags.error(extra.span, "a spec has at most one train section")
+    train = program.trains[0]
+    scope = Scope()
+    t = Training([], [], None, {k: a.default for k, a in SETTINGS.items()})
+    seen: set[str] = set()
+    for stmt in train.body:
+        try:
+            _statement(el, stmt, graph, scope, t, seen)
+        except SpecError as err:
+            el.report(err, stmt.span)
+    for key in SPECIAL:
+        if key not in seen and not diags.has_errors:
+            example = "loss = cross_entropy(logits, y)" if key == "loss" else "optimizer = adam(lr=1e-3)"
+            diags.error(train.span, f"the train section needs a {key}", f"add `{example}`")
+    graph.training = t
+
+
+def _statement(el: Elaborator, stmt: ast.Stmt, graph: Graph, scope: Scope, t: Training, seen: set[str]) -> None:
+    match stmt:
+        case ast.TargetDecl():
+            if stmt.name in graph.outputs or any(v.name == stmt.name for v in graph.inputs):
+                raise SpecError(f"target '{stmt.name}' has the name of a model input or output", span=stmt.span)
+            value = Value(el.fresh(stmt.name), el.tensor_type(stmt.type, Scope(_symbols(graph))), user_named=True)
+            scope.define(stmt.name, value, stmt.span)
+            t.targets.append(value)
+        case ast.Assign() if len(stmt.names) == 1:
+            key = stmt.names[0]
+            if key in seen:
+                raise SpecError(f"'{key}' is set twice in the train section", span=stmt.span)
+            seen.add(key)
+            if key == "loss":
+                t.loss = _loss(el, stmt.value, graph, scope, 1.0)
+            elif key == "optimizer":
+                t.optimizer = _optimizer(el, stmt.value)
+            elif key in SETTINGS:
+                value = el.eval(stmt.value, el.globals, Frame())
+                t.settings[key] = SETTINGS[key].coerce(key, value)
+            else:
+                hint = suggest(key, [*SPECIAL, *SETTINGS]) or f"settings: {', '.join([*SPECIAL, *SETTINGS])}"
+                raise SpecError(f"unknown train setting '{key}'", hint, stmt.span)
+        case _:
+            raise SpecError("the train section holds `target` declarations and `setting = value` lines",
+                            span=stmt.span)
+
+
+def _symbols(graph: Graph) -> Scope:
+    """Targets share the model's symbolic dims: N in a target is N of the inputs."""
+    scope = Scope()
+    for v in graph.inputs:
+        for d in v.type.shape:
+            if not isinstance(d, int) and d.is_name:
+                scope.vars[str(d)] = d
+    return scope
+
+
+def _loss(el: Elaborator, e: ast.Expr, graph: Graph, scope: Scope, weight: float) -> list[LossTerm]:
+    """A loss expression is a weighted sum of loss calls: `mse(a, x) + 0.1 * kl(...)`."""
+    match e:
+        case ast.Call():
+            return [_loss_term(el, e, graph, scope, weight)]
+        case ast.BinOp(op="+" | "-"):
+            sign = 1.0 if e.op == "+" else -1.0
+            return _loss(el, e.left, graph, scope, weight) + _loss(el, e.right, graph, scope, weight * sign)
+        case ast.BinOp(op="*" | "/"):
+            number, term = (e.left, e.right) if e.op == "*" and not isinstance(e.left, ast.Call) else (e.right, e.left)
+            k = el.eval(number, el.globals, Frame())
+            if isinstance(k, bool) or not isinstance(k, int | float) or (e.op == "/" and k == 0):
+                raise SpecError(f"a loss can be scaled by a number only, not {describe(k)}", span=number.span)
+            return _loss(el, term, graph, scope, weight * (k if e.op == "*" else 1.0 / k))
+    raise SpecError("a loss is a loss call such as cross_entropy(logits, y), or a weighted sum of them",
+                    span=e.span)
+
+
+def _loss_term(el: Elaborator, call: ast.Call, graph: Graph, scope: Scope, weight: float) -> LossTerm:
+    op = REGISTRY.get(call.name)
+    if op is None or op.family != "loss":
+        losses = [k for k, o in REGISTRY.items() if o.family == "loss"]
+        raise SpecError(f"unknown loss '{call.name}'", suggest(call.name, losses) or f"losses: {', '.join(losses)}",
+                        call.name_span)
+    names = {**{k: v for k, v in graph.outputs.items()}, **scope.vars}
+    args = []
+    for a in call.args:
+        if isinstance(a, ast.Ref) and a.name in names:
+            args.append(Arg(names[a.name], a.span))
+        elif isinstance(a, ast.Ref):
+            raise SpecError(
+                f"the loss refers to '{a.name}', which is neither an output of model {graph.name} nor a target",
+                suggest(a.name, list(names)) or f"outputs: {', '.join(graph.outputs)}", a.span)
+        else:
+            raise SpecError("loss arguments are model outputs and targets, by name", span=a.span)
+    kwargs = {kw.name: Arg(el.eval(kw.value, el.globals, Frame()), kw.span) for kw in call.kwargs}
+    tensors, attrs = el.bind(op, args, kwargs, call.span)
+    try:
+        op.infer([v.type for v in tensors], attrs)
+    except SpecError as err:
+        raise SpecError(err.message, err.hint, call.span) from None
+    return LossTerm(op, tensors, attrs, weight, call.span)
+
+
+def _optimizer(el: Elaborator, e: ast.Expr) -> tuple[Any, dict, Any]:
+    optimizers = [k for k, o in REGISTRY.items() if o.family == "optimizer"]
+    if not isinstance(e, ast.Call):
+        raise SpecError("an optimizer is a call such as adam(lr=1e-3)", f"optimizers: {', '.join(optimizers)}", e.span)
+    op = REGISTRY.get(e.name)
+    if op is None or op.family != "optimizer":
+        raise SpecError(f"unknown optimizer '{e.name}'", suggest(e.name, optimizers) or
+                        f"optimizers: {', '.join(optimizers)}", e.name_span)
+    args = el.args(e.args, el.globals, Frame())
+    _, attrs = el.bind(op, args, el.kwargs(e.kwargs, el.globals, Frame()), e.span)
+    try:
+        attrs = op.resolve([], attrs)
+    except SpecError as err:
+        raise SpecError(err.message, err.hint, e.span) from None
+    return op, attrs, e.span

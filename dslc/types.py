@@ -1,0 +1,137 @@
+"""Tensor types: a dtype and a shape whose dims are numbers or symbols.
+
+A symbolic dim is a `Sym`: a name (`N`, `T`) or an expression over names that shape rules
+build (`(H - 4)/2 + 1`). Sums of names and integers stay linear and simplify
+(`(T + 2) - 2` is `T`); anything else is kept as opaque text, compared by that text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# dtype name in .dl -> (numpy dtype, torch dtype name, ONNX TensorProto name)
+DTYPES: dict[str, tuple[str, str, str]] = {
+    "f16": ("float16", "float16", "FLOAT16"),
+    "bf16": ("float32", "bfloat16", "BFLOAT16"),
+    "f32": ("float32", "float32", "FLOAT"),
+    "f64": ("float64", "float64", "DOUBLE"),
+    "i32": ("int32", "int32", "INT32"),
+    "i64": ("int64", "int64", "INT64"),
+    "bool": ("bool", "bool", "BOOL"),
+}
+FLOAT_DTYPES = ("f16", "bf16", "f32", "f64")
+INT_DTYPES = ("i32", "i64")
+
+
+@dataclass(frozen=True)
+class Sym:
+    """A symbolic dim: sum of coeff * name terms plus a constant, or opaque text."""
+
+    terms: tuple[tuple[str, int], ...] = ()
+    const: int = 0
+    text: str | None = None  # set for opaque (non-linear) expressions
+
+    @staticmethod
+    def name(name: str) -> Sym:
+        return Sym(((name, 1),))
+
+    def __str__(self) -> str:
+        if self.text is not None:
+            return self.text
+        parts = []
+        for name, coeff in self.terms:
+            term = name if abs(coeff) == 1 else f"{abs(coeff)}*{name}"
+            parts.append(("- " if coeff < 0 else "+ ") + term)
+        if self.const:
+            parts.append(("- " if self.const < 0 else "+ ") + str(abs(self.const)))
+        text = " ".join(parts)
+        return text[2:] if text.startswith("+ ") else "-" + text[2:]
+
+    @property
+    def is_name(self) -> bool:
+        return self.text is None and self.const == 0 and len(self.terms) == 1 and self.terms[0][1] == 1
+
+
+Dim = int | Sym
+
+
+def _linear(d: Dim) -> Sym | None:
+    if isinstance(d, int):
+        return Sym((), d)
+    return d if d.text is None else None
+
+
+def _normal(terms: dict[str, int], const: int) -> Dim:
+    kept = tuple(sorted((n, c) for n, c in terms.items() if c))
+    return const if not kept else Sym(kept, const)
+
+
+def _wrap(d: Dim) -> str:
+    s = str(d)
+    return s if isinstance(d, int) or (isinstance(d, Sym) and d.is_name) else f"({s})"
+
+
+def dim_add(a: Dim, b: Dim, sign: int = 1) -> Dim:
+    la, lb = _linear(a), _linear(b)
+    if la is None or lb is None:
+        return Sym(text=f"{_wrap(a)} {'+' if sign > 0 else '-'} {_wrap(b)}")
+    terms = dict(la.terms)
+    for n, c in lb.terms:
+        terms[n] = terms.get(n, 0) + sign * c
+    return _normal(terms, la.const + sign * lb.const)
+
+
+def dim_mul(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    if isinstance(a, int) or isinstance(b, int):
+        k, s = (a, b) if isinstance(a, int) else (b, a)
+        assert isinstance(k, int) and isinstance(s, Sym)
+        if k == 0:
+            return 0
+        if k == 1:
+            return s
+        if s.text is None:
+            return _normal({n: c * k for n, c in s.terms}, s.const * k)
+    return Sym(text=f"{_wrap(a)}*{_wrap(b)}")
+
+
+def dim_floordiv(a: Dim, b: int) -> Dim:
+    if isinstance(a, int):
+        return a // b
+    return a if b == 1 else Sym(text=f"floor({a}/{b})")
+
+
+def dim_prod(dims: tuple[Dim, ...] | list[Dim]) -> Dim:
+    out: Dim = 1
+    for d in dims:
+        out = dim_mul(out, d)
+    return out
+
+
+def fmt_dim(d: Dim) -> str:
+    return str(d)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{', '.join(fmt_dim(d) for d in self.shape)}]"
+
+    def shape_str(self) -> str:
+        return "(" + ", ".join(fmt_dim(d) for d in self.shape) + ")"
+
+    def with_shape(self, shape: tuple[Dim, ...] | list[Dim]) -> TensorType:
+        return TensorType(self.dtype, tuple(shape))
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    return np.dtype(DTYPES[dtype][0])
