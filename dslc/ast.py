@@ -59,6 +59,29 @@ class Neg(Expr):
 
 
 @dataclass(frozen=True)
+class Compare(Expr):
+    op: str  # == != < > <= >=
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class Logic(Expr):
+    op: str  # "and" | "or" | "not" (not has no right operand)
+    left: Expr
+    right: Expr | None
+
+
+@dataclass(frozen=True)
+class IfElse(Expr):
+    """`a if cond else b`: the condition is a compile-time bool; only the taken side is built."""
+
+    then: Expr
+    cond: Expr
+    other: Expr
+
+
+@dataclass(frozen=True)
 class Pipe(Expr):
     """`source -> stage`: the source becomes the stage's first input."""
 

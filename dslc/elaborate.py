@@ -17,8 +17,22 @@ from dslc.ops.base import REGISTRY, OpDef, describe, suggest
 from dslc.scope import POISON, Frame, Poisoned, Scope
 from dslc.types import DTYPES, Sym, TensorType, dim_add, dim_mul
 
+DTYPE_ALIASES = {"float": "f32", "float32": "f32", "double": "f64", "float64": "f64", "half": "f16",
+                 "float16": "f16", "int": "i64", "long": "i64", "int64": "i64", "int32": "i32"}
 PARAM_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str}
 LAYER_FAMILIES = ("dense", "conv", "pool", "norm", "activation", "shape", "elementwise")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _signature(op: OpDef) -> str:
+    """conv2d(out_channels, kernel, stride=1, ...): the required arguments and the first optional."""
+    required = [a.name for a in op.attrs if a.required]
+    optional = [f"{a.name}={a.default!r}" for a in op.attrs if not a.required][:1]
+    more = ", ..." if len(op.attrs) > len(required) + len(optional) else ""
+    return f"{op.name}({', '.join(required + optional)}{more})"
 
 
 @dataclass
@@ -66,7 +80,11 @@ class Elaborator:
             return None, None
         model = models[0]
         scope = Scope(self.globals)
-        self.bind_params(model, [], dict(overrides), scope, model.span, overrides_given=True)
+        try:
+            self.bind_params(model, [], dict(overrides), scope, model.span, overrides_given=True)
+        except SpecError as err:
+            self.report(err, model.span)
+            return None, None
         graph = Graph(model.name, self.program.path, [], {}, self.nodes)
         outputs = self.body(model, Frame(), scope, None, graph)
         graph.outputs = {k: v for k, v in outputs.items() if isinstance(v, Value)}
@@ -163,15 +181,17 @@ class Elaborator:
         else:
             value = scope.lookup(stmt.name, stmt.span)
         if not isinstance(value, Value):
-            raise SpecError(f"output '{stmt.name}' must be a tensor, got {describe(value)}")
+            hint = "unpack the block's outputs first: `a, b = ...`" if isinstance(value, tuple) else None
+            raise SpecError(f"output '{stmt.name}' must be a tensor, got {describe(value)}", hint)
         if stmt.name in outputs:
             raise SpecError(f"output '{stmt.name}' is declared twice")
         outputs[stmt.name] = value
 
     def tensor_type(self, t: ast.TensorTypeExpr, scope: Scope) -> TensorType:
         if t.dtype not in DTYPES:
-            raise SpecError(f"unknown dtype '{t.dtype}'", suggest(t.dtype, list(DTYPES)) or
-                            f"one of {', '.join(DTYPES)}", t.span)
+            alias = DTYPE_ALIASES.get(t.dtype)
+            hint = f"did you mean '{alias}'?" if alias else suggest(t.dtype, list(DTYPES))
+            raise SpecError(f"unknown dtype '{t.dtype}'", hint or f"one of {', '.join(DTYPES)}", t.span)
         dims = []
         for e in t.dims:
             if isinstance(e, ast.Ref) and e.name not in scope.names():
@@ -203,7 +223,37 @@ class Elaborator:
                                  self.kwargs(e.kwargs, scope, frame), None, frame)
             case ast.Pipe():
                 return self.stage(self.eval(e.source, scope, frame), e.stage, scope, frame)
+            case ast.IfElse():
+                taken = e.then if self.condition(e.cond, scope, frame) else e.other
+                return self.eval(taken, scope, frame)
+            case ast.Logic():
+                left = self.condition(e.left, scope, frame)
+                if e.op == "not":
+                    return not left
+                # short-circuit, as in Python
+                if (e.op == "and") != left:
+                    return left
+                return self.condition(e.right, scope, frame)
+            case ast.Compare():
+                return self.compare(e, scope, frame)
         raise AssertionError(f"unknown expression {e!r}")
+
+    def condition(self, e: ast.Expr, scope: Scope, frame: Frame) -> bool:
+        value = self.eval(e, scope, frame)
+        if not isinstance(value, bool):
+            raise SpecError(f"a condition must be true or false, got {describe(value)}", span=e.span)
+        return value
+
+    def compare(self, e: ast.Compare, scope: Scope, frame: Frame) -> bool:
+        left, right = self.eval(e.left, scope, frame), self.eval(e.right, scope, frame)
+        if isinstance(left, Value) or isinstance(right, Value):
+            raise SpecError("comparisons are on compile-time values, not tensors", span=e.span)
+        if e.op in ("==", "!="):
+            return (left == right) == (e.op == "==")
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (left, right))
+        if not numbers:
+            raise SpecError(f"'{e.op}' compares numbers, not {describe(left)} and {describe(right)}", span=e.span)
+        return {"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[e.op]
 
     def args(self, exprs: tuple[ast.Expr, ...], scope: Scope, frame: Frame) -> list[Arg]:
         return [Arg(self.eval(x, scope, frame), x.span) for x in exprs]
@@ -267,7 +317,7 @@ class Elaborator:
     def call(self, name: str, name_span: Span, span: Span, args: list[Arg], kwargs: dict[str, Arg],
              piped: Arg | None, frame: Frame) -> Any:
         if piped is not None:
-            spread = isinstance(piped.value, list) and self.takes_several(name)
+            spread = isinstance(piped.value, tuple) or isinstance(piped.value, list) and self.takes_several(name)
             args = [Arg(v, piped.span) for v in piped.value] + args if spread else [piped, *args]
         if name in self.blocks:
             return self.call_block(self.blocks[name], span, args, kwargs, frame)
@@ -295,18 +345,23 @@ class Elaborator:
                 raise SpecError(f"{op.name} takes a list of tensors, such as `[a, b] -> {op.name}`", span=span)
             tensors, args = list(args[0].value), args[1:]
         else:
-            while args and isinstance(args[0].value, Value) and len(tensors) < len(op.inputs):
+            while args and isinstance(args[0].value, Value):
                 tensors.append(args.pop(0).value)
+            if len(tensors) > len(op.inputs):
+                raise SpecError(f"{op.name} takes {_count(len(op.inputs), 'tensor input')}, got {len(tensors)}",
+                                span=span)
         required = [i for i in op.inputs if not i.endswith("?") and not i.startswith("*")]
         if len(tensors) < len(required):
-            raise SpecError(f"{op.name} takes {len(required)} tensor input(s), got {len(tensors)}", span=span)
+            raise SpecError(f"{op.name} takes {_count(len(required), 'tensor input')}, got {len(tensors)}", span=span)
         for t in tensors:
             if not isinstance(t, Value):
                 raise SpecError(f"{op.name}: expected a tensor, got {describe(t)}", span=span)
         given: dict[str, Arg] = {}
         if len(args) > len(op.attrs):
-            raise SpecError(f"{op.name} takes at most {len(op.attrs)} arguments after its input(s), got {len(args)}",
-                            hint=f"{op.name}({', '.join(a.name for a in op.attrs)})", span=args[len(op.attrs)].span)
+            takes = f"at most {_count(len(op.attrs), 'argument')}" if op.attrs else "no arguments"
+            raise SpecError(f"{op.name} takes {takes} besides its input, got {len(args)}",
+                            hint=f"{op.name}({', '.join(a.name for a in op.attrs)})" if op.attrs else None,
+                            span=args[len(op.attrs)].span)
         for attr, arg in zip(op.attrs, args, strict=False):
             given[attr.name] = arg
         names = [a.name for a in op.attrs]
@@ -325,7 +380,7 @@ class Elaborator:
                 except SpecError as err:
                     raise SpecError(err.message, err.hint, given[attr.name].span) from None
             elif attr.required:
-                raise SpecError(f"{op.name}: missing argument '{attr.name}'", hint=f"{op.name}({', '.join(names)})", span=span)
+                raise SpecError(f"{op.name}: missing argument '{attr.name}'", hint=_signature(op), span=span)
             else:
                 attrs[attr.name] = attr.default
         return tensors, attrs
@@ -348,7 +403,7 @@ class Elaborator:
         n_in = sum(isinstance(s, ast.InputDecl) for s in d.body)
         tensors = [a.value for a in args[:n_in] if isinstance(a.value, Value)]
         if len(tensors) != n_in:
-            raise SpecError(f"block {d.name} takes {n_in} tensor input(s), got {len(tensors)}", span=span)
+            raise SpecError(f"block {d.name} takes {_count(n_in, 'tensor input')}, got {len(tensors)}", span=span)
         if d.name in self.active:
             raise SpecError(f"block {d.name} calls itself", span=span)
         scope = Scope(self.globals)
@@ -388,6 +443,9 @@ class Elaborator:
                 value, where = given[p.name].value, given[p.name].span
             elif p.default is not None:
                 value, where = self.eval(p.default, scope, Frame()), p.span
+            elif overrides_given:
+                raise SpecError(f"model parameter '{p.name}' has no value", span=p.span,
+                                hint=f"give it a default (`{p.name}: {p.type} = ...`) or pass --param {p.name}=VALUE")
             else:
                 raise SpecError(f"{d.kind} {d.name}: missing parameter '{p.name}'", span=span)
             if isinstance(value, bool) and p.type != "bool" or not isinstance(value, PARAM_TYPES[p.type]):

@@ -4,6 +4,7 @@ error_reporting_lalr example does)."""
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
@@ -41,9 +42,15 @@ SYNTAX_ERRORS: dict[str, list[str]] = {
         "train { epochs = 3",
     ],
     "a statement here must be `name = expression`, `input`, `output` or `target`": [
-        "model M { x -> relu }",
-        "model M { y x }",
         "model M { 3 }",
+        "model M { input x: f32[N, 2] 3 }",
+        "model M { input x: f32[N, 2] -> relu }",
+    ],
+    "a name at the start of a statement begins an assignment, `name = expression`": [
+        "model M { y x }",
+        "model M { x -> relu }",
+        "x -> relu",
+        "models M { }",
     ],
     "a tensor type is a dtype and a shape, such as f32[N, 3, 32, 32]": [
         "model M { input x: [N, 3] }",
@@ -53,6 +60,10 @@ SYNTAX_ERRORS: dict[str, list[str]] = {
     "a parameter needs a type, such as `width: int` or `rate: float = 0.5`": [
         "block B(width) { }",
         "block B(width = 3) { }",
+    ],
+    "a target needs a type, such as `target y: i64[N]`": [
+        "train { target y loss = mse(a, y) }",
+        "train { target y }",
     ],
     "unclosed '(' in a call": [
         "model M { y = x -> linear(3 }",
@@ -71,8 +82,8 @@ SYNTAX_ERRORS: dict[str, list[str]] = {
     ],
     "a file holds `model`, `block` and `train` sections and `name = value` constants": [
         "input x: f32[N]",
-        "x -> relu",
-        "models M { }",
+        "3",
+        "-> relu",
     ],
 }
 
@@ -88,21 +99,59 @@ def parse(source: str, path: str, diags: Diagnostics) -> ast.Program | None:
 
 def _describe(err: lark.exceptions.UnexpectedInput, source: str, path: str):
     line, column = max(err.line, 1), max(err.column, 1)
-    if isinstance(err, lark.exceptions.UnexpectedEOF) or getattr(err, "token", None) == "$END":
+    token = getattr(err, "token", None)
+    if isinstance(err, lark.exceptions.UnexpectedEOF) or (token is not None and token.type == "$END"):
         line, column = _end_position(source)
-    width = len(err.token) if isinstance(err, lark.exceptions.UnexpectedToken) else 1
+    width = len(token) if isinstance(err, lark.exceptions.UnexpectedToken) and token.type != "$END" else 1
     span = Span(path, line, column, line, column + max(width, 1))
-    label = None
-    if isinstance(err, lark.exceptions.UnexpectedToken | lark.exceptions.UnexpectedEOF):
-        label = err.match_examples(parser().parse, SYNTAX_ERRORS, use_accepts=True)
-    found = _found(err)
-    if label:
-        return span, f"{label} (found {found})" if found else label, None
     if isinstance(err, lark.exceptions.UnexpectedCharacters):
-        return span, f"unexpected character {source[err.pos_in_stream]!r}", None
-    expected = sorted({_terminal_text(t) for t in getattr(err, "expected", ()) or ()})
+        char = source[err.pos_in_stream]
+        if char == '"':
+            return span, "unterminated string", 'strings are written "like this", on one line'
+        return span, f"unexpected character {char!r}", "comments start with #; statements need no ';'"
+    found = _found(err)
+    label = _label(err)
+    if token is not None and token.type == "$END" and _unclosed_braces(source):
+        label = "unclosed '{': the file ends inside a model, block or train section"
+    if label:
+        return span, f"{label} (found {found})", None
+    accepts = getattr(err, "accepts", None) or getattr(err, "expected", None) or ()
+    expected = sorted({_terminal_text(t) for t in accepts})
     hint = f"expected {_one_of(expected)}" if expected else None
-    return span, f"unexpected {found}" if found else "unexpected end of file", hint
+    return span, f"unexpected {found}", hint
+
+
+@cache
+def _labels() -> dict[int, list[tuple[str, str]]]:
+    """LALR state -> [(token type, label)] for every example of SYNTAX_ERRORS. Matching on the
+    state alone (not the stack, as lark's match_examples does) makes a label fire at any depth."""
+    table: dict[int, list[tuple[str, str]]] = {}
+    for label, examples in SYNTAX_ERRORS.items():
+        for example in examples:
+            try:
+                parser().parse(example)
+            except lark.exceptions.UnexpectedToken as err:
+                table.setdefault(err.state.position, []).append((err.token.type, label))
+    return table
+
+
+def _label(err: lark.exceptions.UnexpectedInput) -> str | None:
+    state = getattr(err, "state", None)
+    if not isinstance(err, lark.exceptions.UnexpectedToken) or state is None:
+        return None
+    candidates = _labels().get(state.position, [])
+    for token_type, label in candidates:  # prefer an example that failed on the same token
+        if token_type == err.token.type:
+            return label
+    # an example that failed at the end of the file says nothing about a token in the middle
+    others = [label for token_type, label in candidates if (token_type == "$END") == (err.token.type == "$END")]
+    return others[0] if others else None
+
+
+def _unclosed_braces(source: str) -> bool:
+    """More '{' than '}' outside comments and strings."""
+    code = re.sub(r'#[^\n]*|"[^"\n]*"', "", source)
+    return code.count("{") > code.count("}")
 
 
 def _found(err: lark.exceptions.UnexpectedInput) -> str | None:
@@ -118,7 +167,8 @@ def _end_position(source: str) -> tuple[int, int]:
 
 
 def _terminal_text(name: str) -> str:
-    named = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string"}
+    named = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
+             "$END": "end of file", "COMPARE": "a comparison"}
     if name in named:
         return named[name]
     for term in parser().terminals:
@@ -226,6 +276,21 @@ class _ToAst(Transformer):
         return build
 
     add, sub, mul, div = _binop("+"), _binop("-"), _binop("*"), _binop("/")
+
+    def compare(self, meta, c):
+        return ast.Compare(self._span(meta), str(c[1]), c[0], c[2])
+
+    def or_op(self, meta, c):
+        return ast.Logic(self._span(meta), "or", c[0], c[1])
+
+    def and_op(self, meta, c):
+        return ast.Logic(self._span(meta), "and", c[0], c[1])
+
+    def not_op(self, meta, c):
+        return ast.Logic(self._span(meta), "not", c[0], None)
+
+    def if_else(self, meta, c):
+        return ast.IfElse(self._span(meta), c[0], c[1], c[2])
 
     def neg(self, meta, c):
         return ast.Neg(self._span(meta), c[0])

@@ -40,7 +40,8 @@ def lower_training(el: Elaborator, program: ast.Program, graph: Graph, diags: Di
     for key in SPECIAL:
         if key not in seen and not diags.has_errors:
             example = "loss = cross_entropy(logits, y)" if key == "loss" else "optimizer = adam(lr=1e-3)"
-            diags.error(train.span, f"the train section needs a {key}", f"add `{example}`")
+            article = "a" if key == "loss" else "an"
+            diags.error(train.span, f"the train section needs {article} {key}", f"add `{example}`")
     graph.training = t
 
 
@@ -63,7 +64,7 @@ def _statement(el: Elaborator, stmt: ast.Stmt, graph: Graph, scope: Scope, t: Tr
                 t.optimizer = _optimizer(el, stmt.value)
             elif key in SETTINGS:
                 value = el.eval(stmt.value, el.globals, Frame())
-                t.settings[key] = SETTINGS[key].coerce(key, value)
+                t.settings[key] = SETTINGS[key].coerce(None, value)
             else:
                 hint = suggest(key, [*SPECIAL, *SETTINGS]) or f"settings: {', '.join([*SPECIAL, *SETTINGS])}"
                 raise SpecError(f"unknown train setting '{key}'", hint, stmt.span)
@@ -92,6 +93,8 @@ def _loss(el: Elaborator, e: ast.Expr, graph: Graph, scope: Scope, weight: float
             return _loss(el, e.left, graph, scope, weight) + _loss(el, e.right, graph, scope, weight * sign)
         case ast.BinOp(op="*" | "/"):
             number, term = (e.left, e.right) if e.op == "*" and not isinstance(e.left, ast.Call) else (e.right, e.left)
+            if isinstance(number, ast.Call | ast.BinOp):
+                raise SpecError("a loss can be scaled by a number only", span=e.span)
             k = el.eval(number, el.globals, Frame())
             if isinstance(k, bool) or not isinstance(k, int | float) or (e.op == "/" and k == 0):
                 raise SpecError(f"a loss can be scaled by a number only, not {describe(k)}", span=number.span)

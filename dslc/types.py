@@ -86,21 +86,25 @@ def dim_mul(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a * b
     if isinstance(a, int) or isinstance(b, int):
-        k, s = (a, b) if isinstance(a, int) else (b, a)
-        assert isinstance(k, int) and isinstance(s, Sym)
-        if k == 0:
-            return 0
-        if k == 1:
-            return s
-        if s.text is None:
-            return _normal({n: c * k for n, c in s.terms}, s.const * k)
-    return Sym(text=f"{_wrap(a)}*{_wrap(b)}")
+        k, sym = (a, b) if isinstance(a, int) else (b, a)
+        assert isinstance(k, int) and isinstance(sym, Sym)
+        if sym.text is None:
+            return _normal({n: c * k for n, c in sym.terms}, sym.const * k)
+    return Sym.name(f"{_wrap(a)}*{_wrap(b)}")
 
 
 def dim_floordiv(a: Dim, b: int) -> Dim:
+    """floor(a / b). Exact on linear forms whose coefficients b divides; otherwise the floor is a
+    new atom, with the constant's multiple of b taken out: floor((T - 2)/2) = floor(T/2) - 1."""
     if isinstance(a, int):
         return a // b
-    return a if b == 1 else Sym(text=f"floor({a}/{b})")
+    if b == 1:
+        return a
+    if a.text is None and all(c % b == 0 for _, c in a.terms) and a.const % b == 0:
+        return _normal({n: c // b for n, c in a.terms}, a.const // b)
+    q, r = divmod(a.const, b) if a.text is None else (0, 0)
+    inner = dim_add(a, -q * b)
+    return dim_add(Sym.name(f"floor({_wrap(inner)}/{b})"), q)
 
 
 def dim_prod(dims: tuple[Dim, ...] | list[Dim]) -> Dim:

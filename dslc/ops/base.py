@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dslc.diagnostics import SpecError
-from dslc.init import Init
+from dslc.init import SCHEMES, Init
 from dslc.types import Sym, TensorType
 
 if TYPE_CHECKING:
@@ -59,27 +59,32 @@ class Attr:
     doc: str = ""
     choices: tuple[Any, ...] = ()
     minimum: float | None = None  # values must be >= minimum
+    maximum: float | None = None  # values must be <= maximum
     positive: bool = False  # values must be > 0
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
 
-    def coerce(self, op: str, value: Any) -> Any:
+    def coerce(self, op: str | None, value: Any) -> Any:
+        """Check a value given for this attribute; `op` prefixes the messages."""
         what, test = KINDS[self.kind]
+        where = f"{op}: {self.name}" if op else self.name
         if self.kind == "float" and _is_int(value):
             value = float(value)
         if not test(value):
-            raise SpecError(f"{op}: {self.name} must be {what}, got {describe(value)}")
+            raise SpecError(f"{where} must be {what}, got {describe(value)}")
         if self.choices and value not in self.choices:
-            raise SpecError(
-                f"{op}: {self.name} must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
-            )
+            raise SpecError(f"{where} must be one of {', '.join(map(repr, self.choices))}, got {value!r}")
+        if self.kind == "init" and isinstance(value, str) and value not in SCHEMES:
+            raise SpecError(f"{where}: unknown initializer {value!r}", hint=f"one of {', '.join(SCHEMES)}, or a number")
         for v in value if isinstance(value, list) else [value]:
             if self.positive and _is_num(v) and v <= 0:
-                raise SpecError(f"{op}: {self.name} must be positive, got {v}")
+                raise SpecError(f"{where} must be positive, got {v}")
             if self.minimum is not None and _is_num(v) and v < self.minimum:
-                raise SpecError(f"{op}: {self.name} must be at least {self.minimum}, got {v}")
+                raise SpecError(f"{where} must be at least {self.minimum}, got {v}")
+            if self.maximum is not None and _is_num(v) and v > self.maximum:
+                raise SpecError(f"{where} must be at most {self.maximum}, got {v}")
         return tuple(value) if isinstance(value, list) else value
 
 
@@ -92,6 +97,10 @@ def describe(value: Any) -> str:
         return "a list"
     if _is_num(value):
         return f"the number {value}"
+    if isinstance(value, tuple):
+        return f"{len(value)} tensors (the outputs of a block)"
+    if isinstance(value, Sym):
+        return f"the symbolic dim {value}"
     return getattr(value, "describe", lambda: type(value).__name__)()
 
 

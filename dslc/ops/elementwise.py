@@ -35,7 +35,7 @@ class Binary(OpDef):
             if not ins[0].dtype.startswith(("f", "bf")):
                 raise SpecError(f"{self.name} with a number needs a floating-point tensor, got {ins[0]}")
             return ins[0]
-        return broadcast(self.name, ins[0], ins[1])
+        return broadcast(f"'{self.symbol}' ({self.name})", ins[0], ins[1])
 
     def _operands(self, node, args: list[str]) -> list[str]:
         if len(args) == 2:

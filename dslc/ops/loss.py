@@ -67,6 +67,6 @@ def _check_class_target(self, x: TensorType, t: TensorType) -> None:
 loss("cross_entropy", "cross_entropy",
      "Softmax cross-entropy on logits (N, C, ...); the target holds class indices or probabilities.",
      "cross_entropy(logits, y)", check=_check_class_target,
-     attrs=(*Loss.attrs, Attr("label_smoothing", "float", 0.0, "mix the target with uniform", minimum=0.0)))
+     attrs=(*Loss.attrs, Attr("label_smoothing", "float", 0.0, "mix the target with uniform", minimum=0.0, maximum=1.0)))
 loss("nll", "nll_loss", "Negative log-likelihood of log-probabilities (N, C, ...) and class indices.",
      "nll(log_probs, y)", check=_check_class_target)

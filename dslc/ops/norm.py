@@ -89,12 +89,7 @@ class Dropout(OpDef):
     prefix = "drop"
     doc = "Zeroes elements with probability p while training, scaling the rest by 1/(1-p); identity in inference."
     example = "x -> dropout(0.5)"
-    attrs = (Attr("p", "float", 0.5, "probability of zeroing an element", minimum=0.0),)
-
-    def resolve(self, ins, a):
-        if a["p"] >= 1.0:
-            raise SpecError(f"dropout: p must be below 1, got {a['p']}")
-        return a
+    attrs = (Attr("p", "float", 0.5, "probability of zeroing an element", minimum=0.0, maximum=1.0),)
 
     def infer(self, ins, a):
         return ins[0]

@@ -1,0 +1,40 @@
+"""Shared test set-up: the --update-golden flag, the repository root, the list of specs."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted((ROOT / "specs").glob("*.dl"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden", action="store_true", default=False,
+        help="rewrite the expected files under tests/golden and tests/errors instead of comparing",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+def check_golden(path: Path, actual: str, update: bool) -> None:
+    """Compare `actual` with the expected file, or rewrite it under --update-golden."""
+    if update:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual)
+        return
+    if not path.exists():
+        pytest.fail(f"{path.relative_to(ROOT)} is missing; run pytest --update-golden and read the diff")
+    expected = path.read_text()
+    if actual != expected:
+        diff = difflib.unified_diff(
+            expected.splitlines(keepends=True), actual.splitlines(keepends=True),
+            f"{path.relative_to(ROOT)} (expected)", "actual",
+        )
+        pytest.fail("golden mismatch (pytest --update-golden rewrites it):\n" + "".join(diff))

@@ -1,0 +1,139 @@
+"""Error cases: each tests/errors/<case>.dl is a spec with one realistic mistake (the comment on
+its first line says which), and <case>.err is the exact stderr of
+
+    dslc check tests/errors/<case>.dl
+
+run from the repository root: the rendered diagnostics and the final `N error(s)` line.
+
+After an intended change to a message, regenerate the .err files and review the diff:
+
+    pytest tests/test_errors.py --update-golden
+    git diff tests/errors/
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import pytest
+
+from dslc.cli import main
+from dslc.diagnostics import Diagnostics
+from dslc.syntax import SYNTAX_ERRORS, parse
+
+REPO = Path(__file__).resolve().parent.parent
+ERRORS = REPO / "tests" / "errors"
+CASES = sorted(p.stem for p in ERRORS.glob("*.dl"))
+MIN_CASES = 16
+TWO_ERRORS_CASE = "two_errors"
+
+
+def _update_golden(request: pytest.FixtureRequest) -> bool:
+    # `--update-golden` is registered in tests/conftest.py; without it the tests compare.
+    return bool(request.config.getoption("--update-golden", default=False))
+
+
+def _check(case: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Run `dslc check tests/errors/<case>.dl` in-process from the repository root, so that paths
+    in the messages are relative. Returns (exit code, stdout, stderr)."""
+    monkeypatch.chdir(REPO)
+    capsys.readouterr()  # drop anything printed before
+    code = main(["check", f"tests/errors/{case}.dl"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _diff(expected: str, actual: str, golden: str) -> str:
+    lines = difflib.unified_diff(
+        expected.splitlines(keepends=True),
+        actual.splitlines(keepends=True),
+        fromfile=golden,
+        tofile="actual stderr",
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_error_case(case: str, request, monkeypatch, capsys) -> None:
+    code, out, err = _check(case, monkeypatch, capsys)
+    assert "Traceback" not in out + err, f"dslc crashed on tests/errors/{case}.dl:\n{err}"
+    assert code != 2, f"internal error (exit 2) on tests/errors/{case}.dl:\n{err}"
+    assert code == 1, f"expected exit code 1 (a user error), got {code}\nstdout:\n{out}\n{err}"
+    assert out == "", f"an error run should print nothing on stdout, got:\n{out}"
+    golden = ERRORS / f"{case}.err"
+    if _update_golden(request):
+        golden.write_text(err, encoding="utf-8")
+        return
+    assert golden.exists(), f"{golden.name} is missing: run pytest with --update-golden"
+    expected = golden.read_text(encoding="utf-8")
+    if err != expected:
+        rel = golden.relative_to(REPO).as_posix()
+        pytest.fail(f"stderr differs from {rel}:\n{_diff(expected, err, rel)}", pytrace=False)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_case_starts_with_comment(case: str) -> None:
+    first = (ERRORS / f"{case}.dl").read_text(encoding="utf-8").splitlines()[:1]
+    assert first and first[0].startswith("#") and first[0].strip("# "), (
+        f"tests/errors/{case}.dl: line 1 must be a comment saying what the mistake is"
+    )
+
+
+def test_enough_cases() -> None:
+    assert len(CASES) >= MIN_CASES, f"only {len(CASES)} error cases in tests/errors/"
+
+
+def test_every_golden_file_has_a_case() -> None:
+    orphans = sorted(p.name for p in ERRORS.glob("*.err") if p.stem not in CASES)
+    assert not orphans, f".err files without a .dl case: {orphans}"
+
+
+def test_two_errors_reported_in_one_run(monkeypatch, capsys) -> None:
+    code, _, err = _check(TWO_ERRORS_CASE, monkeypatch, capsys)
+    assert code == 1
+    headers = [line for line in err.splitlines() if ": error: " in line]
+    assert len(headers) == 2, f"expected 2 diagnostics, got {len(headers)}:\n{err}"
+    assert headers[0].split(":")[1] != headers[1].split(":")[1], "both on the same line"
+    assert err.rstrip().endswith("\n2 errors"), err
+
+
+# ---- the table of friendly syntax errors
+
+
+def _syntax_examples() -> list:
+    return [
+        pytest.param(label, example, id=f"{i}-{j}")
+        for i, (label, examples) in enumerate(SYNTAX_ERRORS.items())
+        for j, example in enumerate(examples)
+    ]
+
+
+def _parse_error(source: str) -> str:
+    diags = Diagnostics(source)
+    program = parse(source, "example.dl", diags)
+    assert program is None, f"{source!r} parses; it no longer shows a syntax error"
+    assert len(diags.items) == 1, diags.render()
+    return diags.items[0].message
+
+
+@pytest.mark.parametrize(("label", "example"), _syntax_examples())
+def test_syntax_error_table(label: str, example: str) -> None:
+    """Every example in dslc.syntax.SYNTAX_ERRORS gives a diagnostic starting with its label."""
+    message = _parse_error(example)
+    assert message.startswith(label), f"{example!r}\n  gave: {message}\n  want: {label}"
+
+
+def test_syntax_error_table_after_an_earlier_statement() -> None:
+    """The same mistakes, one statement further into the body, get the same labels."""
+    prefix = "model M { "
+    misses = []
+    for label, examples in SYNTAX_ERRORS.items():
+        for example in examples:
+            if not example.startswith(prefix):
+                continue
+            source = prefix + "input x0: f32[N, 2]\n    " + example[len(prefix) :]
+            message = _parse_error(source)
+            if not message.startswith(label):
+                misses.append(f"{source!r}\n  gave: {message}\n  want: {label}")
+    assert not misses, "\n".join(misses)

@@ -1,0 +1,33 @@
+"""Golden files: what each spec in specs/ compiles to, in text form (IR, PyTorch, ONNX)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT, SPECS, check_golden
+
+import dslc
+from dslc.backends.onnx import to_text
+
+
+@pytest.fixture(params=SPECS, ids=lambda p: p.stem)
+def spec(request, monkeypatch):
+    monkeypatch.chdir(ROOT)  # paths in the outputs are relative to the repository
+    return dslc.load(request.param.relative_to(ROOT))
+
+
+def test_ir(spec, update_golden):
+    check_golden(ROOT / "tests/golden" / spec.graph.path[6:-3] / "model.ir", spec.ir_text(), update_golden)
+
+
+def test_torch(spec, update_golden):
+    check_golden(ROOT / "tests/golden" / spec.graph.path[6:-3] / "model.py", spec.torch_source(), update_golden)
+
+
+def test_onnx(spec, update_golden):
+    text = to_text(spec.onnx_model(seed=0))
+    check_golden(ROOT / "tests/golden" / spec.graph.path[6:-3] / "model.onnx.txt", text, update_golden)
+
+
+def test_every_spec_has_goldens():
+    on_disk = {p.name for p in (ROOT / "tests/golden").iterdir() if p.is_dir()}
+    assert on_disk == {p.stem for p in SPECS}, "goldens without a spec, or a spec without goldens"
