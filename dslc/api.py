@@ -54,7 +54,9 @@ class Spec:
         state_dict or safetensors file, or None for the spec's initializers drawn with `seed`."""
         from dslc.backends import onnx as onnx_backend
 
-        return onnx_backend.build(self.graph, onnx_backend.resolve_weights(self.graph, weights, seed))
+        return onnx_backend.build(
+            self.graph, onnx_backend.resolve_weights(self.graph, weights, seed)
+        )
 
 
 def display_path(path: str | os.PathLike) -> str:
@@ -74,9 +76,9 @@ def compile_source(source: str, path: str = "<spec>", params: dict[str, Any] | N
     program = parse(source, path, diags)
     if program is not None:
         el = Elaborator(program, diags)
-        graph, _ = el.run(params or {})
-        if graph is not None and not diags.has_errors:
-            lower_training(el, program, graph, diags)
+        graph, scope = el.run(params or {})
+        if graph is not None and scope is not None and not diags.has_errors:
+            lower_training(el, program, graph, scope, diags)
         if graph is not None and not diags.has_errors:
             ir.verify(graph)
             return Spec(path, source, graph)

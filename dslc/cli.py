@@ -58,7 +58,10 @@ def cmd_compile(args) -> int:
         model = spec.onnx_model(weights=args.weights, seed=args.seed)
         out = Path(args.output or f"{spec.name.lower()}.onnx")
         _write(out, model.SerializeToString())
-        print(f"wrote {out}: {len(model.graph.node)} nodes, {spec.param_count:,} parameters", file=sys.stderr)
+        print(
+            f"wrote {out}: {len(model.graph.node)} nodes, {spec.param_count:,} parameters",
+            file=sys.stderr,
+        )
         if args.show:
             print(to_text(model))
         return 0
@@ -104,7 +107,10 @@ def cmd_verify(args) -> int:
         worst = max(worst, *c.max_abs_diff.values())
     ok = worst <= args.atol
     where = f" (files in {out})" if out else ""
-    print(f"{'agree' if ok else 'DISAGREE'}: largest difference {worst:.2e}, tolerance {args.atol:g}{where}")
+    print(
+        f"{'agree' if ok else 'DISAGREE'}: largest difference {worst:.2e}, "
+        f"tolerance {args.atol:g}{where}"
+    )
     return 0 if ok else 1
 
 
@@ -116,15 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
     def spec_command(name: str, help: str):
         c = sub.add_parser(name, help=help)
         c.add_argument("spec", help="the .dl file")
-        c.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="set a model parameter")
+        c.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="set a model parameter",
+        )
         return c
 
-    spec_command("check", "parse and check a spec; print its parameter count").set_defaults(fn=cmd_check)
+    spec_command("check", "parse and check a spec; print its parameter count").set_defaults(
+        fn=cmd_check
+    )
     c = spec_command("compile", "compile a spec to PyTorch source, an ONNX model, or IR text")
     c.add_argument("--target", choices=("torch", "onnx", "ir"), default="torch")
     c.add_argument("-o", "--output", help="output file (torch and ir default to stdout)")
-    c.add_argument("--weights", help="ONNX: a state_dict (.pt) or .safetensors file of the generated module")
-    c.add_argument("--seed", type=int, default=0, help="ONNX without --weights: seed of the initializers")
+    c.add_argument(
+        "--weights", help="ONNX: a state_dict (.pt) or .safetensors file of the generated module"
+    )
+    c.add_argument(
+        "--seed", type=int, default=0, help="ONNX without --weights: seed of the initializers"
+    )
     c.add_argument("--show", action="store_true", help="ONNX: also print the graph as text")
     c.set_defaults(fn=cmd_compile)
     v = spec_command("verify", "check the PyTorch module and the ONNX graph agree on random inputs")
@@ -158,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception:
-        print("dslc: internal error: this is a bug in dslc; please report it with the spec.", file=sys.stderr)
+        print(
+            "dslc: internal error: this is a bug in dslc; please report it with the spec.",
+            file=sys.stderr,
+        )
         traceback.print_exc()
         return 2
 

@@ -52,7 +52,10 @@ def _excerpt(source: str, span: Span) -> list[str]:
     end = span.end_column if span.end_line == span.line else len(text) + 1
     width = max(1, min(end, len(text.rstrip()) + 1) - span.column)
     gutter = f"{span.line:>5} | "
-    return [gutter + text.rstrip(), " " * (len(gutter) - 2) + "| " + " " * (span.column - 1) + "^" + "~" * (width - 1)]
+    return [
+        gutter + text.rstrip(),
+        " " * (len(gutter) - 2) + "| " + " " * (span.column - 1) + "^" + "~" * (width - 1),
+    ]
 
 
 @dataclass

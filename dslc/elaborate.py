@@ -7,38 +7,30 @@ later statement using them is skipped silently, so one mistake is reported once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from dslc import ast
-from dslc.diagnostics import Diagnostics, SpecError, Span
+from dslc.binding import Arg, bind, count
+from dslc.diagnostics import Diagnostics, Span, SpecError
 from dslc.ir import Graph, Node, Value
 from dslc.ops.base import REGISTRY, OpDef, describe, suggest
 from dslc.scope import POISON, Frame, Poisoned, Scope
 from dslc.types import DTYPES, Sym, TensorType, dim_add, dim_mul
 
-DTYPE_ALIASES = {"float": "f32", "float32": "f32", "double": "f64", "float64": "f64", "half": "f16",
-                 "float16": "f16", "int": "i64", "long": "i64", "int64": "i64", "int32": "i32"}
+DTYPE_ALIASES = {
+    "float": "f32",
+    "float32": "f32",
+    "double": "f64",
+    "float64": "f64",
+    "half": "f16",
+    "float16": "f16",
+    "int": "i64",
+    "long": "i64",
+    "int64": "i64",
+    "int32": "i32",
+}
 PARAM_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str}
 LAYER_FAMILIES = ("dense", "conv", "pool", "norm", "activation", "shape", "elementwise")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _signature(op: OpDef) -> str:
-    """conv2d(out_channels, kernel, stride=1, ...): the required arguments and the first optional."""
-    required = [a.name for a in op.attrs if a.required]
-    optional = [f"{a.name}={a.default!r}" for a in op.attrs if not a.required][:1]
-    more = ", ..." if len(op.attrs) > len(required) + len(optional) else ""
-    return f"{op.name}({', '.join(required + optional)}{more})"
-
-
-@dataclass
-class Arg:
-    value: Any
-    span: Span
 
 
 class Elaborator:
@@ -76,7 +68,9 @@ class Elaborator:
         if len(models) != 1:
             span = models[1].span if models else None
             msg = "a spec holds exactly one model" if models else "the file defines no model"
-            self.diags.error(span, msg, "write `model Name { input x: f32[N, 4] ... }`" if not models else None)
+            self.diags.error(
+                span, msg, "write `model Name { input x: f32[N, 4] ... }`" if not models else None
+            )
             return None, None
         model = models[0]
         scope = Scope(self.globals)
@@ -89,7 +83,9 @@ class Elaborator:
         outputs = self.body(model, Frame(), scope, None, graph)
         graph.outputs = {k: v for k, v in outputs.items() if isinstance(v, Value)}
         if not outputs and not self.diags.has_errors:
-            self.diags.error(model.span, f"model {model.name} declares no output", "add `output name`")
+            self.diags.error(
+                model.span, f"model {model.name} declares no output", "add `output name`"
+            )
         return graph, scope
 
     def collect_blocks(self) -> None:
@@ -97,22 +93,37 @@ class Elaborator:
             if d.kind != "block":
                 continue
             if d.name in self.blocks:
-                self.diags.error(d.span, f"block '{d.name}' is defined twice (first at line {self.blocks[d.name].span.line})")
+                self.diags.error(
+                    d.span,
+                    f"block '{d.name}' is defined twice "
+                    f"(first at line {self.blocks[d.name].span.line})",
+                )
             elif d.name in REGISTRY:
-                self.diags.error(d.span, f"block '{d.name}' has the name of a built-in {REGISTRY[d.name].family} op")
+                self.diags.error(
+                    d.span,
+                    f"block '{d.name}' has the name of a built-in {REGISTRY[d.name].family} op",
+                )
             else:
                 self.blocks[d.name] = d
 
     # ---- statements
-    def body(self, d: ast.Definition, frame: Frame, scope: Scope, ins: list[Value] | None,
-             graph: Graph | None) -> dict[str, Value | Any]:
+    def body(
+        self,
+        d: ast.Definition,
+        frame: Frame,
+        scope: Scope,
+        ins: list[Value] | None,
+        graph: Graph | None,
+    ) -> dict[str, Value | Any]:
         outputs: dict[str, Any] = {}
         pending = list(ins or [])
         for stmt in d.body:
             self.statement(stmt, scope, frame, pending if ins is not None else graph, outputs)
         return outputs
 
-    def statement(self, stmt: ast.Stmt, scope: Scope, frame: Frame, inputs: Any, outputs: dict) -> None:
+    def statement(
+        self, stmt: ast.Stmt, scope: Scope, frame: Frame, inputs: Any, outputs: dict
+    ) -> None:
         start = len(self.nodes)
         try:
             match stmt:
@@ -121,7 +132,9 @@ class Elaborator:
                 case ast.TargetDecl():
                     raise SpecError("targets are declared in the train section", span=stmt.span)
                 case ast.Assign():
-                    self.assign(stmt.names, self.eval(stmt.value, scope, frame), stmt, scope, frame, start)
+                    self.assign(
+                        stmt.names, self.eval(stmt.value, scope, frame), stmt, scope, frame, start
+                    )
                 case ast.OutputDecl():
                     self.output(stmt, scope, frame, outputs, start)
         except SpecError as err:
@@ -145,23 +158,41 @@ class Elaborator:
                 self.check_type(value, self.tensor_type(stmt.type, scope), stmt.span)
         else:
             if stmt.type is None:
-                raise SpecError(f"model input '{stmt.name}' needs a type", "e.g. `input x: f32[N, 4]`", stmt.span)
-            value = Value(self.fresh(stmt.name), self.tensor_type(stmt.type, scope), user_named=True)
+                raise SpecError(
+                    f"model input '{stmt.name}' needs a type",
+                    "e.g. `input x: f32[N, 4]`",
+                    stmt.span,
+                )
+            value = Value(
+                self.fresh(stmt.name), self.tensor_type(stmt.type, scope), user_named=True
+            )
             inputs.inputs.append(value)
         scope.define(stmt.name, value, stmt.span)
 
     def check_type(self, value: Value, want: TensorType, span: Span) -> None:
         t = value.type
-        ok = t.dtype == want.dtype and t.rank == want.rank and all(
-            w == g or isinstance(w, Sym) for w, g in zip(want.shape, t.shape, strict=True))
+        ok = (
+            t.dtype == want.dtype
+            and t.rank == want.rank
+            and all(w == g or isinstance(w, Sym) for w, g in zip(want.shape, t.shape, strict=True))
+        )
         if not ok:
             raise SpecError(f"this block input expects {want}, got {t}", span=span)
 
-    def assign(self, names: tuple[str, ...], value: Any, stmt: ast.Assign, scope: Scope, frame: Frame,
-               start: int) -> None:
+    def assign(
+        self,
+        names: tuple[str, ...],
+        value: Any,
+        stmt: ast.Assign,
+        scope: Scope,
+        frame: Frame,
+        start: int,
+    ) -> None:
         values = list(value) if len(names) > 1 and isinstance(value, tuple) else [value]
         if len(values) != len(names):
-            raise SpecError(f"{len(names)} names on the left but the right side gives {len(values)} value(s)")
+            raise SpecError(
+                f"{len(names)} names on the left but the right side gives {len(values)} value(s)"
+            )
         for name, v in zip(names, values, strict=True):
             self.name_value(v, frame.path + name, start)
             scope.define(name, v, stmt.span)
@@ -173,7 +204,9 @@ class Elaborator:
             self.used_names.discard(v.name)
             v.name, v.user_named = self.fresh(name), True
 
-    def output(self, stmt: ast.OutputDecl, scope: Scope, frame: Frame, outputs: dict, start: int) -> None:
+    def output(
+        self, stmt: ast.OutputDecl, scope: Scope, frame: Frame, outputs: dict, start: int
+    ) -> None:
         if stmt.value is not None:
             value = self.eval(stmt.value, scope, frame)
             self.name_value(value, frame.path + stmt.name, start)
@@ -181,7 +214,11 @@ class Elaborator:
         else:
             value = scope.lookup(stmt.name, stmt.span)
         if not isinstance(value, Value):
-            hint = "unpack the block's outputs first: `a, b = ...`" if isinstance(value, tuple) else None
+            hint = (
+                "unpack the block's outputs first: `a, b = ...`"
+                if isinstance(value, tuple)
+                else None
+            )
             raise SpecError(f"output '{stmt.name}' must be a tensor, got {describe(value)}", hint)
         if stmt.name in outputs:
             raise SpecError(f"output '{stmt.name}' is declared twice")
@@ -191,15 +228,21 @@ class Elaborator:
         if t.dtype not in DTYPES:
             alias = DTYPE_ALIASES.get(t.dtype)
             hint = f"did you mean '{alias}'?" if alias else suggest(t.dtype, list(DTYPES))
-            raise SpecError(f"unknown dtype '{t.dtype}'", hint or f"one of {', '.join(DTYPES)}", t.span)
+            raise SpecError(
+                f"unknown dtype '{t.dtype}'", hint or f"one of {', '.join(DTYPES)}", t.span
+            )
         dims = []
         for e in t.dims:
             if isinstance(e, ast.Ref) and e.name not in scope.names():
                 scope.vars[e.name] = Sym.name(e.name)  # a symbolic dim, usable later (reshape)
                 scope.spans[e.name] = e.span
             d = self.eval(e, scope, Frame())
-            if not (isinstance(d, Sym) or (isinstance(d, int) and not isinstance(d, bool) and d > 0)):
-                raise SpecError(f"a dim must be a positive integer or a symbol, got {describe(d)}", span=e.span)
+            if not (
+                isinstance(d, Sym) or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
+            ):
+                raise SpecError(
+                    f"a dim must be a positive integer or a symbol, got {describe(d)}", span=e.span
+                )
             dims.append(d)
         return TensorType(t.dtype, tuple(dims))
 
@@ -214,13 +257,24 @@ class Elaborator:
                 return [self.eval(i, scope, frame) for i in e.items]
             case ast.Neg():
                 v = self.eval(e.operand, scope, frame)
-                return self.arith("*", v, -1, e.span, frame) if isinstance(v, Value) else self.arith("-", 0, v, e.span, frame)
+                return (
+                    self.arith("*", v, -1, e.span, frame)
+                    if isinstance(v, Value)
+                    else self.arith("-", 0, v, e.span, frame)
+                )
             case ast.BinOp():
                 left, right = self.eval(e.left, scope, frame), self.eval(e.right, scope, frame)
                 return self.arith(e.op, left, right, e.span, frame)
             case ast.Call():
-                return self.call(e.name, e.name_span, e.span, self.args(e.args, scope, frame),
-                                 self.kwargs(e.kwargs, scope, frame), None, frame)
+                return self.call(
+                    e.name,
+                    e.name_span,
+                    e.span,
+                    self.args(e.args, scope, frame),
+                    self.kwargs(e.kwargs, scope, frame),
+                    None,
+                    frame,
+                )
             case ast.Pipe():
                 return self.stage(self.eval(e.source, scope, frame), e.stage, scope, frame)
             case ast.IfElse():
@@ -241,7 +295,9 @@ class Elaborator:
     def condition(self, e: ast.Expr, scope: Scope, frame: Frame) -> bool:
         value = self.eval(e, scope, frame)
         if not isinstance(value, bool):
-            raise SpecError(f"a condition must be true or false, got {describe(value)}", span=e.span)
+            raise SpecError(
+                f"a condition must be true or false, got {describe(value)}", span=e.span
+            )
         return value
 
     def compare(self, e: ast.Compare, scope: Scope, frame: Frame) -> bool:
@@ -252,8 +308,13 @@ class Elaborator:
             return (left == right) == (e.op == "==")
         numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (left, right))
         if not numbers:
-            raise SpecError(f"'{e.op}' compares numbers, not {describe(left)} and {describe(right)}", span=e.span)
-        return {"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[e.op]
+            raise SpecError(
+                f"'{e.op}' compares numbers, not {describe(left)} and {describe(right)}",
+                span=e.span,
+            )
+        return {"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[
+            e.op
+        ]
 
     def args(self, exprs: tuple[ast.Expr, ...], scope: Scope, frame: Frame) -> list[Arg]:
         return [Arg(self.eval(x, scope, frame), x.span) for x in exprs]
@@ -269,8 +330,15 @@ class Elaborator:
     def stage(self, value: Any, st: ast.Stage, scope: Scope, frame: Frame) -> Any:
         match st:
             case ast.StageCall():
-                return self.call(st.name, st.span, st.span, self.args(st.args, scope, frame),
-                                 self.kwargs(st.kwargs, scope, frame), Arg(value, st.span), frame)
+                return self.call(
+                    st.name,
+                    st.span,
+                    st.span,
+                    self.args(st.args, scope, frame),
+                    self.kwargs(st.kwargs, scope, frame),
+                    Arg(value, st.span),
+                    frame,
+                )
             case ast.StageSeq():
                 for inner in st.stages:
                     value = self.stage(value, inner, scope, frame)
@@ -278,7 +346,10 @@ class Elaborator:
             case ast.StageRepeat():
                 n = self.eval(st.count, scope, frame)
                 if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                    raise SpecError(f"a repeat count must be a positive integer, got {describe(n)}", span=st.count.span)
+                    raise SpecError(
+                        f"a repeat count must be a positive integer, got {describe(n)}",
+                        span=st.count.span,
+                    )
                 for _ in range(n):
                     value = self.stage(value, st.stage, scope, frame)
                 return value
@@ -306,29 +377,52 @@ class Elaborator:
     def tensor_arith(self, op: str, left: Any, right: Any, span: Span, frame: Frame) -> Value:
         name = {"+": "add", "-": "sub", "*": "mul", "/": "div"}[op]
         if isinstance(left, Value) and isinstance(right, Value):
-            return self.apply(REGISTRY[name], [left, right], {"scalar": None, "reverse": False}, span, frame)
+            return self.apply(
+                REGISTRY[name], [left, right], {"scalar": None, "reverse": False}, span, frame
+            )
         tensor, number = (left, right) if isinstance(left, Value) else (right, left)
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise SpecError(f"cannot apply '{op}' to a tensor and {describe(number)}", span=span)
         reverse = not isinstance(left, Value)
-        return self.apply(REGISTRY[name], [tensor], {"scalar": float(number), "reverse": reverse}, span, frame)
+        return self.apply(
+            REGISTRY[name], [tensor], {"scalar": float(number), "reverse": reverse}, span, frame
+        )
 
     # ---- calls
-    def call(self, name: str, name_span: Span, span: Span, args: list[Arg], kwargs: dict[str, Arg],
-             piped: Arg | None, frame: Frame) -> Any:
+    def call(
+        self,
+        name: str,
+        name_span: Span,
+        span: Span,
+        args: list[Arg],
+        kwargs: dict[str, Arg],
+        piped: Arg | None,
+        frame: Frame,
+    ) -> Any:
         if piped is not None:
-            spread = isinstance(piped.value, tuple) or isinstance(piped.value, list) and self.takes_several(name)
+            spread = (
+                isinstance(piped.value, tuple)
+                or isinstance(piped.value, list)
+                and self.takes_several(name)
+            )
             args = [Arg(v, piped.span) for v in piped.value] + args if spread else [piped, *args]
         if name in self.blocks:
             return self.call_block(self.blocks[name], span, args, kwargs, frame)
         op = REGISTRY.get(name)
         if op is None:
-            candidates = list(self.blocks) + [k for k, o in REGISTRY.items() if o.family in LAYER_FAMILIES]
-            raise SpecError(f"unknown layer or block '{name}'", suggest(name, candidates), name_span)
+            candidates = list(self.blocks) + [
+                k for k, o in REGISTRY.items() if o.family in LAYER_FAMILIES
+            ]
+            raise SpecError(
+                f"unknown layer or block '{name}'", suggest(name, candidates), name_span
+            )
         if op.family not in LAYER_FAMILIES:
-            raise SpecError(f"'{name}' is {'a loss' if op.family == 'loss' else 'an optimizer'}; it belongs "
-                            f"in the train section (`{op.example}`)", span=name_span)
-        tensors, attrs = self.bind(op, args, kwargs, span)
+            raise SpecError(
+                f"'{name}' is {'a loss' if op.family == 'loss' else 'an optimizer'}; it belongs "
+                f"in the train section (`{op.example}`)",
+                span=name_span,
+            )
+        tensors, attrs = bind(op, args, kwargs, span)
         return self.apply(op, tensors, attrs, span, frame)
 
     def takes_several(self, name: str) -> bool:
@@ -337,55 +431,9 @@ class Elaborator:
         op = REGISTRY.get(name)
         return op is not None and len(op.inputs) > 1
 
-    def bind(self, op: OpDef, args: list[Arg], kwargs: dict[str, Arg], span: Span) -> tuple[list[Value], dict]:
-        """Split a call's arguments into tensor inputs and coerced attributes."""
-        tensors: list[Value] = []
-        if op.inputs == ("*xs",):
-            if not args or not isinstance(args[0].value, list) or not args[0].value:
-                raise SpecError(f"{op.name} takes a list of tensors, such as `[a, b] -> {op.name}`", span=span)
-            tensors, args = list(args[0].value), args[1:]
-        else:
-            while args and isinstance(args[0].value, Value):
-                tensors.append(args.pop(0).value)
-            if len(tensors) > len(op.inputs):
-                raise SpecError(f"{op.name} takes {_count(len(op.inputs), 'tensor input')}, got {len(tensors)}",
-                                span=span)
-        required = [i for i in op.inputs if not i.endswith("?") and not i.startswith("*")]
-        if len(tensors) < len(required):
-            raise SpecError(f"{op.name} takes {_count(len(required), 'tensor input')}, got {len(tensors)}", span=span)
-        for t in tensors:
-            if not isinstance(t, Value):
-                raise SpecError(f"{op.name}: expected a tensor, got {describe(t)}", span=span)
-        given: dict[str, Arg] = {}
-        if len(args) > len(op.attrs):
-            takes = f"at most {_count(len(op.attrs), 'argument')}" if op.attrs else "no arguments"
-            raise SpecError(f"{op.name} takes {takes} besides its input, got {len(args)}",
-                            hint=f"{op.name}({', '.join(a.name for a in op.attrs)})" if op.attrs else None,
-                            span=args[len(op.attrs)].span)
-        for attr, arg in zip(op.attrs, args, strict=False):
-            given[attr.name] = arg
-        names = [a.name for a in op.attrs]
-        for key, arg in kwargs.items():
-            if key not in names:
-                hint = suggest(key, names) or (f"{op.name} takes {', '.join(names)}" if names else f"{op.name} takes no arguments")
-                raise SpecError(f"{op.name} has no argument '{key}'", hint, arg.span)
-            if key in given:
-                raise SpecError(f"{op.name}: argument '{key}' is given twice", span=arg.span)
-            given[key] = arg
-        attrs: dict[str, Any] = {}
-        for attr in op.attrs:
-            if attr.name in given:
-                try:
-                    attrs[attr.name] = attr.coerce(op.name, given[attr.name].value)
-                except SpecError as err:
-                    raise SpecError(err.message, err.hint, given[attr.name].span) from None
-            elif attr.required:
-                raise SpecError(f"{op.name}: missing argument '{attr.name}'", hint=_signature(op), span=span)
-            else:
-                attrs[attr.name] = attr.default
-        return tensors, attrs
-
-    def apply(self, op: OpDef, tensors: list[Value], attrs: dict, span: Span, frame: Frame) -> Value | tuple:
+    def apply(
+        self, op: OpDef, tensors: list[Value], attrs: dict, span: Span, frame: Frame
+    ) -> Value | tuple:
         in_types = [t.type for t in tensors]
         try:
             attrs = op.resolve(in_types, attrs)
@@ -395,15 +443,23 @@ class Elaborator:
             raise SpecError(err.message, err.hint, err.span or span) from None
         outs = out if isinstance(out, list) else [out]
         name = frame.name(op.node_prefix)
-        values = [Value(self.fresh(name if len(outs) == 1 else f"{name}_{i}"), t) for i, t in enumerate(outs)]
+        values = [
+            Value(self.fresh(name if len(outs) == 1 else f"{name}_{i}"), t)
+            for i, t in enumerate(outs)
+        ]
         self.nodes.append(Node(op, name, tensors, attrs, values, span, params))
         return values[0] if len(values) == 1 else tuple(values)
 
-    def call_block(self, d: ast.Definition, span: Span, args: list[Arg], kwargs: dict[str, Arg], frame: Frame) -> Any:
+    def call_block(
+        self, d: ast.Definition, span: Span, args: list[Arg], kwargs: dict[str, Arg], frame: Frame
+    ) -> Any:
         n_in = sum(isinstance(s, ast.InputDecl) for s in d.body)
         tensors = [a.value for a in args[:n_in] if isinstance(a.value, Value)]
         if len(tensors) != n_in:
-            raise SpecError(f"block {d.name} takes {_count(n_in, 'tensor input')}, got {len(tensors)}", span=span)
+            raise SpecError(
+                f"block {d.name} takes {count(n_in, 'tensor input')}, got {len(tensors)}",
+                span=span,
+            )
         if d.name in self.active:
             raise SpecError(f"block {d.name} calls itself", span=span)
         scope = Scope(self.globals)
@@ -417,37 +473,67 @@ class Elaborator:
         if any(v is POISON for v in outputs.values()):
             raise Poisoned()
         if not outputs:
-            raise SpecError(f"block {d.name} declares no output", "add `output y = ...` to the block", d.span)
+            raise SpecError(
+                f"block {d.name} declares no output", "add `output y = ...` to the block", d.span
+            )
         values = tuple(outputs.values())
         return values[0] if len(values) == 1 else values
 
-    def bind_params(self, d: ast.Definition, args: list[Arg], kwargs: dict, scope: Scope, span: Span,
-                    overrides_given: bool = False) -> None:
+    def bind_params(
+        self,
+        d: ast.Definition,
+        args: list[Arg],
+        kwargs: dict,
+        scope: Scope,
+        span: Span,
+        overrides_given: bool = False,
+    ) -> None:
         """Bind a block's (or the model's) compile-time parameters: positional, keyword, default."""
         names = [p.name for p in d.params]
         if len(args) > len(names):
-            raise SpecError(f"{d.kind} {d.name} takes {len(names)} parameter(s), got {len(args)}",
-                            hint=f"{d.name}({', '.join(names)})", span=args[len(names)].span)
+            raise SpecError(
+                f"{d.kind} {d.name} takes {len(names)} parameter(s), got {len(args)}",
+                hint=f"{d.name}({', '.join(names)})",
+                span=args[len(names)].span,
+            )
         given = {p.name: a for p, a in zip(d.params, args, strict=False)}
         for key, arg in kwargs.items():
             if key not in names:
                 if overrides_given:
-                    raise SpecError(f"model {d.name} has no parameter '{key}'", suggest(key, names), d.span)
-                raise SpecError(f"{d.kind} {d.name} has no parameter '{key}'", suggest(key, names),
-                                getattr(arg, "span", span))
+                    raise SpecError(
+                        f"model {d.name} has no parameter '{key}'", suggest(key, names), d.span
+                    )
+                raise SpecError(
+                    f"{d.kind} {d.name} has no parameter '{key}'",
+                    suggest(key, names),
+                    getattr(arg, "span", span),
+                )
             given[key] = arg if isinstance(arg, Arg) else Arg(arg, d.span)
         for p in d.params:
             if p.type not in PARAM_TYPES:
-                raise SpecError(f"unknown parameter type '{p.type}'", f"one of {', '.join(PARAM_TYPES)}", p.span)
+                raise SpecError(
+                    f"unknown parameter type '{p.type}'", f"one of {', '.join(PARAM_TYPES)}", p.span
+                )
             if p.name in given:
                 value, where = given[p.name].value, given[p.name].span
             elif p.default is not None:
                 value, where = self.eval(p.default, scope, Frame()), p.span
             elif overrides_given:
-                raise SpecError(f"model parameter '{p.name}' has no value", span=p.span,
-                                hint=f"give it a default (`{p.name}: {p.type} = ...`) or pass --param {p.name}=VALUE")
+                raise SpecError(
+                    f"model parameter '{p.name}' has no value",
+                    span=p.span,
+                    hint=f"give it a default (`{p.name}: {p.type} = ...`) "
+                    f"or pass --param {p.name}=VALUE",
+                )
             else:
                 raise SpecError(f"{d.kind} {d.name}: missing parameter '{p.name}'", span=span)
-            if isinstance(value, bool) and p.type != "bool" or not isinstance(value, PARAM_TYPES[p.type]):
-                raise SpecError(f"{d.kind} {d.name}: parameter '{p.name}' is {p.type}, got {describe(value)}", span=where)
+            if (
+                isinstance(value, bool)
+                and p.type != "bool"
+                or not isinstance(value, PARAM_TYPES[p.type])
+            ):
+                raise SpecError(
+                    f"{d.kind} {d.name}: parameter '{p.name}' is {p.type}, got {describe(value)}",
+                    span=where,
+                )
             scope.define(p.name, float(value) if p.type == "float" else value, p.span)

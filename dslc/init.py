@@ -46,7 +46,9 @@ def from_attr(value: str | float, default: Init) -> Init:
     if value == "default":
         return default
     if value not in SCHEMES:
-        raise SpecError(f"unknown initializer {value!r}", hint=f"one of {', '.join(SCHEMES)}, or a number")
+        raise SpecError(
+            f"unknown initializer {value!r}", hint=f"one of {', '.join(SCHEMES)}, or a number"
+        )
     return Init(value)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from dslc.diagnostics import Span
 from dslc.ops.base import OpDef, ParamSpec
-from dslc.types import TensorType
+from dslc.types import Sym, TensorType
 
 
 @dataclass(eq=False)
@@ -84,6 +84,8 @@ class Graph:
 
 
 def fmt_attr(v: Any) -> str:
+    if isinstance(v, Sym):
+        return str(v)
     if isinstance(v, tuple):
         return "[" + ", ".join(fmt_attr(x) for x in v) + "]"
     if isinstance(v, bool):
@@ -99,7 +101,9 @@ def format_graph(g: Graph) -> str:
     lines = [f"model {g.name}({sig}) {{  # {g.path}"]
     for n in g.nodes:
         outs = ", ".join(v.name for v in n.outputs)
-        attrs = " ".join(f"{k}={fmt_attr(v)}" for k, v in n.attrs.items() if v not in (None, "default"))
+        attrs = " ".join(
+            f"{k}={fmt_attr(v)}" for k, v in n.attrs.items() if v not in (None, "default")
+        )
         types = ", ".join(str(v.type) for v in n.outputs)
         ins = ", ".join(v.name for v in n.inputs)
         lines.append(f"  {outs} = {n.op.name}({ins}){' ' + attrs if attrs else ''} : {types}")
@@ -125,7 +129,9 @@ def _format_training(t: Training) -> list[str]:
         lines.append(f"  loss += {term.weight!r} * {term.op.name}({ins}{attrs})")
     if t.optimizer:
         op, attrs, _ = t.optimizer
-        lines.append(f"  optimizer = {op.name}({', '.join(f'{k}={fmt_attr(v)}' for k, v in attrs.items())})")
+        lines.append(
+            f"  optimizer = {op.name}({', '.join(f'{k}={fmt_attr(v)}' for k, v in attrs.items())})"
+        )
     lines += [f"  {k} = {fmt_attr(v)}" for k, v in t.settings.items()]
     lines.append("}")
     return lines

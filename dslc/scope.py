@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from dslc.diagnostics import SpecError, Span
+from dslc.diagnostics import Span, SpecError
 from dslc.ops.base import suggest
 
 

@@ -100,15 +100,25 @@ def parse(source: str, path: str, diags: Diagnostics) -> ast.Program | None:
 def _describe(err: lark.exceptions.UnexpectedInput, source: str, path: str):
     line, column = max(err.line, 1), max(err.column, 1)
     token = getattr(err, "token", None)
-    if isinstance(err, lark.exceptions.UnexpectedEOF) or (token is not None and token.type == "$END"):
+    if isinstance(err, lark.exceptions.UnexpectedEOF) or (
+        token is not None and token.type == "$END"
+    ):
         line, column = _end_position(source)
-    width = len(token) if isinstance(err, lark.exceptions.UnexpectedToken) and token.type != "$END" else 1
+    width = (
+        len(token)
+        if isinstance(err, lark.exceptions.UnexpectedToken) and token.type != "$END"
+        else 1
+    )
     span = Span(path, line, column, line, column + max(width, 1))
     if isinstance(err, lark.exceptions.UnexpectedCharacters):
         char = source[err.pos_in_stream]
         if char == '"':
             return span, "unterminated string", 'strings are written "like this", on one line'
-        return span, f"unexpected character {char!r}", "comments start with #; statements need no ';'"
+        return (
+            span,
+            f"unexpected character {char!r}",
+            "comments start with #; statements need no ';'",
+        )
     found = _found(err)
     label = _label(err)
     if token is not None and token.type == "$END" and _unclosed_braces(source):
@@ -144,7 +154,11 @@ def _label(err: lark.exceptions.UnexpectedInput) -> str | None:
         if token_type == err.token.type:
             return label
     # an example that failed at the end of the file says nothing about a token in the middle
-    others = [label for token_type, label in candidates if (token_type == "$END") == (err.token.type == "$END")]
+    others = [
+        label
+        for token_type, label in candidates
+        if (token_type == "$END") == (err.token.type == "$END")
+    ]
     return others[0] if others else None
 
 
@@ -167,8 +181,14 @@ def _end_position(source: str) -> tuple[int, int]:
 
 
 def _terminal_text(name: str) -> str:
-    named = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
-             "$END": "end of file", "COMPARE": "a comparison"}
+    named = {
+        "NAME": "a name",
+        "INT": "an integer",
+        "FLOAT": "a number",
+        "STRING": "a string",
+        "$END": "end of file",
+        "COMPARE": "a comparison",
+    }
     if name in named:
         return named[name]
     for term in parser().terminals:

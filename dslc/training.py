@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from dslc import ast
+from dslc.binding import Arg, bind
 from dslc.diagnostics import Diagnostics, SpecError
-from dslc.elaborate import Arg, Elaborator
+from dslc.elaborate import Elaborator
 from dslc.ir import Graph, LossTerm, Training, Value
 from dslc.ops.base import REGISTRY, Attr, describe, suggest
 from dslc.scope import Frame, Scope
@@ -23,7 +24,10 @@ SETTINGS: dict[str, Attr] = {
 SPECIAL = ("loss", "optimizer")
 
 
-def lower_training(el: Elaborator, program: ast.Program, graph: Graph, diags: Diagnostics) -> None:
+def lower_training(
+    el: Elaborator, program: ast.Program, graph: Graph, model_scope: Scope, diags: Diagnostics
+) -> None:
+    """Target types see the model's parameters, constants and symbolic dims (N is the inputs' N)."""
     if not program.trains:
         return
     for extra in program.trains[1:]:
@@ -34,23 +38,38 @@ def lower_training(el: Elaborator, program: ast.Program, graph: Graph, diags: Di
     seen: set[str] = set()
     for stmt in train.body:
         try:
-            _statement(el, stmt, graph, scope, t, seen)
+            _statement(el, stmt, graph, scope, model_scope, t, seen)
         except SpecError as err:
             el.report(err, stmt.span)
     for key in SPECIAL:
         if key not in seen and not diags.has_errors:
-            example = "loss = cross_entropy(logits, y)" if key == "loss" else "optimizer = adam(lr=1e-3)"
+            example = (
+                "loss = cross_entropy(logits, y)" if key == "loss" else "optimizer = adam(lr=1e-3)"
+            )
             article = "a" if key == "loss" else "an"
             diags.error(train.span, f"the train section needs {article} {key}", f"add `{example}`")
     graph.training = t
 
 
-def _statement(el: Elaborator, stmt: ast.Stmt, graph: Graph, scope: Scope, t: Training, seen: set[str]) -> None:
+def _statement(
+    el: Elaborator,
+    stmt: ast.Stmt,
+    graph: Graph,
+    scope: Scope,
+    model_scope: Scope,
+    t: Training,
+    seen: set[str],
+) -> None:
     match stmt:
         case ast.TargetDecl():
             if stmt.name in graph.outputs or any(v.name == stmt.name for v in graph.inputs):
-                raise SpecError(f"target '{stmt.name}' has the name of a model input or output", span=stmt.span)
-            value = Value(el.fresh(stmt.name), el.tensor_type(stmt.type, Scope(_symbols(graph))), user_named=True)
+                raise SpecError(
+                    f"target '{stmt.name}' has the name of a model input or output", span=stmt.span
+                )
+            dims_scope = Scope(model_scope)  # new symbols in a target stay out of the model's scope
+            value = Value(
+                el.fresh(stmt.name), el.tensor_type(stmt.type, dims_scope), user_named=True
+            )
             scope.define(stmt.name, value, stmt.span)
             t.targets.append(value)
         case ast.Assign() if len(stmt.names) == 1:
@@ -66,21 +85,16 @@ def _statement(el: Elaborator, stmt: ast.Stmt, graph: Graph, scope: Scope, t: Tr
                 value = el.eval(stmt.value, el.globals, Frame())
                 t.settings[key] = SETTINGS[key].coerce(None, value)
             else:
-                hint = suggest(key, [*SPECIAL, *SETTINGS]) or f"settings: {', '.join([*SPECIAL, *SETTINGS])}"
+                hint = (
+                    suggest(key, [*SPECIAL, *SETTINGS])
+                    or f"settings: {', '.join([*SPECIAL, *SETTINGS])}"
+                )
                 raise SpecError(f"unknown train setting '{key}'", hint, stmt.span)
         case _:
-            raise SpecError("the train section holds `target` declarations and `setting = value` lines",
-                            span=stmt.span)
-
-
-def _symbols(graph: Graph) -> Scope:
-    """Targets share the model's symbolic dims: N in a target is N of the inputs."""
-    scope = Scope()
-    for v in graph.inputs:
-        for d in v.type.shape:
-            if not isinstance(d, int) and d.is_name:
-                scope.vars[str(d)] = d
-    return scope
+            raise SpecError(
+                "the train section holds `target` declarations and `setting = value` lines",
+                span=stmt.span,
+            )
 
 
 def _loss(el: Elaborator, e: ast.Expr, graph: Graph, scope: Scope, weight: float) -> list[LossTerm]:
@@ -90,25 +104,40 @@ def _loss(el: Elaborator, e: ast.Expr, graph: Graph, scope: Scope, weight: float
             return [_loss_term(el, e, graph, scope, weight)]
         case ast.BinOp(op="+" | "-"):
             sign = 1.0 if e.op == "+" else -1.0
-            return _loss(el, e.left, graph, scope, weight) + _loss(el, e.right, graph, scope, weight * sign)
+            return _loss(el, e.left, graph, scope, weight) + _loss(
+                el, e.right, graph, scope, weight * sign
+            )
         case ast.BinOp(op="*" | "/"):
-            number, term = (e.left, e.right) if e.op == "*" and not isinstance(e.left, ast.Call) else (e.right, e.left)
+            number, term = (
+                (e.left, e.right)
+                if e.op == "*" and not isinstance(e.left, ast.Call)
+                else (e.right, e.left)
+            )
             if isinstance(number, ast.Call | ast.BinOp):
                 raise SpecError("a loss can be scaled by a number only", span=e.span)
             k = el.eval(number, el.globals, Frame())
             if isinstance(k, bool) or not isinstance(k, int | float) or (e.op == "/" and k == 0):
-                raise SpecError(f"a loss can be scaled by a number only, not {describe(k)}", span=number.span)
+                raise SpecError(
+                    f"a loss can be scaled by a number only, not {describe(k)}", span=number.span
+                )
             return _loss(el, term, graph, scope, weight * (k if e.op == "*" else 1.0 / k))
-    raise SpecError("a loss is a loss call such as cross_entropy(logits, y), or a weighted sum of them",
-                    span=e.span)
+    raise SpecError(
+        "a loss is a loss call such as cross_entropy(logits, y), or a weighted sum of them",
+        span=e.span,
+    )
 
 
-def _loss_term(el: Elaborator, call: ast.Call, graph: Graph, scope: Scope, weight: float) -> LossTerm:
+def _loss_term(
+    el: Elaborator, call: ast.Call, graph: Graph, scope: Scope, weight: float
+) -> LossTerm:
     op = REGISTRY.get(call.name)
     if op is None or op.family != "loss":
         losses = [k for k, o in REGISTRY.items() if o.family == "loss"]
-        raise SpecError(f"unknown loss '{call.name}'", suggest(call.name, losses) or f"losses: {', '.join(losses)}",
-                        call.name_span)
+        raise SpecError(
+            f"unknown loss '{call.name}'",
+            suggest(call.name, losses) or f"losses: {', '.join(losses)}",
+            call.name_span,
+        )
     names = {**{k: v for k, v in graph.outputs.items()}, **scope.vars}
     args = []
     for a in call.args:
@@ -116,12 +145,15 @@ def _loss_term(el: Elaborator, call: ast.Call, graph: Graph, scope: Scope, weigh
             args.append(Arg(names[a.name], a.span))
         elif isinstance(a, ast.Ref):
             raise SpecError(
-                f"the loss refers to '{a.name}', which is neither an output of model {graph.name} nor a target",
-                suggest(a.name, list(names)) or f"outputs: {', '.join(graph.outputs)}", a.span)
+                f"the loss refers to '{a.name}', which is neither an output of model "
+                f"{graph.name} nor a target",
+                suggest(a.name, list(names)) or f"outputs: {', '.join(graph.outputs)}",
+                a.span,
+            )
         else:
             raise SpecError("loss arguments are model outputs and targets, by name", span=a.span)
     kwargs = {kw.name: Arg(el.eval(kw.value, el.globals, Frame()), kw.span) for kw in call.kwargs}
-    tensors, attrs = el.bind(op, args, kwargs, call.span)
+    tensors, attrs = bind(op, args, kwargs, call.span)
     try:
         op.infer([v.type for v in tensors], attrs)
     except SpecError as err:
@@ -132,13 +164,20 @@ def _loss_term(el: Elaborator, call: ast.Call, graph: Graph, scope: Scope, weigh
 def _optimizer(el: Elaborator, e: ast.Expr) -> tuple[Any, dict, Any]:
     optimizers = [k for k, o in REGISTRY.items() if o.family == "optimizer"]
     if not isinstance(e, ast.Call):
-        raise SpecError("an optimizer is a call such as adam(lr=1e-3)", f"optimizers: {', '.join(optimizers)}", e.span)
+        raise SpecError(
+            "an optimizer is a call such as adam(lr=1e-3)",
+            f"optimizers: {', '.join(optimizers)}",
+            e.span,
+        )
     op = REGISTRY.get(e.name)
     if op is None or op.family != "optimizer":
-        raise SpecError(f"unknown optimizer '{e.name}'", suggest(e.name, optimizers) or
-                        f"optimizers: {', '.join(optimizers)}", e.name_span)
+        raise SpecError(
+            f"unknown optimizer '{e.name}'",
+            suggest(e.name, optimizers) or f"optimizers: {', '.join(optimizers)}",
+            e.name_span,
+        )
     args = el.args(e.args, el.globals, Frame())
-    _, attrs = el.bind(op, args, el.kwargs(e.kwargs, el.globals, Frame()), e.span)
+    _, attrs = bind(op, args, el.kwargs(e.kwargs, el.globals, Frame()), e.span)
     try:
         attrs = op.resolve([], attrs)
     except SpecError as err:

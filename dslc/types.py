@@ -50,7 +50,9 @@ class Sym:
 
     @property
     def is_name(self) -> bool:
-        return self.text is None and self.const == 0 and len(self.terms) == 1 and self.terms[0][1] == 1
+        return (
+            self.text is None and self.const == 0 and len(self.terms) == 1 and self.terms[0][1] == 1
+        )
 
 
 Dim = int | Sym

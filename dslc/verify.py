@@ -21,12 +21,17 @@ class Check:
     max_abs_diff: dict[str, float]
 
 
-def random_inputs(values: list[Value], batch: int, rng: np.random.Generator, other_dims: int = 8) -> dict[str, np.ndarray]:
+def random_inputs(
+    values: list[Value], batch: int, rng: np.random.Generator, other_dims: int = 8
+) -> dict[str, np.ndarray]:
     """Random arrays for the model inputs: the leading symbolic dim is the batch, other symbolic
     dims are `other_dims`; floats are standard normal, integers 0 or 1."""
     arrays = {}
     for v in values:
-        shape = [d if isinstance(d, int) else (batch if i == 0 else other_dims) for i, d in enumerate(v.type.shape)]
+        shape = [
+            d if isinstance(d, int) else (batch if i == 0 else other_dims)
+            for i, d in enumerate(v.type.shape)
+        ]
         if v.type.dtype.startswith(("f", "bf")):
             data = rng.standard_normal(shape)
         else:
@@ -35,8 +40,13 @@ def random_inputs(values: list[Value], batch: int, rng: np.random.Generator, oth
     return arrays
 
 
-def verify(spec: Spec, batches: tuple[int, ...] = (1, 3, 7), seed: int = 0, out: Path | None = None,
-           provider: str = "cpu") -> list[Check]:
+def verify(
+    spec: Spec,
+    batches: tuple[int, ...] = (1, 3, 7),
+    seed: int = 0,
+    out: Path | None = None,
+    provider: str = "cpu",
+) -> list[Check]:
     import torch
 
     from dslc.runner import run_model
@@ -58,7 +68,11 @@ def verify(spec: Spec, batches: tuple[int, ...] = (1, 3, 7), seed: int = 0, out:
         expected = expected if isinstance(expected, tuple) else (expected,)
         got, _ = run_model(str(onnx_path), inputs, provider)
         diffs = {
-            name: float(np.max(np.abs(e.numpy() - got[name]), initial=0.0))
+            name: float(
+                np.max(
+                    np.abs(e.numpy().astype(np.float64) - got[name].astype(np.float64)), initial=0.0
+                )
+            )
             for name, e in zip(spec.graph.outputs, expected, strict=True)
         }
         checks.append(Check(batch, diffs))

@@ -13,7 +13,9 @@ SPECS = sorted((ROOT / "specs").glob("*.dl"))
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--update-golden", action="store_true", default=False,
+        "--update-golden",
+        action="store_true",
+        default=False,
         help="rewrite the expected files under tests/golden and tests/errors instead of comparing",
     )
 
@@ -30,11 +32,15 @@ def check_golden(path: Path, actual: str, update: bool) -> None:
         path.write_text(actual)
         return
     if not path.exists():
-        pytest.fail(f"{path.relative_to(ROOT)} is missing; run pytest --update-golden and read the diff")
+        pytest.fail(
+            f"{path.relative_to(ROOT)} is missing; run pytest --update-golden and read the diff"
+        )
     expected = path.read_text()
     if actual != expected:
         diff = difflib.unified_diff(
-            expected.splitlines(keepends=True), actual.splitlines(keepends=True),
-            f"{path.relative_to(ROOT)} (expected)", "actual",
+            expected.splitlines(keepends=True),
+            actual.splitlines(keepends=True),
+            f"{path.relative_to(ROOT)} (expected)",
+            "actual",
         )
         pytest.fail("golden mismatch (pytest --update-golden rewrites it):\n" + "".join(diff))

@@ -16,16 +16,24 @@ def spec(request, monkeypatch):
 
 
 def test_ir(spec, update_golden):
-    check_golden(ROOT / "tests/golden" / spec.graph.path[6:-3] / "model.ir", spec.ir_text(), update_golden)
+    check_golden(
+        ROOT / "tests/golden" / spec.graph.path[6:-3] / "model.ir", spec.ir_text(), update_golden
+    )
 
 
 def test_torch(spec, update_golden):
-    check_golden(ROOT / "tests/golden" / spec.graph.path[6:-3] / "model.py", spec.torch_source(), update_golden)
+    check_golden(
+        ROOT / "tests/golden" / spec.graph.path[6:-3] / "model.py",
+        spec.torch_source(),
+        update_golden,
+    )
 
 
 def test_onnx(spec, update_golden):
     text = to_text(spec.onnx_model(seed=0))
-    check_golden(ROOT / "tests/golden" / spec.graph.path[6:-3] / "model.onnx.txt", text, update_golden)
+    check_golden(
+        ROOT / "tests/golden" / spec.graph.path[6:-3] / "model.onnx.txt", text, update_golden
+    )
 
 
 def test_every_spec_has_goldens():

@@ -32,7 +32,9 @@ def test_torch_and_onnxruntime_agree(path):
     model = spec.torch_module().eval()
     randomize_batch_norm(model, torch.Generator().manual_seed(1))
     onnx_model = spec.onnx_model(weights=model.state_dict())
-    session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     rng = np.random.default_rng(2)
     for batch in (1, 3, 7):
         inputs = random_inputs(spec.graph.inputs, batch, rng)
@@ -42,7 +44,9 @@ def test_torch_and_onnxruntime_agree(path):
         got = session.run(list(spec.graph.outputs), inputs)
         for name, e, g in zip(spec.graph.outputs, expected, got, strict=True):
             assert g.shape == tuple(e.shape), f"{name} at batch {batch}"
-            np.testing.assert_allclose(g, e.numpy(), rtol=0, atol=1e-5, err_msg=f"{name}, batch {batch}")
+            np.testing.assert_allclose(
+                g, e.numpy(), rtol=0, atol=1e-5, err_msg=f"{name}, batch {batch}"
+            )
 
 
 def test_weights_that_do_not_fit_are_refused():

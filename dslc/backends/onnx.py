@@ -34,14 +34,18 @@ class OnnxBuilder:
     def resolve(self, name: str) -> str:
         return self.aliases.get(name, name)
 
-    def add(self, node: Node, op_type: str, inputs: list[str], outputs: list[str], **attrs: Any) -> str:
+    def add(
+        self, node: Node, op_type: str, inputs: list[str], outputs: list[str], **attrs: Any
+    ) -> str:
         """Append an ONNX node for IR node `node`; returns its first output's name."""
         name, k = f"{node.name}/{op_type}", 1
         while name in self.node_names:
             k += 1
             name = f"{node.name}/{op_type}_{k}"
         self.node_names.add(name)
-        proto = helper.make_node(op_type, [self.resolve(i) for i in inputs], outputs, name=name, **attrs)
+        proto = helper.make_node(
+            op_type, [self.resolve(i) for i in inputs], outputs, name=name, **attrs
+        )
         source = f"{node.span.path}:{node.span.line}:{node.span.column}"
         proto.metadata_props.add(key="dslc.source", value=source)
         self.nodes.append(proto)
@@ -70,25 +74,39 @@ class OnnxBuilder:
 
 def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
     elem = getattr(TensorProto, DTYPES[t.dtype][2])
-    return helper.make_tensor_value_info(name, elem, [d if isinstance(d, int) else str(d) for d in t.shape])
+    return helper.make_tensor_value_info(
+        name, elem, [d if isinstance(d, int) else str(d) for d in t.shape]
+    )
 
 
 def build(graph: Graph, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     b = OnnxBuilder(graph, weights)
     for node in graph.nodes:
-        node.op.onnx(node, b, [b.resolve(v.name) for v in node.inputs], [v.name for v in node.outputs])
+        node.op.onnx(
+            node, b, [b.resolve(v.name) for v in node.inputs], [v.name for v in node.outputs]
+        )
     outputs = []
     for name, value in graph.outputs.items():
         if b.resolve(value.name) != name:  # an output that is another value under a new name
-            b.nodes.append(helper.make_node("Identity", [b.resolve(value.name)], [name], name=f"{name}/Identity"))
+            b.nodes.append(
+                helper.make_node(
+                    "Identity", [b.resolve(value.name)], [name], name=f"{name}/Identity"
+                )
+            )
         outputs.append(value_info(name, value.type))
     g = helper.make_graph(
-        b.nodes, graph.name, [value_info(v.name, v.type) for v in graph.inputs], outputs,
+        b.nodes,
+        graph.name,
+        [value_info(v.name, v.type) for v in graph.inputs],
+        outputs,
         initializer=list(b.initializers.values()),
     )
     model = helper.make_model(
-        g, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-        producer_name="dslc", producer_version=__version__,
+        g,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name="dslc",
+        producer_version=__version__,
         doc_string=f"{graph.name}, compiled by dslc from {graph.path}",
     )
     onnx.checker.check_model(model, full_check=True)
@@ -105,16 +123,26 @@ def resolve_weights(graph: Graph, weights: Any, seed: int) -> dict[str, np.ndarr
         from dslc.weights import load_weights
 
         weights = load_weights(weights)
-    arrays = {k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v) for k, v in weights.items()}
+    arrays = {
+        k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+        for k, v in weights.items()
+    }
     problems = [f"missing '{k}' {list(p.shape)}" for k, p in expected.items() if k not in arrays]
     problems += [
         f"'{k}' has shape {list(arrays[k].shape)}, the spec needs {list(p.shape)}"
-        for k, p in expected.items() if k in arrays and tuple(arrays[k].shape) != p.shape
+        for k, p in expected.items()
+        if k in arrays and tuple(arrays[k].shape) != p.shape
     ]
-    problems += [f"unexpected '{k}'" for k in arrays if k not in expected and not k.endswith("num_batches_tracked")]
+    problems += [
+        f"unexpected '{k}'"
+        for k in arrays
+        if k not in expected and not k.endswith("num_batches_tracked")
+    ]
     if problems:
-        raise DslcError(f"the weights do not fit model {graph.name}:\n  " + "\n  ".join(problems),
-                        hint="save them with torch.save(model.state_dict(), path) from the generated module")
+        raise DslcError(
+            f"the weights do not fit model {graph.name}:\n  " + "\n  ".join(problems),
+            hint="save them with torch.save(model.state_dict(), path) from the generated module",
+        )
     return arrays
 
 

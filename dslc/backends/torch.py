@@ -38,7 +38,9 @@ class Namespace:
 def aligned(lines: list[tuple[str, str]], indent: str) -> list[str]:
     """Code lines with their trailing comments lined up."""
     width = max((len(code) for code, _ in lines), default=0)
-    return [f"{indent}{code:<{width}}  # {c}".rstrip() if c else f"{indent}{code}" for code, c in lines]
+    return [
+        f"{indent}{code:<{width}}  # {c}".rstrip() if c else f"{indent}{code}" for code, c in lines
+    ]
 
 
 def _inits(g: Graph) -> list[str]:
@@ -71,8 +73,12 @@ def _init_method(g: Graph) -> list[str]:
         body += ["        self.reset_parameters()"]
     method = ["    def __init__(self):", "        super().__init__()", *body]
     if inits:
-        method += ["", "    @torch.no_grad()", "    def reset_parameters(self):",
-                   '        """The initializers the spec asks for (init=, bias_init=)."""']
+        method += [
+            "",
+            "    @torch.no_grad()",
+            "    def reset_parameters(self):",
+            '        """The initializers the spec asks for (init=, bias_init=)."""',
+        ]
         method += [f"        {s}" for s in inits]
     return method
 
@@ -89,6 +95,7 @@ def _uses(g: Graph) -> dict[int, int]:
 
 def _forward(g: Graph, ns: Namespace) -> list[str]:
     names: dict[int, str] = {id(v): ns.create(v.name) for v in g.inputs}
+    names.update((id(v), ns.create(k)) for k, v in g.outputs.items() if id(v) not in names)
     uses = _uses(g)
     lines: list[tuple[str, str]] = [(f"# {v.name}: {v.type.shape_str()}", "") for v in g.inputs]
     for n in g.nodes:
@@ -100,11 +107,17 @@ def _forward(g: Graph, ns: Namespace) -> list[str]:
         lines.append((f"{target} = {n.op.torch_call(n, args, module)}", shapes))
     results = ", ".join(names[id(v)] for v in g.outputs.values())
     params = ", ".join(names[id(v)] for v in g.inputs)
-    return [f"    def forward(self, {params}):", *aligned(lines, " " * 8), f"        return {results}"]
+    return [
+        f"    def forward(self, {params}):",
+        *aligned(lines, " " * 8),
+        f"        return {results}",
+    ]
 
 
 def _var(n: Node, v: Value, names: dict[int, str], uses: dict[int, int], ns: Namespace) -> str:
     """Reuse the first input's variable along a chain (x = f(x)); name user-named values."""
+    if id(v) in names:  # a model output, whose name was reserved up front
+        return names[id(v)]
     if v.user_named:
         return ns.create(v.name.split(".")[-1] if "." in v.name else v.name)
     first = n.inputs[0] if n.inputs else None
@@ -129,16 +142,27 @@ def _training(g: Graph) -> list[str]:
         scaled = call if abs(w) == 1.0 else f"{abs(w)!r} * {call}"
         terms.append(scaled if i == 0 and w > 0 else f"{sign} {scaled}" if i else f"-{scaled}")
     out = [
-        "", "", "class Loss(nn.Module):",
-        f'    """The spec\'s loss (line {t.loss[0].span.line}): model outputs and targets in, a scalar out."""',
-        "", f"    def forward(self, {', '.join(params)}):", f"        return {' '.join(terms)}",
-        "", "", "def create_loss():", "    return Loss()",
+        "",
+        "",
+        "class Loss(nn.Module):",
+        f'    """The loss of line {t.loss[0].span.line}: outputs and targets in, a scalar out."""',
+        "",
+        f"    def forward(self, {', '.join(params)}):",
+        f"        return {' '.join(terms)}",
+        "",
+        "",
+        "def create_loss():",
+        "    return Loss()",
     ]
     if t.optimizer:
         op, attrs, span = t.optimizer
-        out += ["", "", "def create_optimizer(model):",
-                f'    """The spec\'s optimizer (line {span.line})."""',
-                f"    return {op.torch_factory(attrs, 'model.parameters()')}"]
+        out += [
+            "",
+            "",
+            "def create_optimizer(model):",
+            f'    """The spec\'s optimizer (line {span.line})."""',
+            f"    return {op.torch_factory(attrs, 'model.parameters()')}",
+        ]
     return out
 
 
@@ -177,7 +201,12 @@ def emit(g: Graph) -> str:
         lines.append(f"TARGETS = {_signature(g.training.targets)}")
         lines.append(f"TRAINING = {dict(sorted(g.training.settings.items()))!r}")
     lines += ["", "", f"class {g.name}(nn.Module):", *_init_method(g), "", *_forward(g, ns)]
-    lines += ["", "", "def create_model():", f'    """A {g.name} with fresh parameters; call torch.manual_seed first to fix them."""',
-              f"    return {g.name}()"]
+    lines += [
+        "",
+        "",
+        "def create_model():",
+        f'    """A {g.name} with fresh parameters; call torch.manual_seed first to fix them."""',
+        f"    return {g.name}()",
+    ]
     lines += _training(g)
     return "\n".join(lines) + "\n"

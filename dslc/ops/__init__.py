@@ -3,6 +3,16 @@
 from dslc.ops import activation, conv, dense, elementwise, loss, norm, optim, pool, shape  # noqa: F401
 from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
 
-FAMILIES = ("dense", "conv", "pool", "norm", "activation", "shape", "elementwise", "loss", "optimizer")
+FAMILIES = (
+    "dense",
+    "conv",
+    "pool",
+    "norm",
+    "activation",
+    "shape",
+    "elementwise",
+    "loss",
+    "optimizer",
+)
 
 __all__ = ["REGISTRY", "FAMILIES", "Attr", "OpDef", "ParamSpec", "suggest"]

@@ -27,10 +27,23 @@ class Activation(OpDef):
         b.add(node, self.onnx_op, ins, outs, **self.onnx_attrs(node.attrs))
 
 
-def activation(name: str, doc: str, torch_fmt: str, onnx_op: str, attrs: tuple[Attr, ...] = (),
-               onnx_attrs=None, example: str = "") -> None:
-    body = {"name": name, "doc": doc, "torch_fmt": torch_fmt, "onnx_op": onnx_op, "attrs": attrs,
-            "example": example or f"x -> {name}"}
+def activation(
+    name: str,
+    doc: str,
+    torch_fmt: str,
+    onnx_op: str,
+    attrs: tuple[Attr, ...] = (),
+    onnx_attrs=None,
+    example: str = "",
+) -> None:
+    body = {
+        "name": name,
+        "doc": doc,
+        "torch_fmt": torch_fmt,
+        "onnx_op": onnx_op,
+        "attrs": attrs,
+        "example": example or f"x -> {name}",
+    }
     if onnx_attrs:
         body["onnx_attrs"] = lambda self, a: onnx_attrs(a)
     register(type(name.title().replace("_", ""), (Activation,), body))
@@ -40,24 +53,31 @@ activation("relu", "max(x, 0).", "torch.relu({x})", "Relu")
 activation("sigmoid", "1 / (1 + exp(-x)).", "torch.sigmoid({x})", "Sigmoid")
 activation("tanh", "Hyperbolic tangent.", "torch.tanh({x})", "Tanh")
 activation(
-    "leaky_relu", "x for x > 0, negative_slope * x otherwise.",
-    "F.leaky_relu({x}, {negative_slope!r})", "LeakyRelu",
+    "leaky_relu",
+    "x for x > 0, negative_slope * x otherwise.",
+    "F.leaky_relu({x}, {negative_slope!r})",
+    "LeakyRelu",
     (Attr("negative_slope", "float", 0.01, "slope for x < 0"),),
-    onnx_attrs=lambda a: {"alpha": a["negative_slope"]}, example="x -> leaky_relu(0.2)",
+    onnx_attrs=lambda a: {"alpha": a["negative_slope"]},
+    example="x -> leaky_relu(0.2)",
 )
 
 
 @register
 class Gelu(Activation):
     name = "gelu"
-    doc = 'Gaussian error linear unit, exact (erf) or its tanh approximation.'
+    doc = "Gaussian error linear unit, exact (erf) or its tanh approximation."
     example = "x -> gelu"
     attrs = (Attr("approximate", "str", "none", "none (erf) or tanh", choices=("none", "tanh")),)
     onnx_op = "Gelu"
 
     def torch_call(self, node, args, module):
         approx = node.attrs["approximate"]
-        return f"F.gelu({args[0]})" if approx == "none" else f'F.gelu({args[0]}, approximate="{approx}")'
+        return (
+            f"F.gelu({args[0]})"
+            if approx == "none"
+            else f'F.gelu({args[0]}, approximate="{approx}")'
+        )
 
     def onnx_attrs(self, a):
         return {"approximate": a["approximate"]}
@@ -76,9 +96,21 @@ class SoftmaxLike(Activation):
         return {"axis": a["axis"]}
 
 
-for _name, _fn, _op in (("softmax", "softmax", "Softmax"), ("log_softmax", "log_softmax", "LogSoftmax")):
-    register(type(_op, (SoftmaxLike,), {
-        "name": _name, "torch_fmt": f"F.{_fn}({{x}}, dim={{axis}})", "onnx_op": _op,
-        "doc": f"{'exp(x) / sum' if _name == 'softmax' else 'x - log sum exp'}(x) along axis.",
-        "example": f"x -> {_name}",
-    }))
+for _name, _fn, _op in (
+    ("softmax", "softmax", "Softmax"),
+    ("log_softmax", "log_softmax", "LogSoftmax"),
+):
+    register(
+        type(
+            _op,
+            (SoftmaxLike,),
+            {
+                "name": _name,
+                "torch_fmt": f"F.{_fn}({{x}}, dim={{axis}})",
+                "onnx_op": _op,
+                "doc": ("exp(x) / sum exp(x)" if _name == "softmax" else "x - log(sum exp(x))")
+                + " along axis.",
+                "example": f"x -> {_name}",
+            },
+        )
+    )

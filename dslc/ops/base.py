@@ -75,9 +75,14 @@ class Attr:
         if not test(value):
             raise SpecError(f"{where} must be {what}, got {describe(value)}")
         if self.choices and value not in self.choices:
-            raise SpecError(f"{where} must be one of {', '.join(map(repr, self.choices))}, got {value!r}")
+            raise SpecError(
+                f"{where} must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
+            )
         if self.kind == "init" and isinstance(value, str) and value not in SCHEMES:
-            raise SpecError(f"{where}: unknown initializer {value!r}", hint=f"one of {', '.join(SCHEMES)}, or a number")
+            raise SpecError(
+                f"{where}: unknown initializer {value!r}",
+                hint=f"one of {', '.join(SCHEMES)}, or a number",
+            )
         for v in value if isinstance(value, list) else [value]:
             if self.positive and _is_num(v) and v <= 0:
                 raise SpecError(f"{where} must be positive, got {v}")
@@ -182,6 +187,15 @@ def expect_rank(op: str, t: TensorType, ranks: tuple[int, ...], layout: str = ""
     if t.rank not in ranks:
         want = " or ".join(map(str, ranks))
         raise SpecError(f"{op} expects a rank-{want} input{layout}, got {t}")
+
+
+def expect_f32(op: str, t: TensorType) -> None:
+    """Layers with parameters: the parameters are f32, so the input must be too."""
+    if t.dtype != "f32":
+        raise SpecError(
+            f"{op} has f32 parameters, so its input must be f32, got {t}",
+            hint="declare the input as f32 (other float types come later)",
+        )
 
 
 def expect_float(op: str, t: TensorType) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from dslc.diagnostics import SpecError
 from dslc.init import Init, from_attr
-from dslc.ops.base import Attr, OpDef, ParamSpec, expect_float, expect_rank, ntuple, register
+from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, expect_rank, ntuple, register
 from dslc.ops.dense import INIT_ATTRS
 from dslc.types import Dim, dim_add, dim_floordiv
 
@@ -76,19 +76,31 @@ class ConvNd(OpDef):
 
     def infer(self, ins, a):
         (x,) = ins
-        expect_float(self.name, x)
+        expect_f32(self.name, x)
         c = x.shape[1]
         if not isinstance(c, int):
             raise SpecError(f"{self.name} needs a known channel count in dim 1, got {x}")
         if a["in_channels"] is not None and a["in_channels"] != c:
-            raise SpecError(f"{self.name} expects {a['in_channels']} input channels, got {c} (input {x})")
+            raise SpecError(
+                f"{self.name} expects {a['in_channels']} input channels, got {c} (input {x})"
+            )
         g = a["groups"]
         if c % g or a["out_channels"] % g:
-            raise SpecError(f"{self.name}: groups={g} must divide in ({c}) and out ({a['out_channels']}) channels")
+            raise SpecError(
+                f"{self.name}: groups={g} must divide the input ({c}) "
+                f"and output ({a['out_channels']}) channels"
+            )
         n = self.dims
         spatial = [
-            window_out(x.shape[2 + i], a["kernel"][i], a["stride"][i], a["padding"][i],
-                       a["padding"][n + i], a["dilation"][i], self.name)
+            window_out(
+                x.shape[2 + i],
+                a["kernel"][i],
+                a["stride"][i],
+                a["padding"][i],
+                a["padding"][n + i],
+                a["dilation"][i],
+                self.name,
+            )
             for i in range(n)
         ]
         return x.with_shape((x.shape[0], a["out_channels"], *spatial))
@@ -105,7 +117,11 @@ class ConvNd(OpDef):
 
     def torch_module(self, node):
         a, n = node.attrs, self.dims
-        args = [str(node.inputs[0].type.shape[1]), str(a["out_channels"]), f"kernel_size={compact(a['kernel'])}"]
+        args = [
+            str(node.inputs[0].type.shape[1]),
+            str(a["out_channels"]),
+            f"kernel_size={compact(a['kernel'])}",
+        ]
         if a["stride"] != (1,) * n:
             args.append(f"stride={compact(a['stride'])}")
         if a["same"]:
@@ -123,14 +139,34 @@ class ConvNd(OpDef):
     def onnx(self, node, b, ins, outs):
         a = node.attrs
         weights = [b.param(node, "weight")] + ([b.param(node, "bias")] if a["bias"] else [])
-        b.add(node, "Conv", [ins[0], *weights], outs, kernel_shape=list(a["kernel"]),
-              strides=list(a["stride"]), pads=list(a["padding"]), dilations=list(a["dilation"]),
-              group=a["groups"])
+        b.add(
+            node,
+            "Conv",
+            [ins[0], *weights],
+            outs,
+            kernel_shape=list(a["kernel"]),
+            strides=list(a["stride"]),
+            pads=list(a["padding"]),
+            dilations=list(a["dilation"]),
+            group=a["groups"],
+        )
 
 
 for _n in (1, 2, 3):
-    register(type(f"Conv{_n}d", (ConvNd,), {
-        "name": f"conv{_n}d", "dims": _n,
-        "doc": f"{_n}-D convolution over (N, C, {', '.join('DHW'[3 - _n:])}) (torch.nn.Conv{_n}d).",
-        "example": ["x -> conv1d(16, 3)", "x -> conv2d(6, 5)", 'x -> conv3d(8, 3, padding="same")'][_n - 1],
-    }))
+    register(
+        type(
+            f"Conv{_n}d",
+            (ConvNd,),
+            {
+                "name": f"conv{_n}d",
+                "dims": _n,
+                "doc": f"{_n}-D convolution over (N, C, {', '.join('DHW'[3 - _n :])}) "
+                f"(torch.nn.Conv{_n}d).",
+                "example": [
+                    "x -> conv1d(16, 3)",
+                    "x -> conv2d(6, 5)",
+                    'x -> conv3d(8, 3, padding="same")',
+                ][_n - 1],
+            },
+        )
+    )

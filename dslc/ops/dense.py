@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dslc.diagnostics import SpecError
 from dslc.init import Init, from_attr
-from dslc.ops.base import Attr, OpDef, ParamSpec, expect_float, register
+from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, register
 
 INIT_ATTRS = (
     Attr("init", "init", "default", "weight initializer: a scheme name or a constant"),
@@ -28,7 +28,7 @@ class Linear(OpDef):
 
     def infer(self, ins, a):
         (x,) = ins
-        expect_float(self.name, x)
+        expect_f32(self.name, x)
         if x.rank < 1 or not isinstance(x.shape[-1], int):
             raise SpecError(
                 f"linear needs a known feature size in the last dim, got {x}",
@@ -65,5 +65,3 @@ class Linear(OpDef):
             return
         mm = b.add(node, "MatMul", [ins[0], wt], [b.temp(node, "matmul")])
         b.add(node, "Add", [mm, bias[0]], outs)
-
-

@@ -15,7 +15,10 @@ def broadcast(op: str, a: TensorType, b: TensorType) -> TensorType:
         p = a.shape[-i] if i <= a.rank else 1
         q = b.shape[-i] if i <= b.rank else 1
         if p != q and p != 1 and q != 1:
-            raise SpecError(f"{op}: shapes {a.shape_str()} and {b.shape_str()} do not match (dim -{i}: {p} vs {q})")
+            raise SpecError(
+                f"{op}: shapes {a.shape_str()} and {b.shape_str()} do not match "
+                f"(dim -{i}: {p} vs {q})"
+            )
         shape.append(q if p == 1 else p)
     return a.with_shape(tuple(reversed(shape)))
 
@@ -33,7 +36,9 @@ class Binary(OpDef):
     def infer(self, ins, a):
         if len(ins) == 1:
             if not ins[0].dtype.startswith(("f", "bf")):
-                raise SpecError(f"{self.name} with a number needs a floating-point tensor, got {ins[0]}")
+                raise SpecError(
+                    f"{self.name} with a number needs a floating-point tensor, got {ins[0]}"
+                )
             return ins[0]
         return broadcast(f"'{self.symbol}' ({self.name})", ins[0], ins[1])
 
@@ -54,9 +59,22 @@ class Binary(OpDef):
         b.add(node, self.onnx_op, ins, outs)
 
 
-for _name, _sym, _op in (("add", "+", "Add"), ("sub", "-", "Sub"), ("mul", "*", "Mul"), ("div", "/", "Div")):
-    register(type(_op, (Binary,), {
-        "name": _name, "symbol": _sym, "onnx_op": _op,
-        "doc": f"a {_sym} b elementwise, with broadcasting; written `a {_sym} b` in a spec.",
-        "example": f"y = a {_sym} b",
-    }))
+for _name, _sym, _op in (
+    ("add", "+", "Add"),
+    ("sub", "-", "Sub"),
+    ("mul", "*", "Mul"),
+    ("div", "/", "Div"),
+):
+    register(
+        type(
+            _op,
+            (Binary,),
+            {
+                "name": _name,
+                "symbol": _sym,
+                "onnx_op": _op,
+                "doc": f"a {_sym} b elementwise, with broadcasting; written `a {_sym} b`.",
+                "example": f"y = a {_sym} b",
+            },
+        )
+    )

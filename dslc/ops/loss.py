@@ -12,7 +12,9 @@ SCALAR = TensorType("f32", ())
 class Loss(OpDef):
     family = "loss"
     inputs = ("input", "target")
-    attrs = (Attr("reduction", "str", "mean", "mean or sum over the batch", choices=("mean", "sum")),)
+    attrs = (
+        Attr("reduction", "str", "mean", "mean or sum over the batch", choices=("mean", "sum")),
+    )
     torch_fn: str
 
     def infer(self, ins, a):
@@ -29,7 +31,7 @@ class Loss(OpDef):
 
     def torch_call(self, node, args, module):
         extra = "".join(
-            f', {k}={v!r}' if not isinstance(v, str) else f', {k}="{v}"'
+            f", {k}={v!r}" if not isinstance(v, str) else f', {k}="{v}"'
             for k, v in node.attrs.items()
             if v != next(at.default for at in self.attrs if at.name == k)
         )
@@ -37,14 +39,34 @@ class Loss(OpDef):
 
 
 def loss(name: str, torch_fn: str, doc: str, example: str, **body) -> None:
-    register(type(name.title().replace("_", ""), (Loss,), {
-        "name": name, "torch_fn": torch_fn, "doc": doc, "example": f"loss = {example}", **body}))
+    register(
+        type(
+            name.title().replace("_", ""),
+            (Loss,),
+            {
+                "name": name,
+                "torch_fn": torch_fn,
+                "doc": doc,
+                "example": f"loss = {example}",
+                **body,
+            },
+        )
+    )
 
 
 loss("mse", "mse_loss", "Mean squared error.", "mse(y_hat, y)")
-loss("bce", "binary_cross_entropy", "Binary cross-entropy on probabilities (after a sigmoid).", "bce(p, y)")
-loss("bce_with_logits", "binary_cross_entropy_with_logits",
-     "Binary cross-entropy on logits (sigmoid built in, numerically stable).", "bce_with_logits(z, y)")
+loss(
+    "bce",
+    "binary_cross_entropy",
+    "Binary cross-entropy on probabilities (after a sigmoid).",
+    "bce(p, y)",
+)
+loss(
+    "bce_with_logits",
+    "binary_cross_entropy_with_logits",
+    "Binary cross-entropy on logits (sigmoid built in, numerically stable).",
+    "bce_with_logits(z, y)",
+)
 
 
 def _check_class_target(self, x: TensorType, t: TensorType) -> None:
@@ -55,8 +77,10 @@ def _check_class_target(self, x: TensorType, t: TensorType) -> None:
         want = (x.shape[0], *x.shape[2:]) if x.rank >= 2 else ()
         if t.shape != want:
             raise SpecError(
-                f"{self.name}: class-index target {t} must have shape {x.with_shape(want).shape_str()} for prediction {x}",
-                hint="class indices drop the class dim C; one-hot or probability targets have the prediction's shape",
+                f"{self.name}: class-index target {t} must have shape "
+                f"{x.with_shape(want).shape_str()} for prediction {x}",
+                hint="class indices drop the class dim C; "
+                "one-hot or probability targets have the prediction's shape",
             )
     elif self.name == "nll":
         raise SpecError(f"nll: the target must hold class indices (i64), got {t}")
@@ -64,9 +88,23 @@ def _check_class_target(self, x: TensorType, t: TensorType) -> None:
         raise SpecError(f"{self.name}: probability target {t} must have the prediction's type {x}")
 
 
-loss("cross_entropy", "cross_entropy",
-     "Softmax cross-entropy on logits (N, C, ...); the target holds class indices or probabilities.",
-     "cross_entropy(logits, y)", check=_check_class_target,
-     attrs=(*Loss.attrs, Attr("label_smoothing", "float", 0.0, "mix the target with uniform", minimum=0.0, maximum=1.0)))
-loss("nll", "nll_loss", "Negative log-likelihood of log-probabilities (N, C, ...) and class indices.",
-     "nll(log_probs, y)", check=_check_class_target)
+loss(
+    "cross_entropy",
+    "cross_entropy",
+    "Softmax cross-entropy on logits (N, C, ...); the target holds class indices or probabilities.",
+    "cross_entropy(logits, y)",
+    check=_check_class_target,
+    attrs=(
+        *Loss.attrs,
+        Attr(
+            "label_smoothing", "float", 0.0, "mix the target with uniform", minimum=0.0, maximum=1.0
+        ),
+    ),
+)
+loss(
+    "nll",
+    "nll_loss",
+    "Negative log-likelihood of log-probabilities (N, C, ...) and class indices.",
+    "nll(log_probs, y)",
+    check=_check_class_target,
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dslc.diagnostics import SpecError
 from dslc.init import Init
-from dslc.ops.base import Attr, OpDef, ParamSpec, expect_float, expect_rank, register
+from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, expect_rank, register
 
 
 @register
@@ -12,8 +12,10 @@ class BatchNorm(OpDef):
     name = "batch_norm"
     family = "norm"
     prefix = "bn"
-    doc = ("Batch normalization over dim 1 of (N, C, ...) (torch.nn.BatchNorm1d/2d/3d by rank); "
-           "in inference (eval mode, ONNX) it uses the running statistics.")
+    doc = (
+        "Batch normalization over dim 1 of (N, C, ...) (torch.nn.BatchNorm1d/2d/3d by rank); "
+        "in inference (eval mode, ONNX) it uses the running statistics."
+    )
     example = "x -> conv2d(64, 3) -> batch_norm -> relu"
     attrs = (
         Attr("eps", "float", 1e-5, "added to the variance", positive=True),
@@ -22,7 +24,7 @@ class BatchNorm(OpDef):
 
     def infer(self, ins, a):
         (x,) = ins
-        expect_float(self.name, x)
+        expect_f32(self.name, x)
         expect_rank(self.name, x, (2, 3, 4, 5), " (N, C, ...)")
         if not isinstance(x.shape[1], int):
             raise SpecError(f"batch_norm needs a known channel count in dim 1, got {x}")
@@ -39,7 +41,9 @@ class BatchNorm(OpDef):
 
     def torch_module(self, node):
         x, a = node.inputs[0].type, node.attrs
-        extra = "".join(f", {k}={a[k]!r}" for k, d in (("eps", 1e-5), ("momentum", 0.1)) if a[k] != d)
+        extra = "".join(
+            f", {k}={a[k]!r}" for k, d in (("eps", 1e-5), ("momentum", 0.1)) if a[k] != d
+        )
         return f"nn.BatchNorm{max(x.rank - 2, 1)}d({x.shape[1]}{extra})"
 
     def onnx(self, node, b, ins, outs):
@@ -52,7 +56,10 @@ class LayerNorm(OpDef):
     name = "layer_norm"
     family = "norm"
     prefix = "ln"
-    doc = "Layer normalization over the last `dims` dims, with a learned scale and shift (torch.nn.LayerNorm)."
+    doc = (
+        "Layer normalization over the last `dims` dims, with a learned scale and shift "
+        "(torch.nn.LayerNorm)."
+    )
     example = "x -> layer_norm"
     attrs = (
         Attr("eps", "float", 1e-5, "added to the variance", positive=True),
@@ -61,25 +68,34 @@ class LayerNorm(OpDef):
 
     def infer(self, ins, a):
         (x,) = ins
-        expect_float(self.name, x)
-        tail = x.shape[x.rank - a["dims"]:] if a["dims"] <= x.rank else None
+        expect_f32(self.name, x)
+        tail = x.shape[x.rank - a["dims"] :] if a["dims"] <= x.rank else None
         if tail is None or not all(isinstance(d, int) for d in tail):
             raise SpecError(f"layer_norm over the last {a['dims']} dims needs them known, got {x}")
         return x
 
     def params(self, ins, a):
-        shape = tuple(ins[0].shape[-a["dims"]:])
-        return {"weight": ParamSpec(shape, Init("torch_ones")), "bias": ParamSpec(shape, Init("torch_zeros"))}
+        shape = tuple(ins[0].shape[-a["dims"] :])
+        return {
+            "weight": ParamSpec(shape, Init("torch_ones")),
+            "bias": ParamSpec(shape, Init("torch_zeros")),
+        }
 
     def torch_module(self, node):
-        shape = node.inputs[0].type.shape[-node.attrs["dims"]:]
+        shape = node.inputs[0].type.shape[-node.attrs["dims"] :]
         eps = f", eps={node.attrs['eps']!r}" if node.attrs["eps"] != 1e-5 else ""
         return f"nn.LayerNorm({shape[0] if len(shape) == 1 else list(shape)}{eps})"
 
     def onnx(self, node, b, ins, outs):
         w, bias = b.param(node, "weight"), b.param(node, "bias")
-        b.add(node, "LayerNormalization", [ins[0], w, bias], outs, axis=-node.attrs["dims"],
-              epsilon=node.attrs["eps"])
+        b.add(
+            node,
+            "LayerNormalization",
+            [ins[0], w, bias],
+            outs,
+            axis=-node.attrs["dims"],
+            epsilon=node.attrs["eps"],
+        )
 
 
 @register
@@ -87,9 +103,14 @@ class Dropout(OpDef):
     name = "dropout"
     family = "norm"
     prefix = "drop"
-    doc = "Zeroes elements with probability p while training, scaling the rest by 1/(1-p); identity in inference."
+    doc = (
+        "Zeroes elements with probability p while training, scaling the rest by 1/(1-p); "
+        "identity in inference."
+    )
     example = "x -> dropout(0.5)"
-    attrs = (Attr("p", "float", 0.5, "probability of zeroing an element", minimum=0.0, maximum=1.0),)
+    attrs = (
+        Attr("p", "float", 0.5, "probability of zeroing an element", minimum=0.0, maximum=1.0),
+    )
 
     def infer(self, ins, a):
         return ins[0]

@@ -16,7 +16,10 @@ class PoolNd(OpDef):
     def resolve(self, ins, a):
         expect_rank(self.name, ins[0], (self.dims + 2,), " (N, C, *spatial)")
         if a["padding"] in ("same",):
-            raise SpecError(f'{self.name}: padding="same" is not supported for pooling', hint="give explicit padding")
+            raise SpecError(
+                f'{self.name}: padding="same" is not supported for pooling',
+                hint="give explicit padding",
+            )
         a = dict(a, stride=a["kernel"] if a["stride"] is None else a["stride"], dilation=1)
         a = resolve_window(self.name, self.dims, a, ("kernel", "stride", "dilation"))
         del a["dilation"]
@@ -29,7 +32,15 @@ class PoolNd(OpDef):
         expect_float(self.name, x)
         n = self.dims
         spatial = [
-            window_out(x.shape[2 + i], a["kernel"][i], a["stride"][i], a["padding"][i], a["padding"][n + i], 1, self.name)
+            window_out(
+                x.shape[2 + i],
+                a["kernel"][i],
+                a["stride"][i],
+                a["padding"][i],
+                a["padding"][n + i],
+                1,
+                self.name,
+            )
             for i in range(n)
         ]
         return x.with_shape((*x.shape[:2], *spatial))
@@ -46,23 +57,43 @@ class PoolNd(OpDef):
     def onnx(self, node, b, ins, outs):
         a = node.attrs
         extra = {"count_include_pad": 1} if self.kind == "avg" else {}
-        b.add(node, "MaxPool" if self.kind == "max" else "AveragePool", ins, outs,
-              kernel_shape=list(a["kernel"]), strides=list(a["stride"]), pads=list(a["padding"]), **extra)
+        b.add(
+            node,
+            "MaxPool" if self.kind == "max" else "AveragePool",
+            ins,
+            outs,
+            kernel_shape=list(a["kernel"]),
+            strides=list(a["stride"]),
+            pads=list(a["padding"]),
+            **extra,
+        )
 
 
 _POOL_ATTRS = (
     Attr("kernel", "ints", doc="window size", positive=True),
-    Attr("stride", "ints", None, "step between windows; defaults to the kernel size", positive=True),
+    Attr(
+        "stride", "ints", None, "step between windows; defaults to the kernel size", positive=True
+    ),
     Attr("padding", "padding", 0, "padding per side (max: -inf, avg: zeros, counted)", minimum=0),
 )
 
 for _kind, _what in (("max", "Maximum"), ("avg", "Average")):
     for _n in (1, 2, 3):
-        register(type(f"{_kind.title()}Pool{_n}d", (PoolNd,), {
-            "name": f"{_kind}_pool{_n}d", "dims": _n, "kind": _kind, "attrs": _POOL_ATTRS,
-            "doc": f"{_what} over windows of {_n} spatial dim{'s' if _n > 1 else ''} (torch F.{_kind}_pool{_n}d).",
-            "example": f"x -> {_kind}_pool{_n}d(2)",
-        }))
+        register(
+            type(
+                f"{_kind.title()}Pool{_n}d",
+                (PoolNd,),
+                {
+                    "name": f"{_kind}_pool{_n}d",
+                    "dims": _n,
+                    "kind": _kind,
+                    "attrs": _POOL_ATTRS,
+                    "doc": f"{_what} over windows of {_n} spatial dim{'s' if _n > 1 else ''} "
+                    f"(torch F.{_kind}_pool{_n}d).",
+                    "example": f"x -> {_kind}_pool{_n}d(2)",
+                },
+            )
+        )
 
 
 @register

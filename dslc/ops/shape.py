@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from dslc.diagnostics import SpecError
 from dslc.ops.base import Attr, OpDef, register
 from dslc.types import Dim, Sym, TensorType, dim_add, dim_prod
@@ -26,7 +28,7 @@ class Flatten(OpDef):
 
     def infer(self, ins, a):
         (x,) = ins
-        return x.with_shape((*x.shape[: a["start"]], dim_prod(x.shape[a["start"]:])))
+        return x.with_shape((*x.shape[: a["start"]], dim_prod(x.shape[a["start"] :])))
 
     def torch_call(self, node, args, module):
         return f"torch.flatten({args[0]}, {node.attrs['start']})"
@@ -44,8 +46,10 @@ class Flatten(OpDef):
 class Reshape(OpDef):
     name = "reshape"
     family = "shape"
-    doc = ("Reshapes to `shape` (the whole shape, batch included). -1 is inferred from the rest; a "
-           "symbolic dim such as N must sit at the same position in the input.")
+    doc = (
+        "Reshapes to `shape` (the whole shape, batch included). -1 is inferred from the rest; a "
+        "symbolic dim such as N must sit at the same position in the input."
+    )
     example = "x -> reshape([N, 16, 5, 5])"
     attrs = (Attr("shape", "shape", doc="target shape"),)
 
@@ -54,7 +58,9 @@ class Reshape(OpDef):
         target = list(a["shape"])
         for i, d in enumerate(target):
             if isinstance(d, Sym) and (i >= x.rank or x.shape[i] != d):
-                raise SpecError(f"reshape: symbolic dim {d} must be at position {i} of the input {x} too")
+                raise SpecError(
+                    f"reshape: symbolic dim {d} must be at position {i} of the input {x} too"
+                )
             if isinstance(d, int) and d < -1 or d == 0:
                 raise SpecError(f"reshape: dims must be positive or -1, got {d}")
         holes = [i for i, d in enumerate(target) if d == -1]
@@ -63,15 +69,22 @@ class Reshape(OpDef):
         if holes:
             target[holes[0]] = _infer_hole(x, [d for d in target if d != -1])
         elif _known_size(x.shape) != _known_size(target):
-            raise SpecError(f"reshape: cannot reshape {x} to {x.with_shape(target).shape_str()}: sizes differ")
+            raise SpecError(
+                f"reshape: cannot reshape {x} to {x.with_shape(target).shape_str()}: sizes differ"
+            )
         return x.with_shape(target)
 
     def torch_call(self, node, args, module):
-        dims = [f"{args[0]}.shape[{i}]" if isinstance(d, Sym) else str(d) for i, d in enumerate(node.attrs["shape"])]
+        dims = [
+            f"{args[0]}.shape[{i}]" if isinstance(d, Sym) else str(d)
+            for i, d in enumerate(node.attrs["shape"])
+        ]
         return f"{args[0]}.reshape({', '.join(dims)})"
 
     def onnx(self, node, b, ins, outs):
-        shape = b.const(node, "shape", [0 if isinstance(d, Sym) else d for d in node.attrs["shape"]], "i64")
+        shape = b.const(
+            node, "shape", [0 if isinstance(d, Sym) else d for d in node.attrs["shape"]], "i64"
+        )
         b.add(node, "Reshape", [ins[0], shape], outs)
 
 
@@ -84,12 +97,21 @@ def _known_size(shape) -> tuple[int, tuple[str, ...]]:
 
 
 def _infer_hole(x: TensorType, rest: list[Dim]) -> Dim:
+    """The -1 dim: the input's size over the rest's, cancelling symbolic dims that both have."""
     (n_in, s_in), (n_out, s_out) = _known_size(x.shape), _known_size(rest)
-    if s_in == s_out:
-        if n_in % n_out:
-            raise SpecError(f"reshape: {x} does not divide into {rest} and -1")
-        return n_in // n_out
-    return Sym(text=f"({dim_prod(x.shape)})/({dim_prod(rest)})")
+    left = Counter(s_in)
+    left.subtract(s_out)
+    if any(c < 0 for c in left.values()):
+        return Sym(text=f"({dim_prod(x.shape)})/({dim_prod(rest)})")
+    if n_in % n_out:
+        raise SpecError(f"reshape: {x} does not divide into {rest} and -1")
+    syms = [d for d in x.shape if not isinstance(d, int)]
+    kept: list[Dim] = []
+    for d in syms:
+        if left[str(d)] > 0:
+            left[str(d)] -= 1
+            kept.append(d)
+    return dim_prod([n_in // n_out, *kept])
 
 
 @register
@@ -113,11 +135,12 @@ class Concat(OpDef):
             for d, (p, q) in enumerate(zip(t.shape, first.shape, strict=True)):
                 if d != axis and p != q:
                     raise SpecError(
-                        f"concat along axis {axis}: input {i} has shape {t.shape_str()} but input 0 has "
+                        f"concat along axis {axis}: input {i} has shape {t.shape_str()} "
+                        "but input 0 has "
                         f"{first.shape_str()} (dim {d} differs)"
                     )
             total = dim_add(total, t.shape[axis])
-        return first.with_shape((*first.shape[:axis], total, *first.shape[axis + 1:]))
+        return first.with_shape((*first.shape[:axis], total, *first.shape[axis + 1 :]))
 
     def torch_call(self, node, args, module):
         return f"torch.cat([{', '.join(args)}], dim={node.attrs['axis']})"

@@ -46,7 +46,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The spec's loss (line 15): model outputs and targets in, a scalar out."""
+    """The loss of line 15: outputs and targets in, a scalar out."""
 
     def forward(self, moving, label):
         return F.binary_cross_entropy_with_logits(moving, label)

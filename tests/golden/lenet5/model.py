@@ -45,7 +45,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The spec's loss (line 19): model outputs and targets in, a scalar out."""
+    """The loss of line 19: outputs and targets in, a scalar out."""
 
     def forward(self, logits, label):
         return F.cross_entropy(logits, label)

@@ -31,7 +31,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The spec's loss (line 11): model outputs and targets in, a scalar out."""
+    """The loss of line 11: outputs and targets in, a scalar out."""
 
     def forward(self, p, y):
         return F.binary_cross_entropy(p, y)

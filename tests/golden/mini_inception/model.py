@@ -81,7 +81,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The spec's loss (line 26): model outputs and targets in, a scalar out."""
+    """The loss of line 26: outputs and targets in, a scalar out."""
 
     def forward(self, log_probs, label):
         return F.nll_loss(log_probs, label)

@@ -45,7 +45,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The spec's loss (line 17): model outputs and targets in, a scalar out."""
+    """The loss of line 17: outputs and targets in, a scalar out."""
 
     def forward(self, y, t):
         return F.mse_loss(y, t)

@@ -30,7 +30,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The spec's loss (line 11): model outputs and targets in, a scalar out."""
+    """The loss of line 11: outputs and targets in, a scalar out."""
 
     def forward(self, logit, y):
         return F.binary_cross_entropy_with_logits(logit, y)

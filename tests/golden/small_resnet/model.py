@@ -134,7 +134,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The spec's loss (line 27): model outputs and targets in, a scalar out."""
+    """The loss of line 27: outputs and targets in, a scalar out."""
 
     def forward(self, logits, label):
         return F.cross_entropy(logits, label, label_smoothing=0.1)

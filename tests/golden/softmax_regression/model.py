@@ -38,7 +38,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The spec's loss (line 13): model outputs and targets in, a scalar out."""
+    """The loss of line 13: outputs and targets in, a scalar out."""
 
     def forward(self, logits, y):
         return F.cross_entropy(logits, y)

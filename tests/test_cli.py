@@ -1,0 +1,170 @@
+"""The dslc command: each subcommand, its files, its exit codes (0 ok, 1 user error, 2 bug)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import safetensors.torch
+import torch
+from conftest import ROOT, SPECS
+from onnx import numpy_helper
+
+import dslc
+from dslc.cli import main
+
+LENET = "specs/lenet5.dl"
+
+
+@pytest.fixture(autouse=True)
+def in_repo(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def dslc_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "dslc", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_check_reports_the_parameter_count(capsys):
+    assert main(["check", LENET]) == 0
+    assert capsys.readouterr().out == "specs/lenet5.dl: ok: model LeNet5, 61,706 parameters\n"
+
+
+def test_param_overrides_a_model_parameter(capsys):
+    assert main(["check", "specs/small_resnet.dl", "--param", "width=8"]) == 0
+    small = capsys.readouterr().out
+    assert main(["check", "specs/small_resnet.dl"]) == 0
+    assert small != capsys.readouterr().out
+    assert (
+        dslc.load("specs/small_resnet.dl", {"width": 8}).param_count
+        < dslc.load("specs/small_resnet.dl").param_count
+    )
+
+
+def test_compile_torch_to_stdout_is_the_generated_source(capsys):
+    assert main(["compile", LENET, "--target", "torch"]) == 0
+    assert capsys.readouterr().out == dslc.load(LENET).torch_source()
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_compile_onnx_with_trained_weights(tmp_path, fmt):
+    model = dslc.load(LENET).torch_module()
+    state = model.state_dict()
+    weights = tmp_path / f"w.{fmt}"
+    if fmt == "pt":
+        torch.save(state, weights)
+    else:
+        safetensors.torch.save_file(state, weights)
+    out = tmp_path / "m.onnx"
+    assert (
+        main(["compile", LENET, "--target", "onnx", "-o", str(out), "--weights", str(weights)]) == 0
+    )
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
+    assert inits.keys() == state.keys()
+    for k, v in state.items():
+        np.testing.assert_array_equal(inits[k], v.numpy())
+
+
+@pytest.mark.parametrize("target", ["torch", "onnx", "ir"])
+def test_output_is_byte_identical_across_processes(tmp_path, target):
+    """Two separate runs (different hash seeds) write the same bytes, for every spec."""
+    for spec in SPECS:
+        outs = []
+        for seed in ("1", "2"):
+            out = tmp_path / f"{spec.stem}.{seed}.{target}"
+            r = dslc_process(
+                "compile",
+                f"specs/{spec.name}",
+                "--target",
+                target,
+                "-o",
+                str(out),
+                env={"PYTHONHASHSEED": seed},
+            )
+            assert r.returncode == 0, r.stderr
+            outs.append(out.read_bytes())
+        assert outs[0] == outs[1], spec.name
+
+
+def test_the_onnx_path_does_not_import_torch(tmp_path):
+    weights = tmp_path / "w.pt"
+    torch.save(dslc.load(LENET).torch_module().state_dict(), weights)
+    code = (
+        "import sys; from dslc.cli import main; "
+        f"rc = main(['compile', '{LENET}', '--target', 'onnx', '-o', r'{tmp_path / 'm.onnx'}', "
+        f"'--weights', r'{weights}']); "
+        "assert rc == 0; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_run_prints_and_saves_outputs(tmp_path, capsys):
+    onnx_path, x_path, out = tmp_path / "m.onnx", tmp_path / "x.npy", tmp_path / "out.npz"
+    assert main(["compile", LENET, "--target", "onnx", "-o", str(onnx_path)]) == 0
+    x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    np.save(x_path, x)
+    assert main(["run", str(onnx_path), "--input", f"x={x_path}", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("logits: float32 (2, 10) [")
+    assert np.load(out)["logits"].shape == (2, 10)
+
+
+def test_run_checks_the_input_shape(tmp_path, capsys):
+    onnx_path, x_path = tmp_path / "m.onnx", tmp_path / "x.npy"
+    main(["compile", LENET, "--target", "onnx", "-o", str(onnx_path)])
+    np.save(x_path, np.zeros((2, 3, 32, 32), np.float32))
+    assert main(["run", str(onnx_path), "--input", f"x={x_path}"]) == 1
+    assert (
+        "input 'x' has shape (2, 3, 32, 32) but the model expects (N, 1, 32, 32)"
+        in capsys.readouterr().err
+    )
+
+
+def test_verify_agrees(tmp_path, capsys):
+    assert main(["verify", LENET, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "agree: largest difference" in out
+    assert {p.name for p in tmp_path.iterdir()} == {"model.py", "weights.pt", "model.onnx"}
+
+
+def test_user_errors_exit_1(capsys):
+    assert main(["check", "specs/no_such_spec.dl"]) == 1
+    assert "no such file: specs/no_such_spec.dl" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compile", LENET, "--target", "tensorflow"])
+    assert exit_info.value.code == 1
+
+
+def test_internal_errors_exit_2(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("dslc.cli.load", broken)
+    assert main(["check", LENET]) == 2
+    assert "internal error: this is a bug in dslc" in capsys.readouterr().err
+
+
+def test_errors_in_a_spec_exit_1_without_traceback():
+    r = dslc_process("check", "tests/errors/two_errors.dl")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and r.stderr.endswith("2 errors\n")
