@@ -21,10 +21,13 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff mypy
-	$(BIN)/ruff check dslc tests && $(BIN)/ruff format --check dslc tests && $(BIN)/mypy dslc
+	$(BIN)/ruff check dslc tests bench && $(BIN)/ruff format --check dslc tests bench && $(BIN)/mypy dslc
 
 docs: $(STAMP)
 	$(BIN)/python -m dslc.docgen docs/ops.md
+
+bench: $(STAMP)
+	$(BIN)/python bench/onnx_lenet5.py
 
 clean:
 	rm -rf $(VENV) build

@@ -7,7 +7,7 @@ later statement using them is skipped silently, so one mistake is reported once.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from dslc import ast
 from dslc.binding import Arg, bind, count
@@ -29,7 +29,12 @@ DTYPE_ALIASES = {
     "int64": "i64",
     "int32": "i32",
 }
-PARAM_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str}
+PARAM_TYPES: dict[str, type[Any] | tuple[type[Any], ...]] = {
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+    "str": str,
+}
 LAYER_FAMILIES = ("dense", "conv", "pool", "norm", "activation", "shape", "elementwise")
 
 
@@ -287,6 +292,7 @@ class Elaborator:
                 # short-circuit, as in Python
                 if (e.op == "and") != left:
                     return left
+                assert e.right is not None  # only "not" has no right operand
                 return self.condition(e.right, scope, frame)
             case ast.Compare():
                 return self.compare(e, scope, frame)
@@ -377,15 +383,21 @@ class Elaborator:
     def tensor_arith(self, op: str, left: Any, right: Any, span: Span, frame: Frame) -> Value:
         name = {"+": "add", "-": "sub", "*": "mul", "/": "div"}[op]
         if isinstance(left, Value) and isinstance(right, Value):
-            return self.apply(
-                REGISTRY[name], [left, right], {"scalar": None, "reverse": False}, span, frame
+            return cast(  # binary ops have one output
+                Value,
+                self.apply(
+                    REGISTRY[name], [left, right], {"scalar": None, "reverse": False}, span, frame
+                ),
             )
         tensor, number = (left, right) if isinstance(left, Value) else (right, left)
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise SpecError(f"cannot apply '{op}' to a tensor and {describe(number)}", span=span)
         reverse = not isinstance(left, Value)
-        return self.apply(
-            REGISTRY[name], [tensor], {"scalar": float(number), "reverse": reverse}, span, frame
+        return cast(
+            Value,
+            self.apply(
+                REGISTRY[name], [tensor], {"scalar": float(number), "reverse": reverse}, span, frame
+            ),
         )
 
     # ---- calls

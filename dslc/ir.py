@@ -6,11 +6,14 @@ source span and the parameters it owns. `format_graph` is the text form the gold
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dslc.diagnostics import Span
 from dslc.ops.base import OpDef, ParamSpec
 from dslc.types import Sym, TensorType
+
+if TYPE_CHECKING:
+    from dslc.ops.optim import Optimizer
 
 
 @dataclass(eq=False)
@@ -51,7 +54,7 @@ class LossTerm:
 class Training:
     targets: list[Value]
     loss: list[LossTerm]
-    optimizer: tuple[OpDef, dict[str, Any], Span] | None
+    optimizer: tuple[Optimizer, dict[str, Any], Span] | None
     settings: dict[str, Any]
 
 
@@ -128,9 +131,9 @@ def _format_training(t: Training) -> list[str]:
         ins = ", ".join(v.name for v in term.inputs)
         lines.append(f"  loss += {term.weight!r} * {term.op.name}({ins}{attrs})")
     if t.optimizer:
-        op, attrs, _ = t.optimizer
+        op, kw, _ = t.optimizer
         lines.append(
-            f"  optimizer = {op.name}({', '.join(f'{k}={fmt_attr(v)}' for k, v in attrs.items())})"
+            f"  optimizer = {op.name}({', '.join(f'{k}={fmt_attr(v)}' for k, v in kw.items())})"
         )
     lines += [f"  {k} = {fmt_attr(v)}" for k, v in t.settings.items()]
     lines.append("}")

@@ -55,7 +55,8 @@ class Scope:
         self.spans[name] = span
 
     def names(self) -> list[str]:
-        out, scope = [], self
+        out: list[str] = []
+        scope: Scope | None = self
         while scope is not None:
             out += list(scope.vars)
             scope = scope.parent
@@ -84,7 +85,8 @@ class Frame:
         return Frame(self.name(snake(block)) + ".", (block, span), self)
 
     def note(self) -> str | None:
-        sites, frame = [], self
+        sites: list[str] = []
+        frame: Frame | None = self
         while frame is not None and frame.call_site is not None:
             block, span = frame.call_site
             sites.append(f"in block {block} called at line {span.line}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
+from typing import cast
 
 import lark
 from lark import Token, Transformer, v_args
@@ -105,13 +106,13 @@ def _describe(err: lark.exceptions.UnexpectedInput, source: str, path: str):
     ):
         line, column = _end_position(source)
     width = (
-        len(token)
-        if isinstance(err, lark.exceptions.UnexpectedToken) and token.type != "$END"
+        len(err.token)
+        if isinstance(err, lark.exceptions.UnexpectedToken) and err.token.type != "$END"
         else 1
     )
     span = Span(path, line, column, line, column + max(width, 1))
     if isinstance(err, lark.exceptions.UnexpectedCharacters):
-        char = source[err.pos_in_stream]
+        char = source[cast(int, err.pos_in_stream)]  # lark declares it None; the lexer sets it
         if char == '"':
             return span, "unterminated string", 'strings are written "like this", on one line'
         return (
@@ -214,6 +215,9 @@ class _ToAst(Transformer):
         return Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
 
     def _tok(self, tok: Token) -> Span:
+        # tokens from the lexer always carry their positions
+        assert tok.line is not None and tok.column is not None
+        assert tok.end_line is not None and tok.end_column is not None
         return Span(self.path, tok.line, tok.column, tok.end_line, tok.end_column)
 
     # ---- file structure
@@ -289,7 +293,8 @@ class _ToAst(Transformer):
     def kwarg(self, meta, c):
         return ast.Kwarg(self._span(meta), str(c[0]), c[1])
 
-    def _binop(op):  # noqa: N805 - a factory used in the class body
+    @staticmethod
+    def _binop(op: str):  # a factory used in the class body
         def build(self, meta, c):
             return ast.BinOp(self._span(meta), op, c[0], c[1])
 

@@ -6,6 +6,7 @@ build (`(H - 4)/2 + 1`). Sums of names and integers stay linear and simplify
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +110,7 @@ def dim_floordiv(a: Dim, b: int) -> Dim:
     return dim_add(Sym.name(f"floor({_wrap(inner)}/{b})"), q)
 
 
-def dim_prod(dims: tuple[Dim, ...] | list[Dim]) -> Dim:
+def dim_prod(dims: Sequence[Dim]) -> Dim:
     out: Dim = 1
     for d in dims:
         out = dim_mul(out, d)

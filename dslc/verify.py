@@ -32,6 +32,7 @@ def random_inputs(
             d if isinstance(d, int) else (batch if i == 0 else other_dims)
             for i, d in enumerate(v.type.shape)
         ]
+        data: np.ndarray
         if v.type.dtype.startswith(("f", "bf")):
             data = rng.standard_normal(shape)
         else:

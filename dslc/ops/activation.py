@@ -36,7 +36,7 @@ def activation(
     onnx_attrs=None,
     example: str = "",
 ) -> None:
-    body = {
+    body: dict[str, Any] = {
         "name": name,
         "doc": doc,
         "torch_fmt": torch_fmt,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from dslc.diagnostics import SpecError
 from dslc.init import SCHEMES, Init
@@ -119,6 +119,13 @@ class ParamSpec:
     dtype: str = "f32"
 
 
+class HasAttrs(Protocol):
+    """What `OpDef.torch_call` is given: a graph `Node`, or a training `LossTerm`."""
+
+    @property
+    def attrs(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class OpDef:
     """Base class of every op. Subclasses set the ClassVars and override the methods they need."""
@@ -148,7 +155,7 @@ class OpDef:
         """The nn.Module constructor expression, for ops that hold parameters or state."""
         return None
 
-    def torch_call(self, node: Node, args: list[str], module: str | None) -> str:
+    def torch_call(self, node: HasAttrs, args: list[str], module: str | None) -> str:
         return f"{module}({', '.join(args)})"
 
     # ---- ONNX

@@ -9,7 +9,7 @@ from dslc.diagnostics import SpecError
 from dslc.init import Init, from_attr
 from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, expect_rank, ntuple, register
 from dslc.ops.dense import INIT_ATTRS
-from dslc.types import Dim, dim_add, dim_floordiv
+from dslc.types import Dim, TensorType, dim_add, dim_floordiv
 
 
 def window_out(size: Dim, k: int, s: int, p0: int, p1: int, d: int, op: str) -> Dim:
@@ -22,6 +22,24 @@ def window_out(size: Dim, k: int, s: int, p0: int, p1: int, d: int, op: str) -> 
             f"(padding {p0}+{p1}, stride {s}): the output would be empty"
         )
     return out
+
+
+def output_spatial(op: str, x: TensorType, a: dict[str, Any], n: int) -> list[Dim]:
+    """The n spatial output dims of a sliding window over x (N, C, *spatial), from the resolved
+    kernel, stride, padding (begins, then ends) and, for convolutions, dilation."""
+    dilation = a.get("dilation", (1,) * n)
+    return [
+        window_out(
+            x.shape[2 + i],
+            a["kernel"][i],
+            a["stride"][i],
+            a["padding"][i],
+            a["padding"][n + i],
+            dilation[i],
+            op,
+        )
+        for i in range(n)
+    ]
 
 
 def same_pads(k: tuple[int, ...], d: tuple[int, ...]) -> tuple[int, ...]:
@@ -90,19 +108,7 @@ class ConvNd(OpDef):
                 f"{self.name}: groups={g} must divide the input ({c}) "
                 f"and output ({a['out_channels']}) channels"
             )
-        n = self.dims
-        spatial = [
-            window_out(
-                x.shape[2 + i],
-                a["kernel"][i],
-                a["stride"][i],
-                a["padding"][i],
-                a["padding"][n + i],
-                a["dilation"][i],
-                self.name,
-            )
-            for i in range(n)
-        ]
+        spatial = output_spatial(self.name, x, a, self.dims)
         return x.with_shape((x.shape[0], a["out_channels"], *spatial))
 
     def params(self, ins, a):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dslc.diagnostics import SpecError
 from dslc.ops.base import Attr, OpDef, expect_float, expect_rank, register
-from dslc.ops.conv import compact, resolve_window, window_out
+from dslc.ops.conv import compact, output_spatial, resolve_window
 
 
 class PoolNd(OpDef):
@@ -30,19 +30,7 @@ class PoolNd(OpDef):
     def infer(self, ins, a):
         (x,) = ins
         expect_float(self.name, x)
-        n = self.dims
-        spatial = [
-            window_out(
-                x.shape[2 + i],
-                a["kernel"][i],
-                a["stride"][i],
-                a["padding"][i],
-                a["padding"][n + i],
-                1,
-                self.name,
-            )
-            for i in range(n)
-        ]
+        spatial = output_spatial(self.name, x, a, self.dims)
         return x.with_shape((*x.shape[:2], *spatial))
 
     def torch_call(self, node, args, module):

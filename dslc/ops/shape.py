@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import cast
 
 from dslc.diagnostics import SpecError
 from dslc.ops.base import Attr, OpDef, register
@@ -93,7 +94,7 @@ def _known_size(shape) -> tuple[int, tuple[str, ...]]:
     number of elements."""
     ints = [d for d in shape if isinstance(d, int)]
     syms = tuple(sorted(str(d) for d in shape if not isinstance(d, int)))
-    return dim_prod(ints), syms  # type: ignore[return-value]
+    return cast(int, dim_prod(ints)), syms  # a product of ints is an int
 
 
 def _infer_hole(x: TensorType, rest: list[Dim]) -> Dim:
