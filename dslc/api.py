@@ -73,6 +73,18 @@ def display_path(path: str | os.PathLike) -> str:
 def compile_source(source: str, path: str = "<spec>", params: dict[str, Any] | None = None) -> Spec:
     """Compile .dl text; raises CompileError holding every diagnostic."""
     diags = Diagnostics(source)
+    try:
+        return _compile(source, path, params, diags)
+    except RecursionError:
+        diags.error(
+            None,
+            f"{path}: the spec nests expressions or pipelines too deeply",
+            "split long chains with named intermediate tensors",
+        )
+        raise CompileError(diags) from None
+
+
+def _compile(source: str, path: str, params: dict[str, Any] | None, diags: Diagnostics) -> Spec:
     program = parse(source, path, diags)
     if program is not None:
         el = Elaborator(program, diags)
@@ -87,7 +99,7 @@ def compile_source(source: str, path: str = "<spec>", params: dict[str, Any] | N
 
 def read_spec(path: str | os.PathLike) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not code
     except FileNotFoundError:
         raise DslcError(f"no such file: {path}") from None
     except (OSError, UnicodeDecodeError) as err:

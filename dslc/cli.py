@@ -29,6 +29,8 @@ def _params(items: list[str]) -> dict[str, Any]:
         name, sep, text = item.partition("=")
         if not sep:
             raise DslcError(f"bad --param '{item}'", hint="write it as NAME=VALUE, e.g. size=64")
+        if name in out:
+            raise DslcError(f"--param {name} is given twice")
         lowered = {"true": True, "false": False}
         try:
             out[name] = lowered[text] if text in lowered else int(text)
@@ -93,25 +95,51 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from dslc.verify import verify
+    from dslc.verify import default_atol, verify
 
     spec = _load(args)
-    batches = tuple(int(b) for b in args.batch_sizes.split(","))
+    batches = _batch_sizes(args.batch_sizes)
+    atol = default_atol(spec) if args.atol is None else args.atol
     out = Path(args.out) if args.out else None
     print(f"{spec.path}: model {spec.name}, {spec.param_count:,} parameters")
     checks = verify(spec, batches, args.seed, out, args.provider)
-    worst = 0.0
+    worst = max(d for c in checks for d in c.max_abs_diff.values())
     for c in checks:
         diffs = ", ".join(f"{k} {v:.2e}" for k, v in c.max_abs_diff.items())
         print(f"  batch {c.batch}: max |torch - onnxruntime| = {diffs}")
-        worst = max(worst, *c.max_abs_diff.values())
-    ok = worst <= args.atol
+    ok = worst <= atol
     where = f" (files in {out})" if out else ""
     print(
         f"{'agree' if ok else 'DISAGREE'}: largest difference {worst:.2e}, "
-        f"tolerance {args.atol:g}{where}"
+        f"tolerance {atol:g}{where}"
     )
     return 0 if ok else 1
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise DslcError(f"bad --batch-sizes '{text}'", hint="positive integers, e.g. 1,3,7")
+    return sizes
+
+
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'")
+    return int(text)
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got '{text}'")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,14 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", help="ONNX: a state_dict (.pt) or .safetensors file of the generated module"
     )
     c.add_argument(
-        "--seed", type=int, default=0, help="ONNX without --weights: seed of the initializers"
+        "--seed", type=_non_negative, default=0, help="ONNX without --weights: initializer seed"
     )
     c.add_argument("--show", action="store_true", help="ONNX: also print the graph as text")
     c.set_defaults(fn=cmd_compile)
     v = spec_command("verify", "check the PyTorch module and the ONNX graph agree on random inputs")
     v.add_argument("--batch-sizes", default="1,3,7")
-    v.add_argument("--atol", type=float, default=1e-5)
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--atol", type=_tolerance, default=None, help="default 1e-5 (1e-2 for f16)")
+    v.add_argument("--seed", type=_non_negative, default=0)
     v.add_argument("--out", help="keep model.py, weights.pt and model.onnx in this directory")
     v.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     v.set_defaults(fn=cmd_verify)

@@ -7,6 +7,8 @@ later statement using them is skipped silently, so one mistake is reported once.
 
 from __future__ import annotations
 
+import keyword
+import math
 from typing import Any, cast
 
 from dslc import ast
@@ -29,6 +31,14 @@ DTYPE_ALIASES = {
     "int64": "i64",
     "int32": "i32",
 }
+# Names the generated PyTorch module defines or imports: a model class may not take them.
+GENERATED_NAMES = {"torch", "nn", "F", "Loss", "INPUTS", "TARGETS", "TRAINING", "self"} | {
+    "create_model",
+    "create_loss",
+    "create_optimizer",
+}
+MAX_REPEAT = 10_000
+MAX_ELEMENTS = 2**31 - 1  # a tensor larger than this cannot be an ONNX initializer (2 GB)
 PARAM_TYPES: dict[str, type[Any] | tuple[type[Any], ...]] = {
     "int": int,
     "float": (int, float),
@@ -78,6 +88,13 @@ class Elaborator:
             )
             return None, None
         model = models[0]
+        if model.name in GENERATED_NAMES or keyword.iskeyword(model.name):
+            self.diags.error(
+                model.span,
+                f"the model cannot be called '{model.name}': the generated Python uses that name",
+                "choose another name for the model",
+            )
+            return None, None
         scope = Scope(self.globals)
         try:
             self.bind_params(model, [], dict(overrides), scope, model.span, overrides_given=True)
@@ -242,8 +259,10 @@ class Elaborator:
                 scope.vars[e.name] = Sym.name(e.name)  # a symbolic dim, usable later (reshape)
                 scope.spans[e.name] = e.span
             d = self.eval(e, scope, Frame())
+            positive_sym = isinstance(d, Sym) and d.text is None and all(c > 0 for _, c in d.terms)
             if not (
-                isinstance(d, Sym) or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
+                positive_sym
+                or (isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_ELEMENTS)
             ):
                 raise SpecError(
                     f"a dim must be a positive integer or a symbol, got {describe(d)}", span=e.span
@@ -356,6 +375,11 @@ class Elaborator:
                         f"a repeat count must be a positive integer, got {describe(n)}",
                         span=st.count.span,
                     )
+                if n > MAX_REPEAT:
+                    raise SpecError(
+                        f"a repeat count of {n:,} is beyond dslc's limit of {MAX_REPEAT:,}",
+                        span=st.count.span,
+                    )
                 for _ in range(n):
                     value = self.stage(value, st.stage, scope, frame)
                 return value
@@ -368,6 +392,8 @@ class Elaborator:
             if isinstance(v, bool) or not isinstance(v, int | float | Sym):
                 raise SpecError(f"cannot apply '{op}' to {describe(v)}", span=span)
         if isinstance(left, Sym) or isinstance(right, Sym):
+            if any(isinstance(v, float) for v in (left, right)):
+                raise SpecError("symbolic dims combine with integers only", span=span)
             if op in "+-":
                 return dim_add(left, right, 1 if op == "+" else -1)
             if op == "*":
@@ -393,6 +419,11 @@ class Elaborator:
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise SpecError(f"cannot apply '{op}' to a tensor and {describe(number)}", span=span)
         reverse = not isinstance(left, Value)
+        scalar_attr = next(a for a in REGISTRY[name].attrs if a.name == "scalar")
+        try:
+            number = scalar_attr.coerce(f"'{op}'", float(number))
+        except SpecError as err:
+            raise SpecError(err.message, err.hint, span) from None
         return cast(
             Value,
             self.apply(
@@ -412,6 +443,13 @@ class Elaborator:
         frame: Frame,
     ) -> Any:
         if piped is not None:
+            takes_list = name in REGISTRY and REGISTRY[name].inputs == ("*xs",)
+            if isinstance(piped.value, list) and not takes_list and not self.takes_several(name):
+                raise SpecError(
+                    f"a list of {len(piped.value)} is piped into {name}, which takes one tensor",
+                    hint="a list goes into concat: `[a, b] -> concat(axis=1)`",
+                    span=span,
+                )
             spread = (
                 isinstance(piped.value, tuple)
                 or isinstance(piped.value, list)
@@ -454,6 +492,13 @@ class Elaborator:
         except SpecError as err:
             raise SpecError(err.message, err.hint, err.span or span) from None
         outs = out if isinstance(out, list) else [out]
+        for key, p in params.items():
+            if math.prod(p.shape) > MAX_ELEMENTS:
+                raise SpecError(
+                    f"{op.name}: parameter {key} {list(p.shape)} has {math.prod(p.shape):,} "
+                    f"elements, beyond the {MAX_ELEMENTS:,} a tensor can hold",
+                    span=span,
+                )
         name = frame.name(op.node_prefix)
         values = [
             Value(self.fresh(name if len(outs) == 1 else f"{name}_{i}"), t)
@@ -519,6 +564,11 @@ class Elaborator:
                     f"{d.kind} {d.name} has no parameter '{key}'",
                     suggest(key, names),
                     getattr(arg, "span", span),
+                )
+            if key in given:
+                raise SpecError(
+                    f"{d.kind} {d.name}: parameter '{key}' is given twice",
+                    span=getattr(arg, "span", span),
                 )
             given[key] = arg if isinstance(arg, Arg) else Arg(arg, d.span)
         for p in d.params:

@@ -37,8 +37,17 @@ class Init:
     fan_in: int | None = None
 
 
-def from_attr(value: str | float, default: Init) -> Init:
-    """The Init for an `init=` attribute value: a scheme name or a number (a constant)."""
+FAN_BASED = ("he_uniform", "he_normal", "xavier_uniform", "xavier_normal")
+
+
+def from_attr(value: str | float, default: Init, vector: bool = False) -> Init:
+    """The Init for an `init=` attribute value: a scheme name or a number (a constant).
+    `vector`: the parameter is 1-D (a bias), which has no fans for He or Xavier."""
+    if vector and value in FAN_BASED:
+        raise SpecError(
+            f"{value} needs a weight's fan-in and fan-out, which a bias does not have",
+            hint='biases take "default", "zeros", "ones" or a number',
+        )
     if isinstance(value, bool):
         raise SpecError(f"an initializer is a scheme name or a number, not {value}")
     if isinstance(value, int | float):

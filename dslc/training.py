@@ -11,7 +11,7 @@ from dslc.diagnostics import Diagnostics, SpecError
 from dslc.elaborate import Elaborator
 from dslc.ir import Graph, LossTerm, Training, Value
 from dslc.ops.base import REGISTRY, Attr, describe, suggest
-from dslc.scope import Frame, Scope
+from dslc.scope import POISON, Frame, Poisoned, Scope
 
 # Plain settings of a train section: name -> its attribute (type, default, doc).
 SETTINGS: dict[str, Attr] = {
@@ -41,6 +41,10 @@ def lower_training(
             _statement(el, stmt, graph, scope, model_scope, t, seen)
         except SpecError as err:
             el.report(err, stmt.span)
+            if isinstance(stmt, ast.TargetDecl):  # a later loss using it stays quiet
+                scope.vars.setdefault(stmt.name, POISON)
+        except Poisoned:
+            pass
     for key in SPECIAL:
         if key not in seen and not diags.has_errors:
             example = (
@@ -140,7 +144,16 @@ def _loss_term(
         )
     names = {**{k: v for k, v in graph.outputs.items()}, **scope.vars}
     args = []
-    for a in call.args:
+    for i, a in enumerate(call.args):
+        if isinstance(a, ast.Ref) and names.get(a.name) is POISON:
+            raise Poisoned()
+        if i == 0 and isinstance(a, ast.Ref) and a.name not in graph.outputs and a.name in names:
+            raise SpecError(
+                f"the first argument of {call.name} is the prediction, a model output; "
+                f"'{a.name}' is a target",
+                f"outputs: {', '.join(graph.outputs)}",
+                a.span,
+            )
         if isinstance(a, ast.Ref) and a.name in names:
             args.append(Arg(names[a.name], a.span))
         elif isinstance(a, ast.Ref):

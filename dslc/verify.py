@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dslc.api import Spec
+from dslc.errors import DslcError
 from dslc.ir import Value
 from dslc.types import numpy_dtype
 
@@ -21,8 +22,22 @@ class Check:
     max_abs_diff: dict[str, float]
 
 
+def max_abs_diff(expected: np.ndarray, got: np.ndarray) -> float:
+    """The largest |expected - got|; NaN in both places agrees, NaN in one is infinitely far."""
+    e, g = expected.astype(np.float64), got.astype(np.float64)
+    same = (e == g) | (np.isnan(e) & np.isnan(g))  # equal infinities and NaNs agree
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(e - g))
+    return float(np.max(np.nan_to_num(diff, nan=np.inf, posinf=np.inf), initial=0.0))
+
+
+def default_atol(spec: Spec) -> float:
+    """1e-5 for f32 and f64 outputs; f16 carries about three decimal digits."""
+    return 1e-2 if any(v.type.dtype == "f16" for v in spec.graph.outputs.values()) else 1e-5
+
+
 def random_inputs(
-    values: list[Value], batch: int, rng: np.random.Generator, other_dims: int = 8
+    values: list[Value], batch: int, rng: np.random.Generator, other_dims: int = 32
 ) -> dict[str, np.ndarray]:
     """Random arrays for the model inputs: the leading symbolic dim is the batch, other symbolic
     dims are `other_dims`; floats are standard normal, integers 0 or 1."""
@@ -55,7 +70,10 @@ def verify(
     torch.manual_seed(seed)
     model = spec.torch_module().eval()
     out = out or Path(tempfile.mkdtemp(prefix="dslc-verify-"))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DslcError(f"cannot create {out}: {err.strerror}") from None
     (out / "model.py").write_text(spec.torch_source())
     torch.save(model.state_dict(), out / "weights.pt")
     onnx_path = out / "model.onnx"
@@ -64,16 +82,19 @@ def verify(
     checks = []
     for batch in batches:
         inputs = random_inputs(spec.graph.inputs, batch, rng)
-        with torch.no_grad():
-            expected = model(*(torch.from_numpy(a) for a in inputs.values()))
+        try:
+            with torch.no_grad():
+                expected = model(*(torch.from_numpy(a) for a in inputs.values()))
+        except RuntimeError as err:
+            sizes = ", ".join(f"{k}{list(a.shape)}" for k, a in inputs.items())
+            raise DslcError(
+                f"the PyTorch module failed on random inputs {sizes}: {err}",
+                hint="symbolic dims other than the batch are set to 32 here",
+            ) from None
         expected = expected if isinstance(expected, tuple) else (expected,)
         got, _ = run_model(str(onnx_path), inputs, provider)
         diffs = {
-            name: float(
-                np.max(
-                    np.abs(e.numpy().astype(np.float64) - got[name].astype(np.float64)), initial=0.0
-                )
-            )
+            name: max_abs_diff(e.numpy(), got[name])
             for name, e in zip(spec.graph.outputs, expected, strict=True)
         }
         checks.append(Check(batch, diffs))

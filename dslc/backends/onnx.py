@@ -80,6 +80,13 @@ def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
 
 
 def build(graph: Graph, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    for v in [*graph.inputs, *(out for n in graph.nodes for out in n.outputs)]:
+        if v.type.dtype == "bf16":
+            raise DslcError(
+                f"'{v.name}' is bf16, which dslc does not export to ONNX yet "
+                "(onnxruntime's CPU kernels lack most bf16 ops)",
+                hint="declare the input as f32 (or f16) for the ONNX model",
+            )
     b = OnnxBuilder(graph, weights)
     for node in graph.nodes:
         node.op.onnx(

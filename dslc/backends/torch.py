@@ -130,10 +130,15 @@ def _training(g: Graph) -> list[str]:
     t = g.training
     if t is None:
         return []
-    by_value = {id(v): k for k, v in g.outputs.items()} | {id(v): v.name for v in t.targets}
+    ns = Namespace()
+    spec_names = {id(v): k for k, v in g.outputs.items()} | {id(v): v.name for v in t.targets}
+    by_value: dict[int, str] = {}
     params: list[str] = []
     for term in t.loss:
-        params += [by_value[id(v)] for v in term.inputs if by_value[id(v)] not in params]
+        for v in term.inputs:
+            if id(v) not in by_value:
+                by_value[id(v)] = ns.create(spec_names[id(v)])
+                params.append(by_value[id(v)])
     terms = []
     for i, term in enumerate(t.loss):
         call = term.op.torch_call(term, [by_value[id(v)] for v in term.inputs], None)

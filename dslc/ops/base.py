@@ -5,6 +5,7 @@ PyTorch emission and ONNX emission. Nothing about an op lives anywhere else."""
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from dslc.ir import Node
 
 REQUIRED: Any = object()
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _is_int(v: Any) -> bool:
@@ -72,6 +74,9 @@ class Attr:
         where = f"{op}: {self.name}" if op else self.name
         if self.kind == "float" and _is_int(value):
             value = float(value)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= FLOAT32_MAX):
+                raise SpecError(f"{where} must be a finite number within float32's range, got {v}")
         if not test(value):
             raise SpecError(f"{where} must be {what}, got {describe(value)}")
         if self.choices and value not in self.choices:

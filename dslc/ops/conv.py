@@ -118,7 +118,9 @@ class ConvNd(OpDef):
         if a["bias"]:
             fan_in = math.prod(w_shape[1:])
             bias_default = Init("uniform_fan_in", fan_in=fan_in)
-            p["bias"] = ParamSpec((a["out_channels"],), from_attr(a["bias_init"], bias_default))
+            p["bias"] = ParamSpec(
+                (a["out_channels"],), from_attr(a["bias_init"], bias_default, vector=True)
+            )
         return p
 
     def torch_module(self, node):

@@ -45,7 +45,7 @@ class Linear(OpDef):
         p = {"weight": ParamSpec((n_out, n_in), from_attr(a["init"], Init("uniform_fan_in")))}
         if a["bias"]:
             default = Init("uniform_fan_in", fan_in=n_in)
-            p["bias"] = ParamSpec((n_out,), from_attr(a["bias_init"], default))
+            p["bias"] = ParamSpec((n_out,), from_attr(a["bias_init"], default, vector=True))
         return p
 
     def torch_module(self, node):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dslc.diagnostics import SpecError
 from dslc.ops.base import Attr, OpDef, register
-from dslc.types import Dim, TensorType
+from dslc.types import INT_DTYPES, Dim, TensorType
 
 
 def broadcast(op: str, a: TensorType, b: TensorType) -> TensorType:
@@ -34,7 +34,19 @@ class Binary(OpDef):
     onnx_op: str
 
     def infer(self, ins, a):
+        for t in ins:
+            if t.dtype == "bool" or (self.name == "div" and t.dtype in INT_DTYPES):
+                what = (
+                    "true/false values"
+                    if t.dtype == "bool"
+                    else "integers (PyTorch's / gives floats)"
+                )
+                raise SpecError(f"'{self.symbol}' on {what} is not supported, got {t}")
         if len(ins) == 1:
+            if a["scalar"] is None:
+                raise SpecError(
+                    f"{self.name} needs a second tensor or a number: write `a {self.symbol} b`"
+                )
             if not ins[0].dtype.startswith(("f", "bf")):
                 raise SpecError(
                     f"{self.name} with a number needs a floating-point tensor, got {ins[0]}"

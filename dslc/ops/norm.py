@@ -71,6 +71,10 @@ class LayerNorm(OpDef):
         expect_f32(self.name, x)
         tail = x.shape[x.rank - a["dims"] :] if a["dims"] <= x.rank else None
         if tail is None or not all(isinstance(d, int) for d in tail):
+            if a["dims"] > x.rank:
+                raise SpecError(
+                    f"layer_norm: dims={a['dims']} is more than the input's rank {x.rank}"
+                )
             raise SpecError(f"layer_norm over the last {a['dims']} dims needs them known, got {x}")
         return x
 

@@ -105,7 +105,9 @@ def _infer_hole(x: TensorType, rest: list[Dim]) -> Dim:
     if any(c < 0 for c in left.values()):
         return Sym(text=f"({dim_prod(x.shape)})/({dim_prod(rest)})")
     if n_in % n_out:
-        raise SpecError(f"reshape: {x} does not divide into {rest} and -1")
+        raise SpecError(
+            f"reshape: {x} does not divide into {x.with_shape(rest).shape_str()} and -1"
+        )
     syms = [d for d in x.shape if not isinstance(d, int)]
     kept: list[Dim] = []
     for d in syms:
