@@ -4,13 +4,14 @@ whose stages are calls that the Elaborator (dslc.elaborate) resolves to ops and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from dslc import ast
 from dslc.binding import Arg
 from dslc.diagnostics import Span, SpecError
 from dslc.ir import Value
-from dslc.ops.base import REGISTRY, OpDef, describe
+from dslc.ops.base import REGISTRY, describe
 from dslc.scope import Frame, Scope
 from dslc.types import Sym, dim_add, dim_mul
 
@@ -20,22 +21,9 @@ MAX_REPEAT = 10_000
 class Evaluator:
     """The expression half of the Elaborator, which supplies `call` and `apply`."""
 
-    def call(
-        self,
-        name: str,
-        name_span: Span,
-        span: Span,
-        args: list[Arg],
-        kwargs: dict[str, Arg],
-        piped: Arg | None,
-        frame: Frame,
-    ) -> Any:
-        raise NotImplementedError
-
-    def apply(
-        self, op: OpDef, tensors: list[Value], attrs: dict, span: Span, frame: Frame
-    ) -> Value | tuple:
-        raise NotImplementedError
+    # Supplied by the Elaborator: resolve a call to an op or block, and add an op's node.
+    call: Callable[..., Any]
+    apply: Callable[..., Value | tuple]
 
     # ---- expressions
     def eval(self, e: ast.Expr, scope: Scope, frame: Frame) -> Any:

@@ -48,17 +48,10 @@ def from_attr(value: str | float, default: Init, vector: bool = False) -> Init:
             f"{value} needs a weight's fan-in and fan-out, which a bias does not have",
             hint='biases take "default", "zeros", "ones" or a number',
         )
-    if isinstance(value, bool):
-        raise SpecError(f"an initializer is a scheme name or a number, not {value}")
+    # Attr.coerce (kind "init") has already refused bools and unknown scheme names.
     if isinstance(value, int | float):
         return Init("constant", float(value))
-    if value == "default":
-        return default
-    if value not in SCHEMES:
-        raise SpecError(
-            f"unknown initializer {value!r}", hint=f"one of {', '.join(SCHEMES)}, or a number"
-        )
-    return Init(value)
+    return default if value == "default" else Init(value)
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -117,10 +117,6 @@ def dim_prod(dims: Sequence[Dim]) -> Dim:
     return out
 
 
-def fmt_dim(d: Dim) -> str:
-    return str(d)
-
-
 @dataclass(frozen=True)
 class TensorType:
     dtype: str
@@ -131,10 +127,10 @@ class TensorType:
         return len(self.shape)
 
     def __str__(self) -> str:
-        return f"{self.dtype}[{', '.join(fmt_dim(d) for d in self.shape)}]"
+        return f"{self.dtype}[{', '.join(str(d) for d in self.shape)}]"
 
     def shape_str(self) -> str:
-        return "(" + ", ".join(fmt_dim(d) for d in self.shape) + ")"
+        return "(" + ", ".join(str(d) for d in self.shape) + ")"
 
     def with_shape(self, shape: tuple[Dim, ...] | list[Dim]) -> TensorType:
         return TensorType(self.dtype, tuple(shape))

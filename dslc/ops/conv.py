@@ -90,7 +90,8 @@ class ConvNd(OpDef):
     def resolve(self, ins, a):
         expect_rank(self.name, ins[0], (self.dims + 2,), " (N, C, *spatial)")
         a = resolve_window(self.name, self.dims, a, ("kernel", "stride", "dilation"))
-        return {k: v for k, v in a.items() if k != "same"} | {"same": a.get("same", False)}
+        a.setdefault("same", False)  # torch emits padding="same" where the spec said so
+        return a
 
     def infer(self, ins, a):
         (x,) = ins

@@ -15,7 +15,7 @@ class PoolNd(OpDef):
 
     def resolve(self, ins, a):
         expect_rank(self.name, ins[0], (self.dims + 2,), " (N, C, *spatial)")
-        if a["padding"] in ("same",):
+        if a["padding"] == "same":
             raise SpecError(
                 f'{self.name}: padding="same" is not supported for pooling',
                 hint="give explicit padding",
