@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from dslc.diagnostics import SpecError
 from dslc.init import SCHEMES, Init
-from dslc.types import Sym, TensorType
+from dslc.types import Dim, Sym, TensorType, dim_mul, dim_prod
 
 if TYPE_CHECKING:
     from dslc.backends.onnx import OnnxBuilder
@@ -155,6 +155,14 @@ class OpDef:
     def params(self, ins: list[TensorType], a: dict[str, Any]) -> dict[str, ParamSpec]:
         return {}
 
+    # ---- cost
+    def macs(self, node: Node) -> Dim:
+        """Multiply-accumulates of one example (the batch dim, dim 0, left out), for
+        `dslc summary`. Counted where an op multiplies by weights or by another tensor (dense,
+        convolutions, attention); elementwise ops, normalization and pooling count 0, as in
+        fvcore and torchvision's published operation counts."""
+        return 0
+
     # ---- PyTorch
     def torch_module(self, node: Node) -> str | None:
         """The nn.Module constructor expression, for ops that hold parameters or state."""
@@ -213,3 +221,13 @@ def expect_f32(op: str, t: TensorType) -> None:
 def expect_float(op: str, t: TensorType) -> None:
     if not t.dtype.startswith(("f", "bf")):
         raise SpecError(f"{op} expects a floating-point input, got {t}", hint="declare it as f32")
+
+
+def per_example(t: TensorType) -> Dim:
+    """Elements of one example of t: the product of every dim but the batch dim."""
+    return dim_prod(t.shape[1:])
+
+
+def weighted_macs(t: TensorType, per_element: int) -> Dim:
+    """MACs of an op that does `per_element` multiply-accumulates for each element of t."""
+    return dim_mul(per_example(t), per_element)

@@ -7,7 +7,16 @@ from typing import Any
 
 from dslc.diagnostics import SpecError
 from dslc.init import Init, from_attr
-from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, expect_rank, ntuple, register
+from dslc.ops.base import (
+    Attr,
+    OpDef,
+    ParamSpec,
+    expect_f32,
+    expect_rank,
+    ntuple,
+    register,
+    weighted_macs,
+)
 from dslc.ops.dense import INIT_ATTRS
 from dslc.types import Dim, TensorType, dim_add, dim_floordiv
 
@@ -123,6 +132,11 @@ class ConvNd(OpDef):
                 (a["out_channels"],), from_attr(a["bias_init"], bias_default, vector=True)
             )
         return p
+
+    def macs(self, node):
+        a = node.attrs
+        taps = node.inputs[0].type.shape[1] // a["groups"] * math.prod(a["kernel"])
+        return weighted_macs(node.output.type, taps)
 
     def torch_module(self, node):
         a, n = node.attrs, self.dims

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dslc.diagnostics import SpecError
 from dslc.init import Init, from_attr
-from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, register
+from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, register, weighted_macs
 
 INIT_ATTRS = (
     Attr("init", "init", "default", "weight initializer: a scheme name or a constant"),
@@ -47,6 +47,9 @@ class Linear(OpDef):
             default = Init("uniform_fan_in", fan_in=n_in)
             p["bias"] = ParamSpec((n_out,), from_attr(a["bias_init"], default, vector=True))
         return p
+
+    def macs(self, node):
+        return weighted_macs(node.output.type, node.inputs[0].type.shape[-1])
 
     def torch_module(self, node):
         n_in = node.inputs[0].type.shape[-1]
