@@ -35,6 +35,11 @@ class Spec:
     def ir_text(self) -> str:
         return ir.format_graph(self.graph)
 
+    def summary(self) -> str:
+        from dslc.summary import summarize
+
+        return summarize(self.graph)
+
     def torch_source(self) -> str:
         from dslc.backends import torch as torch_backend
 

@@ -52,6 +52,11 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_summary(args) -> int:
+    sys.stdout.write(_load(args).summary())
+    return 0
+
+
 def cmd_compile(args) -> int:
     spec = _load(args)
     if args.target == "onnx":
@@ -165,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     spec_command("check", "parse and check a spec; print its parameter count").set_defaults(
         fn=cmd_check
     )
+    spec_command(
+        "summary", "print every layer with its output shape, parameters and MACs"
+    ).set_defaults(fn=cmd_summary)
     c = spec_command("compile", "compile a spec to PyTorch source, an ONNX model, or IR text")
     c.add_argument("--target", choices=("torch", "onnx", "ir"), default="torch")
     c.add_argument("-o", "--output", help="output file (torch and ir default to stdout)")

@@ -53,6 +53,7 @@ class Elaborator(Evaluator):
         self.program = program
         self.diags = diags
         self.nodes: list[Node] = []
+        self.instances: dict[str, str] = {}  # block instance path -> block name
         self.used_names: set[str] = set()
         self.blocks: dict[str, ast.Definition] = {}
         self.active: list[str] = []  # blocks being expanded, to catch recursion
@@ -101,7 +102,7 @@ class Elaborator(Evaluator):
         except SpecError as err:
             self.report(err, model.span)
             return None, None
-        graph = Graph(model.name, self.program.path, [], {}, self.nodes)
+        graph = Graph(model.name, self.program.path, [], {}, self.nodes, blocks=self.instances)
         outputs = self.body(model, Frame(), scope, None, graph)
         graph.outputs = {k: v for k, v in outputs.items() if isinstance(v, Value)}
         if not outputs and not self.diags.has_errors:
@@ -361,6 +362,7 @@ class Elaborator(Evaluator):
         scope = Scope(self.globals)
         self.bind_params(d, args[n_in:], kwargs, scope, span)
         inner = frame.child(d.name, span)
+        self.instances[inner.path[:-1]] = d.name
         self.active.append(d.name)
         try:
             outputs = self.body(d, inner, scope, list(tensors), None)

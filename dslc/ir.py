@@ -66,6 +66,7 @@ class Graph:
     outputs: dict[str, Value]
     nodes: list[Node]
     training: Training | None = None
+    blocks: dict[str, str] = field(default_factory=dict)  # instance path -> block name
 
     def parameters(self, buffers: bool = False) -> list[tuple[str, ParamSpec]]:
         """(state_dict key, spec) for every parameter, in module order."""

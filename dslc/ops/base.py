@@ -122,6 +122,7 @@ class ParamSpec:
     init: Init
     buffer: bool = False
     dtype: str = "f32"
+    trainable: bool = True  # False: a frozen parameter (given in the spec, never updated)
 
 
 class HasAttrs(Protocol):
