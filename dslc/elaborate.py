@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import keyword
 import math
+from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from dslc import ast
 from dslc.binding import Arg, bind, count
 from dslc.diagnostics import Diagnostics, Span, SpecError
 from dslc.evaluate import Evaluator
+from dslc.init import values_shape
 from dslc.ir import Graph, Node, Value
-from dslc.ops.base import REGISTRY, OpDef, describe, suggest
+from dslc.ops.base import REGISTRY, OpDef, ParamSpec, describe, suggest
 from dslc.scope import POISON, Frame, Poisoned, Scope
 from dslc.types import DTYPES, Sym, TensorType
 
@@ -332,6 +336,7 @@ class Elaborator(Evaluator):
         except SpecError as err:
             raise SpecError(err.message, err.hint, err.span or span) from None
         outs = out if isinstance(out, list) else [out]
+        params = {k: _given(op, k, p, attrs, span) for k, p in params.items()}
         for key, p in params.items():
             if math.prod(p.shape) > MAX_ELEMENTS:
                 raise SpecError(
@@ -440,3 +445,33 @@ class Elaborator(Evaluator):
                     span=where,
                 )
             scope.define(p.name, float(value) if p.type == "float" else value, p.span)
+
+
+def _given(op: OpDef, key: str, p: ParamSpec, attrs: dict, span: Span) -> ParamSpec:
+    """Apply what the spec says of a parameter beyond its op's rule: values written in the spec
+    must broadcast to its shape, and trainable=false freezes it."""
+    if p.init.kind == "values":
+        _check_values(op, key, p, span)
+    if attrs.get("trainable") is False and not p.buffer:
+        return replace(p, trainable=False)
+    return p
+
+
+def _check_values(op: OpDef, key: str, p: ParamSpec, span: Span) -> None:
+    try:
+        shape = values_shape(p.init.values)
+    except ValueError:
+        raise SpecError(
+            f"{op.name}: the values given for {key} have rows of different lengths", span=span
+        ) from None
+    try:
+        fits = np.broadcast_shapes(shape, p.shape) == p.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise SpecError(
+            f"{op.name}: the values given for {key} have shape {list(shape)}, which does not "
+            f"fit its shape {list(p.shape)}",
+            hint="give a nested list of that shape, or one that broadcasts to it",
+            span=span,
+        )

@@ -82,14 +82,18 @@ def _totals(graph: Graph) -> list[str]:
     macs: Dim = 0
     for n in graph.nodes:
         macs = dim_add(macs, n.op.macs(n))
-    size = 4 * (total + buffers) / 2**20  # parameters are float32
+    size = 4 * (total + buffers)  # parameters are float32
     lines = [
         f"Parameters: {total:,} ({total - frozen:,} trainable, {frozen:,} frozen)",
         f"Buffers: {buffers:,} (running statistics, not trained)" if buffers else "Buffers: 0",
-        f"Weights in memory: {size:.2f} MiB (float32)",
+        f"Weights in memory: {_bytes(size)} (float32)",
         f"MACs per example: {_macs(macs, exact=True)}",
     ]
     return lines
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.2f} KiB"
 
 
 def _count(n: int) -> str:

@@ -71,6 +71,15 @@ def _init_method(g: Graph) -> list[str]:
     inits = _inits(g)
     if inits:
         body += ["        self.reset_parameters()"]
+    frozen = [
+        f"self.{n.name}.{key}.requires_grad_(False)"
+        for n in g.nodes
+        for key, p in n.params.items()
+        if not p.trainable
+    ]
+    if frozen:
+        body += ["        # frozen: given in the spec (trainable=false), never trained"]
+        body += [f"        {line}" for line in frozen]
     method = ["    def __init__(self):", "        super().__init__()", *body]
     if inits:
         method += [
