@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from conftest import ROOT
 
 import dslc
+from dslc.init import fans
 from dslc.ops.pool import adaptive_windows
 
 
@@ -106,3 +107,93 @@ def test_alexnet_at_full_size_has_torchvisions_parameter_count():
     (pool,) = [n for n in spec.graph.nodes if n.op.name == "adaptive_avg_pool2d"]
     assert str(pool.inputs[0].type) == "f32[N, 256, 6, 6]"  # already 6x6 at 224: a no-op
     assert str(pool.output.type) == "f32[N, 256, 6, 6]"
+
+
+# ---- transposed convolution
+
+TRANSPOSED_GRID = [
+    # (length, kernel, stride, padding, output_padding, dilation)
+    (L, k, s, p, op, d)
+    for L in (1, 5, 8)
+    for k in (1, 3, 4)
+    for s in (1, 2, 3)
+    for p in (0, 1)
+    for d in (1, 2)
+    for op in range(max(s, d))
+    if (L - 1) * s - 2 * p + d * (k - 1) + op + 1 > 0
+]
+
+
+def test_conv_transpose_shape_rule_matches_pytorch():
+    for L, k, s, p, op, d in TRANSPOSED_GRID:
+        body = f"x -> conv_transpose1d(2, {k}, {s}, {p}, {op}, {d})"
+        declared = compile_one(body, (1, 3, L)).graph.outputs["y"].type.shape
+        layer = torch.nn.ConvTranspose1d(3, 2, k, s, p, op, dilation=d)
+        assert declared[2] == layer(torch.zeros(1, 3, L)).shape[2], body
+
+
+@pytest.mark.parametrize(
+    ("shape", "args"),
+    [
+        ((2, 4, 7, 7), "8, 3, stride=2, padding=1, output_size=14"),
+        ((2, 4, 9), "6, 4, stride=3, padding=2, output_padding=2, groups=2"),
+        ((1, 2, 3, 4, 5), "4, [2, 3, 2], stride=[2, 1, 3], dilation=[1, 2, 1], bias=false"),
+        ((3, 6, 5, 4), "6, 3, stride=2, dilation=2, output_padding=1, groups=3"),
+    ],
+)
+def test_conv_transpose_matches_pytorch(shape, args):
+    n = len(shape) - 2
+    spec = compile_one(f"x -> conv_transpose{n}d({args})", shape)
+    x = random(shape)
+    torch.manual_seed(0)
+    layer = spec.torch_module().deconv1
+    assert isinstance(layer, getattr(torch.nn, f"ConvTranspose{n}d"))
+    with torch.no_grad():
+        reference = layer(torch.from_numpy(x))
+    check_against(f"x -> conv_transpose{n}d({args})", x, reference)
+
+
+def test_conv_transpose_output_size_sets_output_padding():
+    spec = compile_one(
+        "x -> conv_transpose2d(1, 3, stride=2, padding=1, output_size=14)", (1, 1, 7, 7)
+    )
+    node = spec.graph.nodes[0]
+    assert node.attrs["output_padding"] == (1, 1)
+    assert "output_padding=1" in node.op.torch_module(node)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            "1, 3, stride=2, padding=1, output_size=28",
+            "conv_transpose2d cannot produce 28 from 7 with kernel 3, stride 2, padding 1: "
+            "it can produce 13 or 14",
+        ),
+        ("1, 3, output_size=[9, 10]", "cannot produce 10 from 7 .*: it can produce only 9\\n"),
+        ("1, 3, stride=2, output_padding=2", "output_padding 2 must be smaller than the stride"),
+        ("1, 3, output_padding=1, output_size=10", "give output_size or output_padding, not both"),
+        ("3, 3, groups=2", "groups=2 must divide the input \\(1\\)"),
+        ("1, 1, padding=4", "input size 7 with padding 4 gives an empty output"),
+    ],
+)
+def test_conv_transpose_errors(args, message):
+    with pytest.raises(dslc.CompileError, match=message):
+        compile_one(f"x -> conv_transpose2d({args})", (1, 1, 7, 7))
+
+
+def test_conv_transpose_parameters_initialize_like_pytorch():
+    spec = compile_one("x -> conv_transpose2d(6, [3, 2], groups=2)", (1, 4, 5, 5))
+    node = spec.graph.nodes[0]
+    layer = torch.nn.ConvTranspose2d(4, 6, (3, 2), groups=2)
+    fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(layer.weight)
+    assert node.params["weight"].shape == tuple(layer.weight.shape) == (4, 3, 3, 2)
+    assert fans(node.params["weight"].shape)[0] == fan_in == 18  # dim 1, not dim 0
+    assert node.params["bias"].init.fan_in == fan_in
+
+
+def test_conv_transpose_macs():
+    spec = compile_one("x -> conv_transpose2d(6, 3, stride=2, groups=2)", (1, 4, 5, 5))
+    node = spec.graph.nodes[0]
+    # each of the 4*5*5 input elements meets 6/2 output channels through a 3x3 kernel
+    assert node.op.macs(node) == 4 * 5 * 5 * 3 * 9

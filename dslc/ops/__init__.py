@@ -1,6 +1,17 @@
 """The op registry: importing this package registers every op, loss and optimizer."""
 
-from dslc.ops import activation, conv, dense, elementwise, loss, norm, optim, pool, shape  # noqa: F401
+from dslc.ops import (  # noqa: F401
+    activation,
+    conv,
+    conv_transpose,
+    dense,
+    elementwise,
+    loss,
+    norm,
+    optim,
+    pool,
+    shape,
+)
 from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
 
 FAMILIES = (
