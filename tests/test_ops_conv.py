@@ -101,7 +101,7 @@ def test_adaptive_avg_pool_output_size_per_dim():
 
 
 def test_alexnet_at_full_size_has_torchvisions_parameter_count():
-    params = {"size": 224, "width": 64, "hidden": 4096, "classes": 1000}
+    params = {"size": 224, "width": 64, "hidden": 4096, "classes": 1000, "lrn": False}
     spec = dslc.load(ROOT / "specs/alexnet.dl", params=params)
     assert spec.param_count == 61_100_840  # torchvision.models.alexnet()
     (pool,) = [n for n in spec.graph.nodes if n.op.name == "adaptive_avg_pool2d"]
@@ -197,3 +197,84 @@ def test_conv_transpose_macs():
     node = spec.graph.nodes[0]
     # each of the 4*5*5 input elements meets 6/2 output channels through a 3x3 kernel
     assert node.op.macs(node) == 4 * 5 * 5 * 3 * 9
+
+
+# ---- normalization within one example
+
+
+def run_randomized(body: str, x: np.ndarray) -> tuple[torch.nn.Module, np.ndarray, np.ndarray]:
+    """The generated module with every parameter redrawn (so scale and shift are not 1 and 0),
+    its output, and onnxruntime's output with the same weights."""
+    spec = compile_one(body, x.shape)
+    torch.manual_seed(0)
+    model = spec.torch_module().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+        expected = model(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(
+        spec.onnx_model(weights=model.state_dict()).SerializeToString(),
+        providers=["CPUExecutionProvider"],
+    )
+    return model, expected, session.run(None, {"x": x})[0]
+
+
+def assert_close(got: np.ndarray, reference: torch.Tensor, atol: float = 1e-5) -> None:
+    np.testing.assert_allclose(got, reference.numpy(), rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize(
+    ("shape", "groups", "affine"),
+    [((3, 6), 3, True), ((2, 6, 5), 2, False), ((2, 8, 4, 5), 4, True), ((2, 4, 2, 3, 4), 1, True)],
+)
+def test_group_norm_matches_pytorch(shape, groups, affine):
+    x = random(shape) * 3 + 1
+    model, got_torch, got_onnx = run_randomized(
+        f"x -> group_norm({groups}, affine={str(affine).lower()})", x
+    )
+    layer = model.gn1
+    weight = layer.weight if affine else None
+    bias = layer.bias if affine else None
+    with torch.no_grad():
+        reference = F.group_norm(torch.from_numpy(x), groups, weight, bias, eps=1e-5)
+    assert_close(got_torch, reference)
+    assert_close(got_onnx, reference)
+
+
+def test_group_norm_groups_must_divide_channels():
+    with pytest.raises(dslc.CompileError, match="group_norm: 4 groups do not divide 6 channels"):
+        compile_one("x -> group_norm(4)", (1, 6, 3, 3))
+
+
+@pytest.mark.parametrize(
+    ("shape", "affine"), [((2, 3, 7), False), ((2, 4, 5, 6), True), ((1, 2, 3, 4, 5), False)]
+)
+def test_instance_norm_matches_pytorch(shape, affine):
+    x = random(shape) * 2 - 1
+    model, got_torch, got_onnx = run_randomized(
+        f"x -> instance_norm(affine={str(affine).lower()})", x
+    )
+    assert isinstance(model.inorm1, getattr(torch.nn, f"InstanceNorm{len(shape) - 2}d"))
+    weight = model.inorm1.weight if affine else None
+    bias = model.inorm1.bias if affine else None
+    with torch.no_grad():
+        reference = F.instance_norm(torch.from_numpy(x), weight=weight, bias=bias, eps=1e-5)
+    assert_close(got_torch, reference)
+    assert_close(got_onnx, reference)
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [
+        ((2, 7, 4, 5), 5),  # onnxruntime's LRN
+        ((2, 7, 4, 5), 4),  # even: PyTorch and ONNX centre the window differently
+        ((2, 6, 9), 3),  # rank 3: onnxruntime's LRN takes only rank 4
+        ((1, 5, 2, 3, 4), 2),
+        ((2, 3, 4, 4), 8),  # a window wider than the channels
+    ],
+)
+def test_local_response_norm_matches_pytorch(shape, size):
+    x = random(shape) * 4
+    body = f"x -> local_response_norm({size}, alpha=0.1, beta=0.75, k=2.0)"
+    reference = F.local_response_norm(torch.from_numpy(x), size, alpha=0.1, beta=0.75, k=2.0)
+    check_against(body, x, reference)

@@ -8,6 +8,7 @@ from dslc.ops import (  # noqa: F401
     elementwise,
     loss,
     norm,
+    norm_local,
     optim,
     pool,
     shape,

@@ -16,43 +16,49 @@ TRAINING = {'batch_size': 128, 'epochs': 90}
 class AlexNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.features1 = nn.Module()                                                  # block instance
-        self.features1.conv1 = nn.Conv2d(3, 16, kernel_size=11, stride=4, padding=2)  # line 11
-        self.features1.conv2 = nn.Conv2d(16, 48, kernel_size=5, padding=2)            # line 12
-        self.features1.conv3 = nn.Conv2d(48, 96, kernel_size=3, padding=1)            # line 13
-        self.features1.conv4 = nn.Conv2d(96, 64, kernel_size=3, padding=1)            # line 14
-        self.features1.conv5 = nn.Conv2d(64, 64, kernel_size=3, padding=1)            # line 15
-        self.classifier1 = nn.Module()                                                # block instance
-        self.classifier1.drop1 = nn.Dropout(0.5)                                      # line 21
-        self.classifier1.fc1 = nn.Linear(2304, 256)                                   # line 21
-        self.classifier1.drop2 = nn.Dropout(0.5)                                      # line 22
-        self.classifier1.fc2 = nn.Linear(256, 256)                                    # line 22
-        self.classifier1.fc3 = nn.Linear(256, 10)                                     # line 23
+        self.features1 = nn.Module()                                                             # block instance
+        self.features1.conv_pool1 = nn.Module()                                                  # block instance
+        self.features1.conv_pool1.conv1 = nn.Conv2d(3, 16, kernel_size=11, stride=4, padding=2)  # line 11
+        self.features1.conv_pool1.lrn1 = nn.LocalResponseNorm(5, k=2.0)                          # line 13
+        self.features1.conv_pool2 = nn.Module()                                                  # block instance
+        self.features1.conv_pool2.conv1 = nn.Conv2d(16, 48, kernel_size=5, padding=2)            # line 11
+        self.features1.conv_pool2.lrn1 = nn.LocalResponseNorm(5, k=2.0)                          # line 13
+        self.features1.conv1 = nn.Conv2d(48, 96, kernel_size=3, padding=1)                       # line 22
+        self.features1.conv2 = nn.Conv2d(96, 64, kernel_size=3, padding=1)                       # line 23
+        self.features1.conv3 = nn.Conv2d(64, 64, kernel_size=3, padding=1)                       # line 24
+        self.classifier1 = nn.Module()                                                           # block instance
+        self.classifier1.drop1 = nn.Dropout(0.5)                                                 # line 30
+        self.classifier1.fc1 = nn.Linear(2304, 256)                                              # line 30
+        self.classifier1.drop2 = nn.Dropout(0.5)                                                 # line 31
+        self.classifier1.fc2 = nn.Linear(256, 256)                                               # line 31
+        self.classifier1.fc3 = nn.Linear(256, 10)                                                # line 32
 
     def forward(self, image):
         # image: (N, 3, 128, 128)
-        image = self.features1.conv1(image)       # (N, 16, 31, 31)
-        image = torch.relu(image)                 # (N, 16, 31, 31)
-        image = F.max_pool2d(image, 3, stride=2)  # (N, 16, 15, 15)
-        image = self.features1.conv2(image)       # (N, 48, 15, 15)
-        image = torch.relu(image)                 # (N, 48, 15, 15)
-        image = F.max_pool2d(image, 3, stride=2)  # (N, 48, 7, 7)
-        image = self.features1.conv3(image)       # (N, 96, 7, 7)
-        image = torch.relu(image)                 # (N, 96, 7, 7)
-        image = self.features1.conv4(image)       # (N, 64, 7, 7)
-        image = torch.relu(image)                 # (N, 64, 7, 7)
-        image = self.features1.conv5(image)       # (N, 64, 7, 7)
-        image = torch.relu(image)                 # (N, 64, 7, 7)
-        y = F.max_pool2d(image, 3, stride=2)      # (N, 64, 3, 3)
-        h = F.adaptive_avg_pool2d(y, 6)           # (N, 64, 6, 6)
-        h = torch.flatten(h, 1)                   # (N, 2304)
-        h = self.classifier1.drop1(h)             # (N, 2304)
-        h = self.classifier1.fc1(h)               # (N, 256)
-        h = torch.relu(h)                         # (N, 256)
-        h = self.classifier1.drop2(h)             # (N, 256)
-        h = self.classifier1.fc2(h)               # (N, 256)
-        h = torch.relu(h)                         # (N, 256)
-        logits = self.classifier1.fc3(h)          # (N, 10)
+        image = self.features1.conv_pool1.conv1(image)  # (N, 16, 31, 31)
+        h = torch.relu(image)                           # (N, 16, 31, 31)
+        normed = self.features1.conv_pool1.lrn1(h)      # (N, 16, 31, 31)
+        y = F.max_pool2d(normed, 3, stride=2)           # (N, 16, 15, 15)
+        y = self.features1.conv_pool2.conv1(y)          # (N, 48, 15, 15)
+        h_2 = torch.relu(y)                             # (N, 48, 15, 15)
+        normed_2 = self.features1.conv_pool2.lrn1(h_2)  # (N, 48, 15, 15)
+        y_2 = F.max_pool2d(normed_2, 3, stride=2)       # (N, 48, 7, 7)
+        y_2 = self.features1.conv1(y_2)                 # (N, 96, 7, 7)
+        y_2 = torch.relu(y_2)                           # (N, 96, 7, 7)
+        y_2 = self.features1.conv2(y_2)                 # (N, 64, 7, 7)
+        y_2 = torch.relu(y_2)                           # (N, 64, 7, 7)
+        y_2 = self.features1.conv3(y_2)                 # (N, 64, 7, 7)
+        y_2 = torch.relu(y_2)                           # (N, 64, 7, 7)
+        y_3 = F.max_pool2d(y_2, 3, stride=2)            # (N, 64, 3, 3)
+        h_3 = F.adaptive_avg_pool2d(y_3, 6)             # (N, 64, 6, 6)
+        h_3 = torch.flatten(h_3, 1)                     # (N, 2304)
+        h_3 = self.classifier1.drop1(h_3)               # (N, 2304)
+        h_3 = self.classifier1.fc1(h_3)                 # (N, 256)
+        h_3 = torch.relu(h_3)                           # (N, 256)
+        h_3 = self.classifier1.drop2(h_3)               # (N, 256)
+        h_3 = self.classifier1.fc2(h_3)                 # (N, 256)
+        h_3 = torch.relu(h_3)                           # (N, 256)
+        logits = self.classifier1.fc3(h_3)              # (N, 10)
         return logits
 
 
@@ -62,7 +68,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The loss of line 34: outputs and targets in, a scalar out."""
+    """The loss of line 45: outputs and targets in, a scalar out."""
 
     def forward(self, logits, label):
         return F.cross_entropy(logits, label)
@@ -73,5 +79,5 @@ def create_loss():
 
 
 def create_optimizer(model):
-    """The spec's optimizer (line 35)."""
+    """The spec's optimizer (line 46)."""
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
