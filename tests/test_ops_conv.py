@@ -15,6 +15,7 @@ from conftest import ROOT
 import dslc
 from dslc.init import fans
 from dslc.ops.pool import adaptive_windows
+from dslc.ops.resize import nearest_indices
 
 
 def compile_one(body: str, shape: tuple[int, ...]) -> dslc.Spec:
@@ -278,3 +279,106 @@ def test_local_response_norm_matches_pytorch(shape, size):
     body = f"x -> local_response_norm({size}, alpha=0.1, beta=0.75, k=2.0)"
     reference = F.local_response_norm(torch.from_numpy(x), size, alpha=0.1, beta=0.75, k=2.0)
     check_against(body, x, reference)
+
+
+# ---- upsampling, padding, identity
+
+
+@pytest.mark.parametrize(
+    ("shape", "body", "kwargs"),
+    [
+        ((2, 3, 5), "upsample(2)", {"scale_factor": 2, "mode": "nearest"}),
+        ((2, 3, 5), 'upsample(3, mode="linear")', {"scale_factor": 3, "mode": "linear"}),
+        ((2, 3, 5, 4), 'upsample(2, mode="bilinear")', {"scale_factor": 2, "mode": "bilinear"}),
+        (
+            (2, 3, 5, 4),
+            'upsample(2, mode="bilinear", align_corners=true)',
+            {"scale_factor": 2, "mode": "bilinear", "align_corners": True},
+        ),
+        ((2, 3, 5, 4), "upsample(size=[7, 9])", {"size": (7, 9), "mode": "nearest"}),
+        ((2, 3, 14, 9), "upsample(size=[4, 2])", {"size": (4, 2), "mode": "nearest"}),
+        (
+            (2, 3, 5, 4),
+            'upsample(size=[7, 9], mode="bilinear")',
+            {"size": (7, 9), "mode": "bilinear"},
+        ),
+        (
+            (2, 3, 5, 4),
+            'upsample(size=[1, 3], mode="bilinear")',
+            {"size": (1, 3), "mode": "bilinear"},
+        ),
+        (
+            (1, 2, 3, 4, 5),
+            'upsample(size=[5, 6, 7], mode="trilinear", align_corners=true)',
+            {"size": (5, 6, 7), "mode": "trilinear", "align_corners": True},
+        ),
+        ((1, 2, 3, 4, 5), "upsample(3)", {"scale_factor": 3, "mode": "nearest"}),
+    ],
+)
+def test_upsample_matches_interpolate(shape, body, kwargs):
+    x = random(shape)
+    check_against(f"x -> {body}", x, F.interpolate(torch.from_numpy(x), **kwargs))
+
+
+def test_nearest_indices_follow_pytorch_over_a_grid():
+    """Sized nearest resizing rounds as PyTorch does for every size pair up to 40 x 60 (ONNX
+    Resize's own nearest mapping differs at some, e.g. 14 -> 2)."""
+    for size in range(1, 41):
+        x = torch.arange(size, dtype=torch.float32)[None, None]
+        for out in range(1, 61):
+            expected = F.interpolate(x, size=out, mode="nearest")[0, 0].long().numpy()
+            np.testing.assert_array_equal(nearest_indices(size, out), expected)
+
+
+def test_upsample_symbolic_dims_scale():
+    spec = dslc.compile_source(
+        'model M { input x: f32[N, 3, H, W]  output y = x -> upsample(2, mode="bilinear") }'
+    )
+    assert str(spec.graph.outputs["y"].type) == "f32[N, 3, 2*H, 2*W]"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("upsample(2, size=[4, 4])", "upsample takes scale_factor or size \\(one of them\\)"),
+        ("upsample()", "upsample takes scale_factor or size"),
+        ('upsample(2, mode="linear")', 'mode "linear" is for rank-3 inputs'),
+        ("upsample(2, align_corners=true)", "align_corners is for the linear modes"),
+        ("upsample(1.5)", "scale_factor must be an integer"),
+        ('pad(1, value=2, mode="reflect")', 'value is for mode "constant"'),
+        ('pad(4, mode="reflect")', "reflect padding must be smaller than the dim it pads, 4"),
+        ("pad([1, 2, 3])", "padding has 3 values; the input has 2 spatial dims, so give 1, 2 or 4"),
+    ],
+)
+def test_resize_and_pad_errors(body, message):
+    with pytest.raises(dslc.CompileError, match=message):
+        compile_one(f"x -> {body}", (1, 2, 4, 4))
+
+
+@pytest.mark.parametrize(
+    ("shape", "body", "torch_pad", "kwargs"),
+    [
+        ((2, 3, 5, 4), "pad([0, 1, 2, 3])", (2, 3, 0, 1), {}),  # [top, bottom, left, right]
+        ((2, 3, 5, 4), "pad([1, 2])", (2, 2, 1, 1), {}),  # per dim, both sides
+        ((2, 3, 5, 4), 'pad(2, mode="reflect")', (2, 2, 2, 2), {"mode": "reflect"}),
+        ((2, 3, 5), "pad([1, 3], value=1.5)", (1, 3), {"value": 1.5}),
+        (
+            (1, 2, 3, 4, 5),
+            'pad([1, 0, 2], mode="replicate")',
+            (2, 2, 0, 0, 1, 1),
+            {"mode": "replicate"},
+        ),
+    ],
+)
+def test_pad_matches_pytorch(shape, body, torch_pad, kwargs):
+    x = random(shape)
+    check_against(f"x -> {body}", x, F.pad(torch.from_numpy(x), torch_pad, **kwargs))
+
+
+def test_identity_is_a_no_op_in_both_backends():
+    spec = compile_one("x -> identity -> relu", (2, 3))
+    x = random((2, 3))
+    got_torch, got_onnx = run_both(spec, x)
+    np.testing.assert_array_equal(got_torch, np.maximum(x, 0))
+    np.testing.assert_array_equal(got_onnx, np.maximum(x, 0))
+    assert [n.op_type for n in spec.onnx_model().graph.node] == ["Relu"]

@@ -11,6 +11,7 @@ from dslc.ops import (  # noqa: F401
     norm_local,
     optim,
     pool,
+    resize,
     shape,
 )
 from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
