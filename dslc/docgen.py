@@ -18,7 +18,10 @@ from dslc.training import SETTINGS
 FAMILY_TEXT = {
     "dense": ("Dense", "Fully connected layers."),
     "conv": ("Convolution", "Convolutions; the input layout is (N, C, *spatial), as in PyTorch."),
-    "pool": ("Pooling", "Pooling; the input layout is (N, C, *spatial)."),
+    "pool": (
+        "Pooling and resampling",
+        "Pooling, adaptive pooling and upsampling; the input layout is (N, C, *spatial).",
+    ),
     "norm": ("Normalization and dropout", "Normalization layers, and dropout."),
     "activation": ("Activations", "Elementwise nonlinearities and (log-)softmax."),
     "shape": ("Shape", "Ops that move data without computing on it."),

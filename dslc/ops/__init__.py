@@ -1,6 +1,19 @@
 """The op registry: importing this package registers every op, loss and optimizer."""
 
-from dslc.ops import activation, conv, dense, elementwise, loss, norm, optim, pool, shape  # noqa: F401
+from dslc.ops import (  # noqa: F401
+    activation,
+    conv,
+    conv_transpose,
+    dense,
+    elementwise,
+    loss,
+    norm,
+    norm_local,
+    optim,
+    pool,
+    resize,
+    shape,
+)
 from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
 
 FAMILIES = (
