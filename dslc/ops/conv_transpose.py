@@ -40,6 +40,7 @@ class ConvTransposeNd(OpDef):
     dims: int
     family = "conv"
     prefix = "deconv"
+    affine_axis = 1  # weight (C_in, C_out / groups, *k): folding needs groups == 1
     attrs = (
         Attr("out_channels", "int", doc="number of output channels", positive=True),
         Attr("kernel", "ints", doc="kernel size, one int or one per spatial dim", positive=True),
