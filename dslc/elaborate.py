@@ -458,6 +458,7 @@ def _given(op: OpDef, key: str, p: ParamSpec, attrs: dict, span: Span) -> ParamS
 
 
 def _check_values(op: OpDef, key: str, p: ParamSpec, span: Span) -> None:
+    assert p.init.values is not None
     try:
         shape = values_shape(p.init.values)
     except ValueError:

@@ -81,6 +81,7 @@ def torch_statement(init: Init, target: str) -> str | None:
         case "constant":
             return f"nn.init.constant_({target}, {init.value!r})"
         case "values":
+            assert init.values is not None
             return f"{target}.copy_(torch.tensor({literal(init.values)}))"
     raise ValueError(f"unknown init kind {init.kind}")
 
