@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from dslc.diagnostics import Span
 from dslc.ops.base import OpDef, ParamSpec
-from dslc.types import Sym, TensorType
+from dslc.types import INT_DTYPES, Sym, TensorType
 
 if TYPE_CHECKING:
     from dslc.ops.optim import Optimizer
@@ -56,6 +56,18 @@ class Training:
     loss: list[LossTerm]
     optimizer: tuple[Optimizer, dict[str, Any], Span] | None
     settings: dict[str, Any]
+    schedule: tuple[OpDef, dict[str, Any], Span] | None = None
+    penalties: list[LossTerm] = field(default_factory=list)  # terms on the weights, no inputs
+
+    def metrics(self) -> dict[str, tuple[Value, Value]]:
+        """Accuracy (argmax over dim 1 == target) of each classification term with class-index
+        targets: accuracy, accuracy_2, ... -> (prediction, target)."""
+        pairs = [
+            (term.inputs[0], term.inputs[1])
+            for term in self.loss
+            if getattr(term.op, "classifies", False) and term.inputs[1].type.dtype in INT_DTYPES
+        ]
+        return {("accuracy" if i == 0 else f"accuracy_{i + 1}"): p for i, p in enumerate(pairs)}
 
 
 @dataclass(eq=False)
@@ -126,16 +138,17 @@ def format_graph(g: Graph) -> str:
 def _format_training(t: Training) -> list[str]:
     lines = ["train {"]
     lines += [f"  target {v.name}: {v.type}" for v in t.targets]
-    for term in t.loss:
-        attrs = "".join(f", {k}={fmt_attr(v)}" for k, v in term.attrs.items())
-        ins = ", ".join(v.name for v in term.inputs)
-        lines.append(f"  loss += {term.weight!r} * {term.op.name}({ins}{attrs})")
-    if t.optimizer:
-        op, kw, _ = t.optimizer
-        lines.append(
-            f"  optimizer = {op.name}({', '.join(f'{k}={fmt_attr(v)}' for k, v in kw.items())})"
+    for term in [*t.loss, *t.penalties]:
+        attrs = ", ".join(
+            [*(v.name for v in term.inputs), *(f"{k}={fmt_attr(v)}" for k, v in term.attrs.items())]
         )
-    lines += [f"  {k} = {fmt_attr(v)}" for k, v in t.settings.items()]
+        lines.append(f"  loss += {term.weight!r} * {term.op.name}({attrs})")
+    for key, setting in (("optimizer", t.optimizer), ("schedule", t.schedule)):
+        if setting:
+            kw = ", ".join(f"{k}={fmt_attr(v)}" for k, v in setting[1].items())
+            lines.append(f"  {key} = {setting[0].name}({kw})")
+    # An unset setting (None: grad_clip, early_stopping) is left out, as in the spec.
+    lines += [f"  {k} = {fmt_attr(v)}" for k, v in t.settings.items() if v is not None]
     lines.append("}")
     return lines
 

@@ -19,6 +19,28 @@ SETTINGS: dict[str, Attr] = {
     for a in (
         Attr("batch_size", "int", 32, "examples per optimizer step", positive=True),
         Attr("epochs", "int", 10, "passes over the training data", positive=True),
+        Attr(
+            "grad_clip",
+            "float",
+            None,
+            "clip the gradients' total L2 norm to this before each optimizer step",
+            positive=True,
+        ),
+        Attr(
+            "early_stopping",
+            "int",
+            None,
+            "stop after this many epochs without improvement of `monitor`",
+            positive=True,
+        ),
+        Attr(
+            "monitor",
+            "str",
+            "val_loss",
+            "what early stopping and the best checkpoint watch: the validation loss (lower is "
+            "better) or accuracy (higher is better)",
+            choices=("val_loss", "val_accuracy"),
+        ),
     )
 }
 SPECIAL = ("loss", "optimizer")
@@ -35,7 +57,7 @@ def lower_training(
     train = program.trains[0]
     scope = Scope()
     t = Training([], [], None, {k: a.default for k, a in SETTINGS.items()})
-    seen: set[str] = set()
+    seen: dict[str, ast.Stmt] = {}
     for stmt in train.body:
         try:
             _statement(el, stmt, graph, scope, model_scope, t, seen)
@@ -52,7 +74,18 @@ def lower_training(
             )
             article = "a" if key == "loss" else "an"
             diags.error(train.span, f"the train section needs {article} {key}", f"add `{example}`")
+    _check_monitor(t, seen, diags)
     graph.training = t
+
+
+def _check_monitor(t: Training, seen: dict[str, ast.Stmt], diags: Diagnostics) -> None:
+    if t.settings["monitor"] == "val_accuracy" and not t.metrics() and not diags.has_errors:
+        diags.error(
+            seen["monitor"].span,
+            'monitor = "val_accuracy" needs an accuracy, but the loss has no classification term',
+            "accuracy comes from cross_entropy or nll with class-index (integer) targets; "
+            'monitor "val_loss" instead',
+        )
 
 
 def _statement(
@@ -62,7 +95,7 @@ def _statement(
     scope: Scope,
     model_scope: Scope,
     t: Training,
-    seen: set[str],
+    seen: dict[str, ast.Stmt],
 ) -> None:
     match stmt:
         case ast.TargetDecl():
@@ -80,7 +113,7 @@ def _statement(
             key = stmt.names[0]
             if key in seen:
                 raise SpecError(f"'{key}' is set twice in the train section", span=stmt.span)
-            seen.add(key)
+            seen[key] = stmt
             if key == "loss":
                 t.loss = _loss(el, stmt.value, graph, scope, 1.0)
             elif key == "optimizer":

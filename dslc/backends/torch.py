@@ -11,7 +11,7 @@ import keyword
 import re
 
 from dslc import __version__, init
-from dslc.ir import Graph, Node, Value
+from dslc.ir import Graph, Node, Training, Value
 from dslc.types import DTYPES
 
 RESERVED = {"self", "torch", "nn", "F", "math"}
@@ -127,38 +127,12 @@ def _var(n: Node, v: Value, names: dict[int, str], uses: dict[int, int], ns: Nam
 
 
 def _training(g: Graph) -> list[str]:
+    """Loss, create_loss, create_optimizer, create_scheduler and penalty: what `dslc train`
+    (or a hand-written loop) needs beyond the model."""
     t = g.training
     if t is None:
         return []
-    ns = Namespace()
-    spec_names = {id(v): k for k, v in g.outputs.items()} | {id(v): v.name for v in t.targets}
-    by_value: dict[int, str] = {}
-    params: list[str] = []
-    for term in t.loss:
-        for v in term.inputs:
-            if id(v) not in by_value:
-                by_value[id(v)] = ns.create(spec_names[id(v)])
-                params.append(by_value[id(v)])
-    terms = []
-    for i, term in enumerate(t.loss):
-        call = term.op.torch_call(term, [by_value[id(v)] for v in term.inputs], None)
-        w = term.weight
-        sign = "-" if w < 0 else "+"
-        scaled = call if abs(w) == 1.0 else f"{abs(w)!r} * {call}"
-        terms.append(scaled if i == 0 and w > 0 else f"{sign} {scaled}" if i else f"-{scaled}")
-    out = [
-        "",
-        "",
-        "class Loss(nn.Module):",
-        f'    """The loss of line {t.loss[0].span.line}: outputs and targets in, a scalar out."""',
-        "",
-        f"    def forward(self, {', '.join(params)}):",
-        f"        return {' '.join(terms)}",
-        "",
-        "",
-        "def create_loss():",
-        "    return Loss()",
-    ]
+    out = _loss_class(t, _loss_params(g, t)) + ["", "", "def create_loss():", "    return Loss()"]
     if t.optimizer:
         op, attrs, span = t.optimizer
         out += [
@@ -168,19 +142,103 @@ def _training(g: Graph) -> list[str]:
             f'    """The spec\'s optimizer (line {span.line})."""',
             f"    return {op.torch_factory(attrs, 'model.parameters()')}",
         ]
-    return out
+    return out + _scheduler(t) + _penalty(t)
 
 
-def _signature(values: list[Value]) -> str:
+def _loss_params(g: Graph, t: Training) -> dict[int, tuple[str, str]]:
+    """Each value a loss term reads -> (its Python parameter name, its spec name: a key of
+    INPUTS, OUTPUTS or TARGETS), in the order Loss.forward takes them."""
+    spec_names = {id(v): v.name for v in g.inputs}
+    spec_names |= {id(v): k for k, v in g.outputs.items()} | {id(v): v.name for v in t.targets}
+    ns = Namespace()
+    params: dict[int, tuple[str, str]] = {}
+    for term in t.loss:
+        for v in term.inputs:
+            if id(v) not in params:
+                params[id(v)] = (ns.create(spec_names[id(v)]), spec_names[id(v)])
+    return params
+
+
+def _loss_class(t: Training, params: dict[int, tuple[str, str]]) -> list[str]:
+    calls = [
+        (term.op.torch_call(term, [params[id(v)][0] for v in term.inputs], None), term.weight)
+        for term in t.loss
+    ]
+    return [
+        "",
+        "",
+        "class Loss(nn.Module):",
+        f'    """The loss of line {t.loss[0].span.line}: outputs and targets in, a scalar out."""',
+        "",
+        f"    def forward(self, {', '.join(p for p, _ in params.values())}):",
+        f"        return {_weighted_sum(calls)}",
+    ]
+
+
+def _weighted_sum(terms: list[tuple[str, float]]) -> str:
+    """`a + 0.5 * b - c` from (code, weight) pairs."""
+    out = []
+    for i, (code, w) in enumerate(terms):
+        scaled = code if abs(w) == 1.0 else f"{abs(w)!r} * {code}"
+        sign = "-" if w < 0 else "+"
+        out.append(scaled if i == 0 and w > 0 else f"{sign} {scaled}" if i else f"-{scaled}")
+    return " ".join(out)
+
+
+def _scheduler(t: Training) -> list[str]:
+    head = ["", "", "def create_scheduler(optimizer, steps_per_epoch):"]
+    if t.schedule is None:
+        return (
+            head
+            + ['    """No schedule in the spec: the learning rate stays constant."""']
+            + ["    return None"]
+        )
+    op, attrs, span = t.schedule
+    body = op.torch_factory(attrs, t.settings["epochs"])  # type: ignore[attr-defined]
+    return head + [
+        f'    """The spec\'s learning-rate schedule (line {span.line}); step it once per',
+        '    optimizer step."""',
+        *(f"    {line}" for line in body),
+    ]
+
+
+def _penalty(t: Training) -> list[str]:
+    head = ["", "", "def penalty(model):"]
+    if not t.penalties:
+        return head + ['    """No penalty terms in the spec\'s loss."""', "    return None"]
+    terms = [
+        (term.op.torch_penalty(term, "model"), term.weight)  # type: ignore[attr-defined]
+        for term in t.penalties
+    ]
+    return head + [
+        f'    """The penalty terms of the loss of line {t.penalties[0].span.line}; the training',
+        '    loop adds this to Loss\'s value."""',
+        f"    return {_weighted_sum(terms)}",
+    ]
+
+
+def _metrics(t: Training, params: dict[int, tuple[str, str]]) -> str:
+    pairs = ", ".join(
+        f'"{name}": ("{params[id(p)][1]}", "{params[id(y)][1]}")'
+        for name, (p, y) in t.metrics().items()
+    )
+    return "{" + pairs + "}"
+
+
+def _signature(values: list[tuple[str, Value]]) -> str:
     items = ", ".join(
-        f'"{v.name}": ("{DTYPES[v.type.dtype][1]}", {_tuple([_dim(d) for d in v.type.shape])})'
-        for v in values
+        f'"{k}": ("{DTYPES[v.type.dtype][1]}", {_tuple([_dim(d) for d in v.type.shape])})'
+        for k, v in values
     )
     return "{" + items + "}"
 
 
 def _tuple(items: list[str]) -> str:
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def _literal(v) -> str:
+    return f'"{v}"' if isinstance(v, str) else repr(v)
 
 
 def _dim(d) -> str:
@@ -200,11 +258,21 @@ def emit(g: Graph) -> str:
         "import torch.nn.functional as F",
         "from torch import nn",
         "",
-        f"INPUTS = {_signature(g.inputs)}",
+        f"INPUTS = {_signature([(v.name, v) for v in g.inputs])}",
+        f"OUTPUTS = {_signature(list(g.outputs.items()))}  # forward returns them in this order",
     ]
     if g.training:
-        lines.append(f"TARGETS = {_signature(g.training.targets)}")
-        lines.append(f"TRAINING = {dict(sorted(g.training.settings.items()))!r}")
+        t = g.training
+        params = _loss_params(g, t)
+        lines += [
+            f"TARGETS = {_signature([(v.name, v) for v in t.targets])}",
+            f"LOSS_INPUTS = {_tuple([_literal(n) for _, n in params.values()])}",
+            f"METRICS = {_metrics(t, params)}  # "
+            + ("accuracy: argmax over dim 1 == target" if t.metrics() else "no classifier loss"),
+            "TRAINING = {",
+            *(f"    {_literal(k)}: {_literal(v)}," for k, v in sorted(t.settings.items())),
+            "}",
+        ]
     lines += ["", "", f"class {g.name}(nn.Module):", *_init_method(g), "", *_forward(g, ns)]
     lines += [
         "",

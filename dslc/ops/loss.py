@@ -16,6 +16,7 @@ class Loss(OpDef):
         Attr("reduction", "str", "mean", "mean or sum over the batch", choices=("mean", "sum")),
     )
     torch_fn: str
+    classifies = False  # with a class-index target, the prediction's argmax is a class
 
     def infer(self, ins, a):
         x, t = ins
@@ -94,6 +95,7 @@ loss(
     "Softmax cross-entropy on logits (N, C, ...); the target holds class indices or probabilities.",
     "cross_entropy(logits, y)",
     check=_check_class_target,
+    classifies=True,
     attrs=(
         *Loss.attrs,
         Attr(
@@ -107,4 +109,5 @@ loss(
     "Negative log-likelihood of log-probabilities (N, C, ...) and class indices.",
     "nll(log_probs, y)",
     check=_check_class_target,
+    classifies=True,
 )

@@ -9,8 +9,17 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"x": ("float32", ("N", 3, 32, 32))}
+OUTPUTS = {"log_probs": ("float32", ("N", 10))}  # forward returns them in this order
 TARGETS = {"label": ("int64", ("N",))}
-TRAINING = {'batch_size': 64, 'epochs': 20}
+LOSS_INPUTS = ("log_probs", "label")
+METRICS = {"accuracy": ("log_probs", "label")}  # accuracy: argmax over dim 1 == target
+TRAINING = {
+    "batch_size": 64,
+    "early_stopping": None,
+    "epochs": 20,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class MiniInception(nn.Module):
@@ -94,3 +103,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 27)."""
     return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.0001)
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

@@ -9,8 +9,17 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"x": ("float32", ("N", 3))}
+OUTPUTS = {"y": ("float32", ("N", 1))}  # forward returns them in this order
 TARGETS = {"t": ("float32", ("N", 1))}
-TRAINING = {'batch_size': 8, 'epochs': 200}
+LOSS_INPUTS = ("y", "t")
+METRICS = {}  # no classifier loss
+TRAINING = {
+    "batch_size": 8,
+    "early_stopping": None,
+    "epochs": 200,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class TinyMLP(nn.Module):
@@ -58,3 +67,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 18)."""
     return torch.optim.RMSprop(model.parameters())
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

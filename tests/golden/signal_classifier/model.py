@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"signal": ("float32", ("N", 3, "T"))}
+OUTPUTS = {"logits": ("float32", ("N", 4))}  # forward returns them in this order
 
 
 class SignalClassifier(nn.Module):

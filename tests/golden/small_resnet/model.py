@@ -9,8 +9,17 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"image": ("float32", ("N", 3, 32, 32))}
+OUTPUTS = {"logits": ("float32", ("N", 10))}  # forward returns them in this order
 TARGETS = {"label": ("int64", ("N",))}
-TRAINING = {'batch_size': 128, 'epochs': 30}
+LOSS_INPUTS = ("logits", "label")
+METRICS = {"accuracy": ("logits", "label")}  # accuracy: argmax over dim 1 == target
+TRAINING = {
+    "batch_size": 128,
+    "early_stopping": None,
+    "epochs": 30,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class SmallResNet(nn.Module):
@@ -147,3 +156,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 28)."""
     return torch.optim.AdamW(model.parameters(), weight_decay=0.05)
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None
