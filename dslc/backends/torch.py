@@ -171,18 +171,21 @@ def _loss_class(t: Training, params: dict[int, tuple[str, str]]) -> list[str]:
         f'    """The loss of line {t.loss[0].span.line}: outputs and targets in, a scalar out."""',
         "",
         f"    def forward(self, {', '.join(p for p, _ in params.values())}):",
-        f"        return {_weighted_sum(calls)}",
+        *_weighted_sum(calls, " " * 8),
     ]
 
 
-def _weighted_sum(terms: list[tuple[str, float]]) -> str:
-    """`a + 0.5 * b - c` from (code, weight) pairs."""
+def _weighted_sum(terms: list[tuple[str, float]], indent: str) -> list[str]:
+    """`return a + 0.5 * b - c` from (code, weight) pairs; one term per line when long."""
     out = []
     for i, (code, w) in enumerate(terms):
         scaled = code if abs(w) == 1.0 else f"{abs(w)!r} * {code}"
         sign = "-" if w < 0 else "+"
         out.append(scaled if i == 0 and w > 0 else f"{sign} {scaled}" if i else f"-{scaled}")
-    return " ".join(out)
+    line = f"{indent}return {' '.join(out)}"
+    if len(line) <= 100:
+        return [line]
+    return [f"{indent}return (", *(f"{indent}    {part}" for part in out), f"{indent})"]
 
 
 def _scheduler(t: Training) -> list[str]:
@@ -194,11 +197,12 @@ def _scheduler(t: Training) -> list[str]:
             + ["    return None"]
         )
     op, attrs, span = t.schedule
-    body = op.torch_factory(attrs, t.settings["epochs"])  # type: ignore[attr-defined]
+    lr = t.optimizer[1]["lr"] if t.optimizer else None
+    body = op.torch_factory(attrs, lr)  # type: ignore[attr-defined]
     return head + [
-        f'    """The spec\'s learning-rate schedule (line {span.line}); step it once per',
-        '    optimizer step."""',
-        *(f"    {line}" for line in body),
+        f'    """The spec\'s {op.name} schedule (line {span.line}); step it once per optimizer '
+        'step."""',
+        *(f"    {line}".rstrip() for line in body),
     ]
 
 
@@ -211,9 +215,9 @@ def _penalty(t: Training) -> list[str]:
         for term in t.penalties
     ]
     return head + [
-        f'    """The penalty terms of the loss of line {t.penalties[0].span.line}; the training',
-        '    loop adds this to Loss\'s value."""',
-        f"    return {_weighted_sum(terms)}",
+        f'    """The loss\'s penalty terms (line {t.penalties[0].span.line}); the training loop '
+        'adds them to Loss\'s value."""',
+        *_weighted_sum(terms, " " * 4),
     ]
 
 
@@ -237,6 +241,11 @@ def _tuple(items: list[str]) -> str:
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
+def _needs_math(g: Graph) -> bool:
+    schedule = g.training.schedule if g.training else None
+    return bool(schedule and getattr(schedule[0], "needs_math", False))
+
+
 def _literal(v) -> str:
     return f'"{v}"' if isinstance(v, str) else repr(v)
 
@@ -254,6 +263,7 @@ def emit(g: Graph) -> str:
         f"{g.param_count():,} parameters.",
         '"""',
         "",
+        *(["import math", ""] if _needs_math(g) else []),
         "import torch",
         "import torch.nn.functional as F",
         "from torch import nn",

@@ -1,6 +1,17 @@
 """The op registry: importing this package registers every op, loss and optimizer."""
 
-from dslc.ops import activation, conv, dense, elementwise, loss, norm, optim, pool, shape  # noqa: F401
+from dslc.ops import (  # noqa: F401
+    activation,
+    conv,
+    dense,
+    elementwise,
+    loss,
+    norm,
+    optim,
+    pool,
+    schedule,
+    shape,
+)
 from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
 
 FAMILIES = (
@@ -12,7 +23,9 @@ FAMILIES = (
     "shape",
     "elementwise",
     "loss",
+    "penalty",
     "optimizer",
+    "schedule",
 )
 
 __all__ = ["REGISTRY", "FAMILIES", "Attr", "OpDef", "ParamSpec", "suggest"]
