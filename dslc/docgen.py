@@ -27,6 +27,11 @@ FAMILY_TEXT = {
         "What `a + b`, `a - b`, `a * b`, `a / b` and `x * 0.5` compile to; usually written with "
         "the operators rather than by name.",
     ),
+    "stochastic": (
+        "Stochastic layers",
+        "Random while training (`model.train()`), deterministic in inference: eval mode and "
+        "ONNX use the mean.",
+    ),
     "loss": (
         "Losses",
         "Used in the train section: `loss = ...` is one of these calls or a weighted sum of them "

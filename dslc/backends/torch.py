@@ -229,12 +229,14 @@ def _metrics(t: Training, params: dict[int, tuple[str, str]]) -> str:
     return "{" + pairs + "}"
 
 
-def _signature(values: list[tuple[str, Value]]) -> str:
-    items = ", ".join(
+def _signature(name: str, values: list[tuple[str, Value]]) -> list[str]:
+    """`NAME = {"x": ("float32", ("N", 64))}`, one entry per line when long."""
+    items = [
         f'"{k}": ("{DTYPES[v.type.dtype][1]}", {_tuple([_dim(d) for d in v.type.shape])})'
         for k, v in values
-    )
-    return "{" + items + "}"
+    ]
+    line = f"{name} = {{{', '.join(items)}}}"
+    return [line] if len(line) <= 100 else [f"{name} = {{", *(f"    {i}," for i in items), "}"]
 
 
 def _tuple(items: list[str]) -> str:
@@ -268,14 +270,15 @@ def emit(g: Graph) -> str:
         "import torch.nn.functional as F",
         "from torch import nn",
         "",
-        f"INPUTS = {_signature([(v.name, v) for v in g.inputs])}",
-        f"OUTPUTS = {_signature(list(g.outputs.items()))}  # forward returns them in this order",
+        *_signature("INPUTS", [(v.name, v) for v in g.inputs]),
+        "# forward returns its outputs in this order (one tensor, or a tuple)",
+        *_signature("OUTPUTS", list(g.outputs.items())),
     ]
     if g.training:
         t = g.training
         params = _loss_params(g, t)
         lines += [
-            f"TARGETS = {_signature([(v.name, v) for v in t.targets])}",
+            *_signature("TARGETS", [(v.name, v) for v in t.targets]),
             f"LOSS_INPUTS = {_tuple([_literal(n) for _, n in params.values()])}",
             f"METRICS = {_metrics(t, params)}  # "
             + ("accuracy: argmax over dim 1 == target" if t.metrics() else "no classifier loss"),

@@ -11,6 +11,7 @@ from dslc.ops import (  # noqa: F401
     pool,
     schedule,
     shape,
+    stochastic,
 )
 from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
 
@@ -22,6 +23,7 @@ FAMILIES = (
     "activation",
     "shape",
     "elementwise",
+    "stochastic",
     "loss",
     "penalty",
     "optimizer",

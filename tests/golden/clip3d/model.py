@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"clip": ("float32", ("N", 1, 8, 32, 32))}
-OUTPUTS = {"moving": ("float32", ("N", 1))}  # forward returns them in this order
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"moving": ("float32", ("N", 1))}
 TARGETS = {"label": ("float32", ("N", 1))}
 LOSS_INPUTS = ("moving", "label")
 METRICS = {}  # no classifier loss

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"x": ("float32", ("N", 3))}
-OUTPUTS = {"y": ("float32", ("N", 1))}  # forward returns them in this order
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"y": ("float32", ("N", 1))}
 TARGETS = {"t": ("float32", ("N", 1))}
 LOSS_INPUTS = ("y", "t")
 METRICS = {}  # no classifier loss

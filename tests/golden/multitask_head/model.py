@@ -9,8 +9,19 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"features": ("float32", ("N", 64))}
-OUTPUTS = {"log_probs": ("float32", ("N", 5)), "box": ("float32", ("N", 4)), "size": ("float32", ("N", 1)), "depth": ("float32", ("N", 1))}  # forward returns them in this order
-TARGETS = {"teacher": ("float32", ("N", 5)), "box_target": ("float32", ("N", 4)), "size_target": ("float32", ("N", 1)), "depth_target": ("float32", ("N", 1))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {
+    "log_probs": ("float32", ("N", 5)),
+    "box": ("float32", ("N", 4)),
+    "size": ("float32", ("N", 1)),
+    "depth": ("float32", ("N", 1)),
+}
+TARGETS = {
+    "teacher": ("float32", ("N", 5)),
+    "box_target": ("float32", ("N", 4)),
+    "size_target": ("float32", ("N", 1)),
+    "depth_target": ("float32", ("N", 1)),
+}
 LOSS_INPUTS = ("log_probs", "teacher", "box", "box_target", "size", "size_target", "depth", "depth_target")
 METRICS = {}  # no classifier loss
 TRAINING = {
