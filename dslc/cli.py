@@ -59,6 +59,8 @@ def cmd_summary(args) -> int:
 
 def cmd_compile(args) -> int:
     spec = _load(args)
+    if args.part:
+        spec = spec.part(args.part)
     if args.target == "onnx":
         from dslc.backends.onnx import to_text
 
@@ -183,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_non_negative, default=0, help="ONNX without --weights: initializer seed"
     )
     c.add_argument("--show", action="store_true", help="ONNX: also print the graph as text")
+    c.add_argument(
+        "--part",
+        metavar="INSTANCE",
+        help="compile one block instance (e.g. decoder1) as a model of its own; --weights may "
+        "be the full model's",
+    )
     c.add_argument(
         "--no-fold",
         action="store_true",

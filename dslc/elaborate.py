@@ -37,10 +37,15 @@ DTYPE_ALIASES = {
     "int32": "i32",
 }
 # Names the generated PyTorch module defines or imports: a model class may not take them.
-GENERATED_NAMES = {"torch", "nn", "F", "Loss", "INPUTS", "TARGETS", "TRAINING", "self"} | {
+GENERATED_NAMES = {"torch", "nn", "F", "Loss", "INPUTS", "OUTPUTS", "TARGETS", "self"} | {
+    "LOSS_INPUTS",
+    "METRICS",
+    "TRAINING",
     "create_model",
     "create_loss",
     "create_optimizer",
+    "create_scheduler",
+    "penalty",
 }
 MAX_ELEMENTS = 2**31 - 1  # a tensor larger than this cannot be an ONNX initializer (2 GB)
 PARAM_TYPES: dict[str, type[Any] | tuple[type[Any], ...]] = {
@@ -49,7 +54,16 @@ PARAM_TYPES: dict[str, type[Any] | tuple[type[Any], ...]] = {
     "bool": bool,
     "str": str,
 }
-LAYER_FAMILIES = ("dense", "conv", "pool", "norm", "activation", "shape", "elementwise")
+LAYER_FAMILIES = (
+    "dense",
+    "conv",
+    "pool",
+    "norm",
+    "activation",
+    "shape",
+    "elementwise",
+    "stochastic",
+)
 
 
 class Elaborator(Evaluator):

@@ -12,7 +12,9 @@ from dslc.ops import (  # noqa: F401
     optim,
     pool,
     resize,
+    schedule,
     shape,
+    stochastic,
 )
 from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
 
@@ -24,8 +26,11 @@ FAMILIES = (
     "activation",
     "shape",
     "elementwise",
+    "stochastic",
     "loss",
+    "penalty",
     "optimizer",
+    "schedule",
 )
 
 __all__ = ["REGISTRY", "FAMILIES", "Attr", "OpDef", "ParamSpec", "suggest"]

@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"noisy": ("float32", ("N", 1, 28, 28))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"denoised": ("float32", ("N", 1, 28, 28))}
 TARGETS = {"clean": ("float32", ("N", 1, 28, 28))}
-TRAINING = {'batch_size': 128, 'epochs': 20}
+LOSS_INPUTS = ("denoised", "clean")
+METRICS = {}  # no classifier loss
+TRAINING = {
+    "batch_size": 128,
+    "early_stopping": None,
+    "epochs": 20,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class ConvAutoencoder(nn.Module):
@@ -67,3 +77,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 38)."""
     return torch.optim.Adam(model.parameters())
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

@@ -9,8 +9,22 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"image": ("float32", ("N", 1, 28, 28))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {
+    "smooth": ("float32", ("N", 1, 28, 28)),
+    "edges": ("float32", ("N", 2, 28, 28)),
+    "logits": ("float32", ("N", 10)),
+}
 TARGETS = {"label": ("int64", ("N",))}
-TRAINING = {'batch_size': 64, 'epochs': 5}
+LOSS_INPUTS = ("logits", "label")
+METRICS = {"accuracy": ("logits", "label")}  # accuracy: argmax over dim 1 == target
+TRAINING = {
+    "batch_size": 64,
+    "early_stopping": None,
+    "epochs": 5,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class ImageFilters(nn.Module):
@@ -60,3 +74,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 23)."""
     return torch.optim.Adam(model.parameters())
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

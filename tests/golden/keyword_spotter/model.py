@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"features": ("float32", ("N", 40, 98))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"logits": ("float32", ("N", 12))}
 TARGETS = {"keyword": ("int64", ("N",))}
-TRAINING = {'batch_size': 100, 'epochs': 30}
+LOSS_INPUTS = ("logits", "keyword")
+METRICS = {"accuracy": ("logits", "keyword")}  # accuracy: argmax over dim 1 == target
+TRAINING = {
+    "batch_size": 100,
+    "early_stopping": None,
+    "epochs": 30,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class KeywordSpotter(nn.Module):
@@ -63,3 +73,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 20)."""
     return torch.optim.Adam(model.parameters())
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

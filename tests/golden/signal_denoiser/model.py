@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"noisy": ("float32", ("N", 1, 256))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"clean": ("float32", ("N", 1, 256))}
 TARGETS = {"reference": ("float32", ("N", 1, 256))}
-TRAINING = {'batch_size': 64, 'epochs': 30}
+LOSS_INPUTS = ("clean", "reference")
+METRICS = {}  # no classifier loss
+TRAINING = {
+    "batch_size": 64,
+    "early_stopping": None,
+    "epochs": 30,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class SignalDenoiser(nn.Module):
@@ -55,3 +65,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 29)."""
     return torch.optim.Adam(model.parameters())
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"image": ("float32", ("N", 3, 30, 30))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"logits": ("float32", ("N", 3, 30, 30))}
 TARGETS = {"mask": ("int64", ("N", 30, 30))}
-TRAINING = {'batch_size': 16, 'epochs': 50}
+LOSS_INPUTS = ("logits", "mask")
+METRICS = {"accuracy": ("logits", "mask")}  # accuracy: argmax over dim 1 == target
+TRAINING = {
+    "batch_size": 16,
+    "early_stopping": None,
+    "epochs": 50,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class TinyUNet(nn.Module):
@@ -115,3 +125,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 38)."""
     return torch.optim.Adam(model.parameters())
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"voxels": ("float32", ("N", 1, 16, 16, 16))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"occupancy": ("float32", ("N", 1, 16, 16, 16))}
 TARGETS = {"voxels_true": ("float32", ("N", 1, 16, 16, 16))}
-TRAINING = {'batch_size': 32, 'epochs': 40}
+LOSS_INPUTS = ("occupancy", "voxels_true")
+METRICS = {}  # no classifier loss
+TRAINING = {
+    "batch_size": 32,
+    "early_stopping": None,
+    "epochs": 40,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class VolumeAutoencoder(nn.Module):
@@ -55,3 +65,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 22)."""
     return torch.optim.Adam(model.parameters())
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"volume": ("float32", ("N", 1, 28, 28, 28))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"logits": ("float32", ("N", 11))}
 TARGETS = {"label": ("int64", ("N",))}
-TRAINING = {'batch_size': 32, 'epochs': 50}
+LOSS_INPUTS = ("logits", "label")
+METRICS = {"accuracy": ("logits", "label")}  # accuracy: argmax over dim 1 == target
+TRAINING = {
+    "batch_size": 32,
+    "early_stopping": None,
+    "epochs": 50,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class VolumeClassifier(nn.Module):
@@ -57,3 +67,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 16)."""
     return torch.optim.AdamW(model.parameters(), weight_decay=0.0001)
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None
