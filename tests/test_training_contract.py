@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, params_for
 
 import dslc
 
@@ -15,7 +15,7 @@ TRAINED = [p for p in SPECS if dslc.load(p).graph.training is not None]
 
 @pytest.fixture(params=TRAINED, ids=lambda p: p.stem)
 def generated(request):
-    spec = dslc.load(request.param.relative_to(ROOT))
+    spec = dslc.load(request.param.relative_to(ROOT), params_for(request.param))
     ns: dict = {}
     exec(compile(spec.torch_source(), str(request.param), "exec"), ns)
     return spec, ns
