@@ -99,10 +99,14 @@ def _floats(path: Path, rows: list[list[str]], width: int) -> np.ndarray:
 
 def _shaped(table: np.ndarray, declared: tuple[str, tuple] | None) -> np.ndarray:
     """A single column is a vector when the array is declared [N]; otherwise rows are
-    reshaped to the declared per-example shape when its size matches."""
+    reshaped to the declared per-example shape when its size matches. CSV has no types:
+    whole numbers for an integer array are integers (anything else is left for the dtype
+    check to refuse)."""
     if declared is None:
         return table
-    shape = declared[1]
+    dtype, shape = declared
+    if dtype.startswith("int") and np.all(np.mod(table, 1) == 0):
+        table = table.astype(np.int64)
     if len(shape) == 1 and table.shape[1] == 1:
         return table[:, 0]
     return _reshaped(table, shape)
@@ -157,7 +161,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_TYPES:
         raise DslcError(f"{path} is not an IDX file (bad magic number)")
     rank = raw[3]
-    dims = tuple(np.frombuffer(raw[4 : 4 + 4 * rank], ">u4").astype(int))
+    dims = tuple(int(d) for d in np.frombuffer(raw[4 : 4 + 4 * rank], ">u4"))
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     size = int(np.prod(dims)) * dtype.itemsize
     body = raw[4 + 4 * rank :]

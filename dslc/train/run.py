@@ -121,7 +121,9 @@ def _deterministic(device: Any) -> None:
     if device.type == "cuda":  # cuBLAS is deterministic only with a fixed workspace
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    # torch.use_deterministic_algorithms also sets an option of the compiler, whose import costs
+    # seconds; dslc never compiles, so it flips the switch underneath directly.
+    torch._C._set_deterministic_algorithms(True, warn_only=device.type == "cuda")
 
 
 def _prepare_out(opts: Options, world: distributed.World) -> None:
