@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 
 from dslc.cli import main
 from dslc.train import data
@@ -26,6 +27,19 @@ train {
     epochs = 3
 }
 """
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Training tests use one torch thread: on two shared cores, OpenMP threads contending
+    with other processes make tiny models several times slower. (Other test files import it;
+    subprocesses get OMP_NUM_THREADS=1, so results match bit for bit.)"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SIGNATURE = {"x": ("float32", ("N", 4)), "y": ("int64", ("N",))}
 
 

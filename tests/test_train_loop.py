@@ -12,7 +12,11 @@ import onnxruntime as ort
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_data import TINY, write_tiny
+from test_train_data import (
+    TINY,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    write_tiny,
+)
 
 import dslc
 from dslc.cli import main

@@ -14,7 +14,10 @@ import pytest
 import torch
 from conftest import ROOT
 from safetensors.torch import load_file
-from test_train_data import write_tiny
+from test_train_data import (
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    write_tiny,
+)
 
 from dslc.cli import main
 from dslc.train.loop import STEP_SLEEP_ENV
@@ -39,7 +42,12 @@ train {
 def start(tmp_path, *extra: str, sleep: float) -> subprocess.Popen:
     args = ["train", str(tmp_path / "tiny.dl"), "--data", str(tmp_path / "train.npz")]
     args += ["--val", str(tmp_path / "val.npz"), "--out", str(tmp_path / "run"), *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), STEP_SLEEP_ENV: str(sleep)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        STEP_SLEEP_ENV: str(sleep),
+        "OMP_NUM_THREADS": "1",
+    }
     log = (tmp_path / "stderr.txt").open("w")
     return subprocess.Popen([sys.executable, "-m", "dslc", *args], env=env, stderr=log)
 

@@ -59,7 +59,8 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
     trainer = Trainer(c, settings, world, device, train_set, val_set)
     if opts.resume:
         _resume(trainer, opts.out, settings)
-    report.say(_banner(spec, c, settings, len(train_set), val_set, world))
+    if world.main:
+        report.say(_banner(spec, c, settings, len(train_set), val_set, world))
     stopped = trainer.run()
     if stopped is not None:
         if world.main:
