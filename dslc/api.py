@@ -35,6 +35,12 @@ class Spec:
     def ir_text(self) -> str:
         return ir.format_graph(self.graph)
 
+    def part(self, instance: str) -> Spec:
+        """One block instance (`decoder1`) as a model of its own (ir.part): compile it to ONNX
+        or PyTorch like a spec. Its parameters are the instance's, without the prefix: from a
+        full model's state_dict take the keys `decoder1.*` and drop `decoder1.`."""
+        return Spec(self.path, self.source, ir.part(self.graph, instance))
+
     def torch_source(self) -> str:
         from dslc.backends import torch as torch_backend
 

@@ -50,7 +50,16 @@ PARAM_TYPES: dict[str, type[Any] | tuple[type[Any], ...]] = {
     "bool": bool,
     "str": str,
 }
-LAYER_FAMILIES = ("dense", "conv", "pool", "norm", "activation", "shape", "elementwise")
+LAYER_FAMILIES = (
+    "dense",
+    "conv",
+    "pool",
+    "norm",
+    "activation",
+    "shape",
+    "elementwise",
+    "stochastic",
+)
 
 
 class Elaborator(Evaluator):

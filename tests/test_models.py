@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import torch
 from conftest import ROOT
@@ -72,17 +70,20 @@ def test_generated_modules_train_one_step():
         rng = np.random.default_rng(0)
         inputs = random_inputs(spec.graph.inputs, 4, rng)
         targets = random_inputs(spec.graph.training.targets, 4, rng)
+        # float targets (and inputs, an autoencoder's targets) as probabilities in (0, 1),
+        # which every loss accepts (bce needs them)
+        inputs, targets = (
+            {k: 1 / (1 + np.exp(-a)) if a.dtype.kind == "f" else a for k, a in d.items()}
+            for d in (inputs, targets)
+        )
         before = [p.detach().clone() for p in model.parameters()]
         outputs = model(*(torch.from_numpy(a) for a in inputs.values()))
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         by_name = dict(zip(spec.graph.outputs, outputs, strict=True))
-        # float targets as probabilities in (0, 1), which every loss accepts (bce needs them)
-        targets = {
-            k: 1 / (1 + np.exp(-a)) if a.dtype.kind == "f" else a for k, a in targets.items()
-        }
-        used = list(inspect.signature(ns["Loss"].forward).parameters)[1:]
-        args = [by_name[k] if k in by_name else torch.from_numpy(targets[k]) for k in used]
-        loss = loss_fn(*args)
+        known = {**{k: torch.from_numpy(a) for k, a in {**inputs, **targets}.items()}, **by_name}
+        loss = loss_fn(*(known[k] for k in ns["LOSS_INPUTS"]))
+        if ns["penalty"](model) is not None:
+            loss = loss + ns["penalty"](model)
         assert loss.ndim == 0 and torch.isfinite(loss), path.name
         loss.backward()
         opt.step()

@@ -171,18 +171,21 @@ def _loss_class(t: Training, params: dict[int, tuple[str, str]]) -> list[str]:
         f'    """The loss of line {t.loss[0].span.line}: outputs and targets in, a scalar out."""',
         "",
         f"    def forward(self, {', '.join(p for p, _ in params.values())}):",
-        f"        return {_weighted_sum(calls)}",
+        *_weighted_sum(calls, " " * 8),
     ]
 
 
-def _weighted_sum(terms: list[tuple[str, float]]) -> str:
-    """`a + 0.5 * b - c` from (code, weight) pairs."""
+def _weighted_sum(terms: list[tuple[str, float]], indent: str) -> list[str]:
+    """`return a + 0.5 * b - c` from (code, weight) pairs; one term per line when long."""
     out = []
     for i, (code, w) in enumerate(terms):
         scaled = code if abs(w) == 1.0 else f"{abs(w)!r} * {code}"
         sign = "-" if w < 0 else "+"
         out.append(scaled if i == 0 and w > 0 else f"{sign} {scaled}" if i else f"-{scaled}")
-    return " ".join(out)
+    line = f"{indent}return {' '.join(out)}"
+    if len(line) <= 100:
+        return [line]
+    return [f"{indent}return (", *(f"{indent}    {part}" for part in out), f"{indent})"]
 
 
 def _scheduler(t: Training) -> list[str]:
@@ -194,11 +197,12 @@ def _scheduler(t: Training) -> list[str]:
             + ["    return None"]
         )
     op, attrs, span = t.schedule
-    body = op.torch_factory(attrs, t.settings["epochs"])  # type: ignore[attr-defined]
+    lr = t.optimizer[1]["lr"] if t.optimizer else None
+    body = op.torch_factory(attrs, lr)  # type: ignore[attr-defined]
     return head + [
-        f'    """The spec\'s learning-rate schedule (line {span.line}); step it once per',
-        '    optimizer step."""',
-        *(f"    {line}" for line in body),
+        f'    """The spec\'s {op.name} schedule (line {span.line}); step it once per optimizer '
+        'step."""',
+        *(f"    {line}".rstrip() for line in body),
     ]
 
 
@@ -211,9 +215,9 @@ def _penalty(t: Training) -> list[str]:
         for term in t.penalties
     ]
     return head + [
-        f'    """The penalty terms of the loss of line {t.penalties[0].span.line}; the training',
-        '    loop adds this to Loss\'s value."""',
-        f"    return {_weighted_sum(terms)}",
+        f'    """The loss\'s penalty terms (line {t.penalties[0].span.line}); the training loop '
+        'adds them to Loss\'s value."""',
+        *_weighted_sum(terms, " " * 4),
     ]
 
 
@@ -225,16 +229,23 @@ def _metrics(t: Training, params: dict[int, tuple[str, str]]) -> str:
     return "{" + pairs + "}"
 
 
-def _signature(values: list[tuple[str, Value]]) -> str:
-    items = ", ".join(
+def _signature(name: str, values: list[tuple[str, Value]]) -> list[str]:
+    """`NAME = {"x": ("float32", ("N", 64))}`, one entry per line when long."""
+    items = [
         f'"{k}": ("{DTYPES[v.type.dtype][1]}", {_tuple([_dim(d) for d in v.type.shape])})'
         for k, v in values
-    )
-    return "{" + items + "}"
+    ]
+    line = f"{name} = {{{', '.join(items)}}}"
+    return [line] if len(line) <= 100 else [f"{name} = {{", *(f"    {i}," for i in items), "}"]
 
 
 def _tuple(items: list[str]) -> str:
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def _needs_math(g: Graph) -> bool:
+    schedule = g.training.schedule if g.training else None
+    return bool(schedule and getattr(schedule[0], "needs_math", False))
 
 
 def _literal(v) -> str:
@@ -254,18 +265,20 @@ def emit(g: Graph) -> str:
         f"{g.param_count():,} parameters.",
         '"""',
         "",
+        *(["import math", ""] if _needs_math(g) else []),
         "import torch",
         "import torch.nn.functional as F",
         "from torch import nn",
         "",
-        f"INPUTS = {_signature([(v.name, v) for v in g.inputs])}",
-        f"OUTPUTS = {_signature(list(g.outputs.items()))}  # forward returns them in this order",
+        *_signature("INPUTS", [(v.name, v) for v in g.inputs]),
+        "# forward returns its outputs in this order (one tensor, or a tuple)",
+        *_signature("OUTPUTS", list(g.outputs.items())),
     ]
     if g.training:
         t = g.training
         params = _loss_params(g, t)
         lines += [
-            f"TARGETS = {_signature([(v.name, v) for v in t.targets])}",
+            *_signature("TARGETS", [(v.name, v) for v in t.targets]),
             f"LOSS_INPUTS = {_tuple([_literal(n) for _, n in params.values()])}",
             f"METRICS = {_metrics(t, params)}  # "
             + ("accuracy: argmax over dim 1 == target" if t.metrics() else "no classifier loss"),

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"x": ("float32", ("N", 2))}
-OUTPUTS = {"logit": ("float32", ("N", 1))}  # forward returns them in this order
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"logit": ("float32", ("N", 1))}
 TARGETS = {"y": ("float32", ("N", 1))}
 LOSS_INPUTS = ("logit", "y")
 METRICS = {}  # no classifier loss

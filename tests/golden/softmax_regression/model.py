@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"x": ("float32", ("N", 4))}
-OUTPUTS = {"logits": ("float32", ("N", 3)), "probs": ("float32", ("N", 3))}  # forward returns them in this order
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"logits": ("float32", ("N", 3)), "probs": ("float32", ("N", 3))}
 TARGETS = {"y": ("int64", ("N",))}
 LOSS_INPUTS = ("logits", "y")
 METRICS = {"accuracy": ("logits", "y")}  # accuracy: argmax over dim 1 == target
