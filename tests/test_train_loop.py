@@ -173,3 +173,16 @@ def test_val_split_is_fixed_by_the_seed(tmp_path, capsys):
     assert run_train(spec, train, tmp_path / "s", "--val-split", "0", "--epochs", "1") == 0
     row = json.loads((tmp_path / "s" / "metrics.jsonl").read_text())
     assert row["val_loss"] is None and row["val_accuracy"] is None
+
+
+def test_epochs_flag_reaches_the_schedule(tmp_path):
+    """one_cycle lays its steps out over TRAINING["epochs"]; --epochs must change that, or
+    the scheduler would step past its end (torch raises) or stop short."""
+    spec = TINY.replace("epochs = 3", "epochs = 1\n    schedule = one_cycle(max_lr=0.5)")
+    spec_path, train, val = write_tiny(tmp_path, spec)
+    assert run_train(spec_path, train, tmp_path / "r", "--val", val, "--epochs", "4") == 0
+    rows = [
+        json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    ]
+    lrs = [r["lr"] for r in rows]
+    assert len(lrs) == 4 and lrs[0] > 0.4 and lrs[-1] < 0.01  # warmed up, then annealed

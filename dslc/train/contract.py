@@ -41,6 +41,16 @@ class Contract:
     create_optimizer: Callable[[Any], Any]
     penalty: Callable[[Any], Any]
     create_scheduler: Callable[[Any, int], Any]
+    reduction: str  # how the loss reduces over the batch: "mean", "sum" or "mixed"
+    namespace: dict[str, Any]
+
+    def override(self, key: str, value: Any) -> None:
+        """A setting from the command line. The generated module's functions read TRAINING
+        when called (one_cycle's total steps are epochs * steps_per_epoch), so write it
+        there too."""
+        self.training[key] = value
+        if "TRAINING" in self.namespace:
+            self.namespace["TRAINING"][key] = value
 
     @property
     def arrays(self) -> Signature:
@@ -69,6 +79,8 @@ def contract(spec: Spec) -> Contract:
         create_optimizer=ns["create_optimizer"],
         penalty=ns.get("penalty", lambda model: None),
         create_scheduler=ns.get("create_scheduler", lambda optimizer, steps: None),
+        reduction=_reduction(spec),
+        namespace=ns,
     )
 
 
@@ -82,6 +94,15 @@ def _outputs(spec: Spec) -> Signature:
         )
         for name, v in spec.graph.outputs.items()
     }
+
+
+def _reduction(spec: Spec) -> str:
+    """Per-example losses and data-parallel weighting need to know whether the loss is a batch
+    mean or a batch sum; the generated module does not say, the IR's loss terms do."""
+    training = spec.graph.training
+    terms = training.loss if training else []
+    kinds = {"sum" if t.attrs.get("reduction") == "sum" else "mean" for t in terms}  # batchmean
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def _loss_inputs(loss_class: Any) -> tuple[str, ...]:

@@ -3,9 +3,9 @@
 Convention: the global batch is the spec's batch_size. Every rank draws the same seeded
 permutation of the training set (the sampler of DistributedSampler, written here so that it
 can resume mid-epoch and never pads); each global batch is split across ranks by stride,
-rank r taking examples r, r + K, r + 2K, ... of it. A rank's mean loss is weighted by
-(its examples * K / global examples), so DistributedDataParallel's gradient average equals the
-gradient of the global batch's mean loss, even for a last batch that does not split evenly.
+rank r taking examples r, r + K, r + 2K, ... of it. Each rank weights its loss (Trainer.
+_objective) so that DistributedDataParallel's gradient average equals the gradient of the
+global batch's loss, batch mean or batch sum, even for a last batch that does not split evenly.
 Only rank 0 writes checkpoints, metrics and plots."""
 
 from __future__ import annotations
@@ -34,9 +34,6 @@ class World:
     def shard(self, index: Any) -> Any:
         """This rank's part of a global batch of example indices."""
         return index[self.rank :: self.size]
-
-    def weight(self, local: int, total: int) -> float:
-        return local * self.size / total
 
     def sum(self, values: list[float], device: Any) -> list[float]:
         if not self.distributed:

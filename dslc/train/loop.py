@@ -36,7 +36,7 @@ class Position:
     global_step: int = 0
     best: float | None = None
     bad_epochs: int = 0  # epochs since the monitored metric last improved
-    loss_sum: float = 0.0  # this epoch's train loss times its examples, so far
+    loss_sum: float = 0.0  # this epoch's example losses summed, so far
     examples: int = 0
     seconds: float = 0.0  # time spent in this epoch before an interruption
     stopped_early: bool = False
@@ -115,20 +115,36 @@ class Trainer:
         return True
 
     def _step(self, index: torch.Tensor) -> float:
+        """One optimizer step on a global batch; returns this rank's summed example losses."""
         local = self.world.shard(index)
-        weight = self.world.weight(len(local), len(index))
+        share = len(local) / len(index)
         if len(local) == 0:  # a last batch smaller than the world: take part, add nothing
-            local, weight = index[:1], 0.0
+            local, share = index[:1], 0.0
         batch = self._to_device(self.train.take(local))
-        loss, _ = self._loss(self.model, batch)
+        loss, penalty, _ = self._loss(self.model, batch)
+        objective = self._objective(loss, penalty, share)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss * weight if self.world.distributed else loss).backward()
+        objective.backward()
         if self.c.training["grad_clip"] is not None:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.c.training["grad_clip"])
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return loss.item() * len(local) if weight else 0.0
+        return self._total(loss, len(local)) if share else 0.0
+
+    def _objective(self, loss: torch.Tensor, penalty: Any, share: float) -> torch.Tensor:
+        """What this rank differentiates. DistributedDataParallel averages gradients over the
+        K ranks, so a rank holding `share` of the global batch scales a batch-mean loss by
+        share * K and a batch-sum loss by K; the penalty, counted once, like a mean."""
+        if not self.world.distributed:
+            return loss if penalty is None else loss + penalty
+        k = self.world.size
+        data = loss * (k if self.c.reduction == "sum" else share * k)
+        return data if penalty is None else data + penalty * (share * k)
+
+    def _total(self, loss: torch.Tensor, examples: int) -> float:
+        """The batch's loss summed over its examples (a batch mean times the examples)."""
+        return loss.item() if self.c.reduction == "sum" else loss.item() * examples
 
     def _count(self, loss_sum: float, examples: int) -> None:
         (loss_sum,) = self.world.sum([loss_sum], self.device)
@@ -146,13 +162,13 @@ class Trainer:
             self.save()
         return stop
 
-    def _loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    def _loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any, dict]:
+        """The spec's loss on a batch, its penalty (None without one), and every named tensor."""
         outputs = model(*(batch[k] for k in self.c.inputs))
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         values = {**batch, **dict(zip(self.c.outputs, outputs, strict=True))}
         loss = self.loss_fn(*(values[k] for k in self.c.loss_inputs))
-        penalty = self.c.penalty(self.module)
-        return (loss if penalty is None else loss + penalty), values
+        return loss, self.c.penalty(self.module), values
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: t.to(self.device, non_blocking=True) for k, t in batch.items()}
@@ -207,8 +223,8 @@ class Trainer:
         total, right, counted = 0.0, 0.0, 0
         for start in range(0, len(self.val), self.s.batch_size):
             batch = self._to_device(self.val.take(slice(start, start + self.s.batch_size)))
-            loss, values = self._loss(self.module, batch)
-            total += loss.item() * len(next(iter(batch.values())))
+            loss, _, values = self._loss(self.module, batch)
+            total += self._total(loss, len(next(iter(batch.values()))))
             if "accuracy" in self.c.metrics:  # the first classifier's; later ones unreported
                 output, target = self.c.metrics["accuracy"]
                 hits, n = accuracy(values[output], values[target])
@@ -228,7 +244,11 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "rng": checkpoint.rng_state(shuffle, self.device.type == "cuda"),
             "position": asdict(self.pos),
-            "settings": {"batch_size": self.s.batch_size, "seed": self.s.seed},
+            "settings": {
+                "batch_size": self.s.batch_size,
+                "seed": self.s.seed,
+                "epochs": self.s.epochs,
+            },
         }
         self._save_weights("last.safetensors", None)
         checkpoint.save_state(self.s.out, state)

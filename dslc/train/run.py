@@ -52,6 +52,11 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
     train_set, val_set = _datasets(c, opts)
     if world.distributed and settings.batch_size < world.size:
         raise DslcError(f"batch size {settings.batch_size} is smaller than {world.size} processes")
+    if world.distributed and c.reduction == "mixed":
+        raise DslcError(
+            "data-parallel training needs the loss terms reduced alike (all mean or all sum)",
+            hint="give every loss term the same reduction=, or train in one process",
+        )
     if settings.monitor == "val_accuracy" and (val_set is None or not c.metrics):
         raise DslcError("the spec monitors val_accuracy, which needs validation data and a metric")
     _prepare_out(opts, world)
@@ -72,6 +77,9 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
 
 
 def _settings(c: Contract, opts: Options) -> Settings:
+    for key in ("epochs", "batch_size"):
+        if getattr(opts, key):
+            c.override(key, getattr(opts, key))
     monitor = c.training["monitor"]
     return Settings(
         batch_size=opts.batch_size or c.training["batch_size"],
@@ -144,7 +152,8 @@ def _prepare_out(opts: Options, world: distributed.World) -> None:
 def _resume(trainer: Trainer, out: Path, settings: Settings) -> None:
     state = checkpoint.load_state(out)
     saved = state.get("settings", {})
-    for key in ("batch_size", "seed"):
+    keys = ("batch_size", "seed", "epochs") if trainer.scheduler else ("batch_size", "seed")
+    for key in keys:  # a schedule is laid out over the epochs it was built for
         if saved.get(key) != getattr(settings, key):
             raise DslcError(
                 f"--resume: the run in {out} used {key} {saved.get(key)}, "
