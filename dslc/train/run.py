@@ -37,11 +37,11 @@ def train(opts: Options) -> int:
     """Exit status: 0 done, 1 ONNX parity failed, 128 + signal when stopped by one."""
     spec = load(opts.spec, opts.params)
     c = contract(spec)
-    device = _device(opts.device)
+    device = _device(opts.device)  # checks CUDA before joining a process group
     world = distributed.init(opts.device)
     try:
-        if world.distributed and device.type == "cuda":
-            device = _cuda(world.local_rank)
+        if device.type == "cuda":
+            device = _cuda(world.local_rank)  # one GPU per process under torchrun
         return _train(spec, c, opts, world, device)
     finally:
         distributed.close(world)
@@ -121,6 +121,7 @@ def _cuda(index: int) -> Any:
     if not torch.cuda.is_available():
         why = "torch was built without CUDA" if torch.version.cuda is None else "no GPU is visible"
         raise DslcError(f"--device cuda: CUDA is not available ({why})", hint="use --device cpu")
+    torch.cuda.set_device(index)
     return torch.device("cuda", index)
 
 
