@@ -4,8 +4,10 @@ errors around a run directory."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -186,3 +188,25 @@ def test_epochs_flag_reaches_the_schedule(tmp_path):
     ]
     lrs = [r["lr"] for r in rows]
     assert len(lrs) == 4 and lrs[0] > 0.4 and lrs[-1] < 0.01  # warmed up, then annealed
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_one_line_per_epoch_otherwise(tmp_path, monkeypatch, capsys):
+    spec, train, val = write_tiny(tmp_path)
+    assert run_train(spec, train, tmp_path / "a", "--val", val, "--epochs", "2") == 0
+    piped = capsys.readouterr().err
+    assert "step/s" not in piped and "\r" not in piped
+    assert [line[:12] for line in piped.splitlines() if line.startswith("epoch")] == [
+        "epoch 1/2  t",
+        "epoch 2/2  t",
+    ]
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert run_train(spec, train, tmp_path / "b", "--val", val, "--epochs", "1") == 0
+    shown = terminal.getvalue()
+    assert "epoch 1/1:" in shown and "0/8 [" in shown and "loss=" in shown and "ex_s=" in shown
+    assert "epoch 1/1  train_loss" in shown  # the summary line stays after the bar

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,16 @@ class Progress:
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
+            # tqdm shows nothing on a pty that reports a 0 x 0 size; shutil falls back to 80 x 24
+            size = shutil.get_terminal_size()
             self.bar = tqdm(
                 total=steps,
                 initial=done,
                 desc=f"epoch {epoch + 1}/{epochs}",
                 unit="step",
                 file=sys.stderr,
-                dynamic_ncols=True,
+                ncols=size.columns,
+                nrows=size.lines,
                 leave=False,
             )
 
