@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"x": ("float32", ("N", 1, 8, 8))}
-OUTPUTS = {"logits": ("float32", ("N", 10))}  # forward returns them in this order
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"logits": ("float32", ("N", 10))}
 TARGETS = {"label": ("int64", ("N",))}
 LOSS_INPUTS = ("logits", "label")
 METRICS = {"accuracy": ("logits", "label")}  # accuracy: argmax over dim 1 == target
