@@ -273,9 +273,12 @@ class Trainer:
         self.pos = Position(**state["position"])
 
     def _catch_signals(self) -> dict[int, Any]:
-        """SIGINT and SIGTERM stop the run at the next step boundary, checkpointed."""
+        """SIGINT and SIGTERM stop the run at the next step boundary, checkpointed; a second
+        one stops it at once (the last checkpoint stays valid)."""
 
         def stop(signum: int, _frame: Any) -> None:
+            if self.signal is not None:
+                raise KeyboardInterrupt
             self.signal = signum
 
         return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
