@@ -1,14 +1,11 @@
 """What the trainer needs from a compiled spec: the generated module's training contract
 (INPUTS, TARGETS, OUTPUTS, TRAINING, LOSS_INPUTS, METRICS, create_model, create_loss, penalty,
-create_optimizer, create_scheduler), read once into one object.
-
-Older generated modules lack some names (OUTPUTS, LOSS_INPUTS, METRICS, penalty,
-create_scheduler, the newer TRAINING keys); each has a fallback here that gives the meaning
-the contract specifies, so the loop never looks anything up by hand."""
+create_optimizer, create_scheduler), read once into one object, so the loop never looks
+anything up by name. One thing the module does not state is read from the IR: whether the
+loss is a batch mean or a batch sum."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,14 +14,6 @@ from dslc.api import Spec
 from dslc.errors import DslcError
 
 Signature = dict[str, tuple[str, tuple[int | str, ...]]]  # name -> (torch dtype, shape)
-
-DEFAULTS = {
-    "batch_size": 32,
-    "epochs": 10,
-    "grad_clip": None,
-    "early_stopping": None,
-    "monitor": "val_loss",
-}
 
 
 @dataclass
@@ -42,15 +31,12 @@ class Contract:
     penalty: Callable[[Any], Any]
     create_scheduler: Callable[[Any, int], Any]
     reduction: str  # how the loss reduces over the batch: "mean", "sum" or "mixed"
-    namespace: dict[str, Any]
 
     def override(self, key: str, value: Any) -> None:
-        """A setting from the command line. The generated module's functions read TRAINING
-        when called (one_cycle's total steps are epochs * steps_per_epoch), so write it
-        there too."""
+        """A setting from the command line. `training` is the generated module's TRAINING
+        itself, not a copy: its functions read it when called (one_cycle's total steps are
+        epochs * steps_per_epoch), so they see the override too."""
         self.training[key] = value
-        if "TRAINING" in self.namespace:
-            self.namespace["TRAINING"][key] = value
 
     @property
     def arrays(self) -> Signature:
@@ -69,31 +55,18 @@ def contract(spec: Spec) -> Contract:
     return Contract(
         name=spec.name,
         inputs=ns["INPUTS"],
-        targets=ns.get("TARGETS", {}),
-        outputs=ns.get("OUTPUTS") or _outputs(spec),
-        training={**DEFAULTS, **ns.get("TRAINING", {})},
-        loss_inputs=tuple(ns.get("LOSS_INPUTS") or _loss_inputs(ns["Loss"])),
-        metrics=dict(ns.get("METRICS", {})),
+        targets=ns["TARGETS"],
+        outputs=ns["OUTPUTS"],
+        training=ns["TRAINING"],
+        loss_inputs=tuple(ns["LOSS_INPUTS"]),
+        metrics=dict(ns["METRICS"]),
         create_model=ns["create_model"],
         create_loss=ns["create_loss"],
         create_optimizer=ns["create_optimizer"],
-        penalty=ns.get("penalty", lambda model: None),
-        create_scheduler=ns.get("create_scheduler", lambda optimizer, steps: None),
+        penalty=ns["penalty"],
+        create_scheduler=ns["create_scheduler"],
         reduction=_reduction(spec),
-        namespace=ns,
     )
-
-
-def _outputs(spec: Spec) -> Signature:
-    from dslc.types import DTYPES
-
-    return {
-        name: (
-            DTYPES[v.type.dtype][1],
-            tuple(d if isinstance(d, int) else str(d) for d in v.type.shape),
-        )
-        for name, v in spec.graph.outputs.items()
-    }
 
 
 def _reduction(spec: Spec) -> str:
@@ -103,8 +76,3 @@ def _reduction(spec: Spec) -> str:
     terms = training.loss if training else []
     kinds = {"sum" if t.attrs.get("reduction") == "sum" else "mean" for t in terms}  # batchmean
     return kinds.pop() if len(kinds) == 1 else "mixed"
-
-
-def _loss_inputs(loss_class: Any) -> tuple[str, ...]:
-    """The Loss module's forward parameters are named after the outputs and targets it takes."""
-    return tuple(inspect.signature(loss_class.forward).parameters)[1:]
