@@ -93,6 +93,42 @@ def _write(path: Path, data: bytes) -> None:
         raise DslcError(f"cannot write {path}: {err.strerror}") from None
 
 
+def cmd_train(args) -> int:
+    from dslc.train import Options, train
+
+    return train(
+        Options(
+            spec=args.spec,
+            data=args.data,
+            out=Path(args.out),
+            val=args.val,
+            val_split=args.val_split,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            resume=args.resume,
+            device=args.device,
+            export_onnx=args.export_onnx,
+            checkpoint_every=args.checkpoint_every,
+            params=_params(args.param),
+            columns=_columns(args.columns),
+        )
+    )
+
+
+def _columns(items: list[str]) -> dict[str, list[str]]:
+    """--columns NAME=COL,COL: the CSV columns that feed array NAME, in order."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, cols = item.partition("=")
+        if not sep or not name or not cols:
+            raise DslcError(
+                f"bad --columns '{item}'", hint="write it as NAME=COL,COL, e.g. x=a,b,c"
+            )
+        out[name] = [c.strip() for c in cols.split(",")]
+    return out
+
+
 def cmd_run(args) -> int:
     from dslc import runner
 
@@ -140,6 +176,22 @@ def _non_negative(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'")
     return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return int(text)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got '{text}'")
+    return value
 
 
 def _tolerance(text: str) -> float:
@@ -204,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", help="keep model.py, weights.pt and model.onnx in this directory")
     v.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     v.set_defaults(fn=cmd_verify)
+    _train_parser(spec_command("train", "train a spec's model on data files; see docs/training.md"))
     r = sub.add_parser("run", help="run an ONNX model in onnxruntime")
     r.add_argument("model")
     r.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
@@ -211,6 +264,39 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="save the outputs to this .npz file")
     r.set_defaults(fn=cmd_run)
     return p
+
+
+def _train_parser(t: argparse.ArgumentParser) -> None:
+    t.add_argument(
+        "--data", required=True, help=".npz, .csv, .txt, or IDX files (a:b, a directory)"
+    )
+    val = t.add_mutually_exclusive_group()
+    val.add_argument("--val", help="validation data, in the same formats")
+    val.add_argument(
+        "--val-split",
+        type=_fraction,
+        help="hold out this fraction of --data (default 0.1; 0: none)",
+    )
+    t.add_argument("--out", required=True, help="the run directory, e.g. runs/NAME")
+    t.add_argument("--epochs", type=_positive, help="override the spec's epochs")
+    t.add_argument("--batch-size", type=_positive, help="override the spec's batch_size")
+    t.add_argument("--seed", type=_non_negative, default=0)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    t.add_argument(
+        "--export-onnx", action="store_true", help="write model.onnx from the best weights"
+    )
+    t.add_argument(
+        "--checkpoint-every", type=_positive, metavar="N", help="also checkpoint every N steps"
+    )
+    t.add_argument(
+        "--columns",
+        action="append",
+        default=[],
+        metavar="NAME=COL,COL",
+        help="CSV columns of an array",
+    )
+    t.set_defaults(fn=cmd_train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,78 @@
+"""What the trainer needs from a compiled spec: the generated module's training contract
+(INPUTS, TARGETS, OUTPUTS, TRAINING, LOSS_INPUTS, METRICS, create_model, create_loss, penalty,
+create_optimizer, create_scheduler), read once into one object, so the loop never looks
+anything up by name. One thing the module does not state is read from the IR: whether the
+loss is a batch mean or a batch sum."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dslc.api import Spec
+from dslc.errors import DslcError
+
+Signature = dict[str, tuple[str, tuple[int | str, ...]]]  # name -> (torch dtype, shape)
+
+
+@dataclass
+class Contract:
+    name: str
+    inputs: Signature
+    targets: Signature
+    outputs: Signature
+    training: dict[str, Any]
+    loss_inputs: tuple[str, ...]
+    metrics: dict[str, tuple[str, str]]
+    create_model: Callable[[], Any]
+    create_loss: Callable[[], Any]
+    create_optimizer: Callable[[Any], Any]
+    penalty: Callable[[Any], Any]
+    create_scheduler: Callable[[Any, int], Any]
+    reduction: str  # how the loss reduces over the batch: "mean", "sum" or "mixed"
+
+    def override(self, key: str, value: Any) -> None:
+        """A setting from the command line. `training` is the generated module's TRAINING
+        itself, not a copy: its functions read it when called (one_cycle's total steps are
+        epochs * steps_per_epoch), so they see the override too."""
+        self.training[key] = value
+
+    @property
+    def arrays(self) -> Signature:
+        """What a data set holds: the model inputs, then the targets."""
+        return {**self.inputs, **self.targets}
+
+
+def contract(spec: Spec) -> Contract:
+    """The training contract of `spec`; a DslcError if the spec has no train section."""
+    ns = spec.torch_namespace()
+    if "create_loss" not in ns or "create_optimizer" not in ns:
+        raise DslcError(
+            f"{spec.path}: model {spec.name} has no train section, so there is nothing to train",
+            hint="add `train { target ...; loss = ...; optimizer = ... }` to the spec",
+        )
+    return Contract(
+        name=spec.name,
+        inputs=ns["INPUTS"],
+        targets=ns["TARGETS"],
+        outputs=ns["OUTPUTS"],
+        training=ns["TRAINING"],
+        loss_inputs=tuple(ns["LOSS_INPUTS"]),
+        metrics=dict(ns["METRICS"]),
+        create_model=ns["create_model"],
+        create_loss=ns["create_loss"],
+        create_optimizer=ns["create_optimizer"],
+        penalty=ns["penalty"],
+        create_scheduler=ns["create_scheduler"],
+        reduction=_reduction(spec),
+    )
+
+
+def _reduction(spec: Spec) -> str:
+    """Per-example losses and data-parallel weighting need to know whether the loss is a batch
+    mean or a batch sum; the generated module does not say, the IR's loss terms do."""
+    training = spec.graph.training
+    terms = training.loss if training else []
+    kinds = {"sum" if t.attrs.get("reduction") == "sum" else "mean" for t in terms}  # batchmean
+    return kinds.pop() if len(kinds) == 1 else "mixed"
