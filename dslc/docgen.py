@@ -52,7 +52,8 @@ FAMILY_TEXT = {
     "schedule": (
         "Learning-rate schedules",
         "Used in the train section: `schedule = ...`. The generated "
-        "`create_scheduler(optimizer, steps_per_epoch)` is stepped once per optimizer step; "
+        "`create_scheduler(optimizer, steps_per_epoch, epochs)` is stepped once per optimizer "
+        "step; "
         "durations are given in epochs and multiplied by steps_per_epoch. In the formulas, t "
         "counts optimizer steps, lr is the optimizer's learning rate and E the epochs setting.",
     ),

@@ -45,3 +45,26 @@ def test_digits_cnn_reaches_97_percent(tmp_path, monkeypatch, capsys):
     assert len(rows) == 15
     assert max(r["val_accuracy"] for r in rows) >= 0.97
     assert "best val_accuracy 0.9" in capsys.readouterr().err
+
+
+def test_the_vae_trains_on_the_digits_and_its_decoder_exports(tmp_path, monkeypatch):
+    """dslc train on specs/vae.dl (no targets: the loss is the negative ELBO of the input),
+    then the decoder alone, with the trained weights, to ONNX; it turns latent samples into
+    64 pixel probabilities in onnxruntime."""
+    import onnxruntime as ort
+
+    monkeypatch.chdir(ROOT)
+    make_data(tmp_path / "digits")
+    out = tmp_path / "runs" / "vae"
+    data = ["--data", str(tmp_path / "digits" / "vae_train.npz")]
+    val = ["--val", str(tmp_path / "digits" / "vae_val.npz")]
+    assert main(["train", "specs/vae.dl", *data, *val, "--out", str(out), "--epochs", "8"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["val_loss"] < 0.8 * rows[0]["val_loss"]
+    decoder = tmp_path / "decoder.onnx"
+    weights = ["--weights", str(out / "best.safetensors")]
+    args = ["compile", "specs/vae.dl", "--target", "onnx", "--part", "decoder1", *weights]
+    assert main([*args, "-o", str(decoder)]) == 0
+    z = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    (images,) = ort.InferenceSession(str(decoder)).run(None, {"z": z})
+    assert images.shape == (5, 64) and ((images > 0) & (images < 1)).all()

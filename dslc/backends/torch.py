@@ -198,7 +198,7 @@ def _weighted_sum(terms: list[tuple[str, float]], indent: str) -> list[str]:
 
 
 def _scheduler(t: Training) -> list[str]:
-    head = ["", "", "def create_scheduler(optimizer, steps_per_epoch):"]
+    head = ["", "", 'def create_scheduler(optimizer, steps_per_epoch, epochs=TRAINING["epochs"]):']
     if t.schedule is None:
         return (
             head

@@ -1,7 +1,7 @@
 """Learning-rate schedules: the `schedule = ...` setting of a train section.
 
-The generated `create_scheduler(optimizer, steps_per_epoch)` is stepped once per optimizer step,
-so `t` below counts optimizer steps. Attributes measured in time are in epochs, which read
+The generated `create_scheduler(optimizer, steps_per_epoch, epochs)` is stepped once per optimizer
+step, so `t` below counts optimizer steps. Attributes measured in time are in epochs, which read
 naturally in a spec and do not depend on the dataset's size; the generated code multiplies them
 by steps_per_epoch. `lr` is the optimizer's learning rate and E the `epochs` setting."""
 
@@ -13,7 +13,7 @@ from dslc.diagnostics import SpecError
 from dslc.ops.base import Attr, OpDef, register
 
 GAMMA = Attr("gamma", "float", 0.1, "factor applied at each decay", positive=True, maximum=1.0)
-TOTAL = 'TRAINING["epochs"] * steps_per_epoch'
+TOTAL = "epochs * steps_per_epoch"
 LR_SCHEDULER = "torch.optim.lr_scheduler"
 
 
@@ -26,7 +26,7 @@ class Schedule(OpDef):
         """Checks against the epochs setting and the optimizer's learning rate."""
 
     def torch_factory(self, a: dict[str, Any], lr: float) -> list[str]:
-        """The body of create_scheduler(optimizer, steps_per_epoch)."""
+        """The body of create_scheduler(optimizer, steps_per_epoch, epochs)."""
         raise NotImplementedError
 
 

@@ -29,13 +29,11 @@ class Contract:
     create_loss: Callable[[], Any]
     create_optimizer: Callable[[Any], Any]
     penalty: Callable[[Any], Any]
-    create_scheduler: Callable[[Any, int], Any]
+    create_scheduler: Callable[[Any, int, int], Any]
     reduction: str  # how the loss reduces over the batch: "mean", "sum" or "mixed"
 
     def override(self, key: str, value: Any) -> None:
-        """A setting from the command line. `training` is the generated module's TRAINING
-        itself, not a copy: its functions read it when called (one_cycle's total steps are
-        epochs * steps_per_epoch), so they see the override too."""
+        """A setting from the command line, recorded where the run's settings are read."""
         self.training[key] = value
 
     @property

@@ -70,7 +70,7 @@ class Trainer:
         self.loss_fn = c.create_loss().to(device)
         self.optimizer = c.create_optimizer(self.module)
         self.steps = math.ceil(len(train) / s.batch_size)
-        self.scheduler = c.create_scheduler(self.optimizer, self.steps)
+        self.scheduler = c.create_scheduler(self.optimizer, self.steps, s.epochs)
         self.generator = torch.Generator().manual_seed(s.seed)
         self.shuffle_state = self.generator.get_state()
         self.pos = Position()

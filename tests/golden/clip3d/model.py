@@ -71,7 +71,7 @@ def create_optimizer(model):
     return torch.optim.Adam(model.parameters(), lr=0.0003, betas=(0.9, 0.99))
 
 
-def create_scheduler(optimizer, steps_per_epoch):
+def create_scheduler(optimizer, steps_per_epoch, epochs=TRAINING["epochs"]):
     """The spec's exponential schedule (line 17); step it once per optimizer step."""
     gamma = 0.8 ** (1 / steps_per_epoch)  # 0.8 per epoch
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)

@@ -106,10 +106,10 @@ def create_optimizer(model):
     return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
 
 
-def create_scheduler(optimizer, steps_per_epoch):
+def create_scheduler(optimizer, steps_per_epoch, epochs=TRAINING["epochs"]):
     """The spec's one_cycle schedule (line 30); step it once per optimizer step."""
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=0.1, total_steps=TRAINING["epochs"] * steps_per_epoch, pct_start=0.25
+        optimizer, max_lr=0.1, total_steps=epochs * steps_per_epoch, pct_start=0.25
     )
 
 

@@ -70,7 +70,7 @@ def create_optimizer(model):
     return torch.optim.RMSprop(model.parameters())
 
 
-def create_scheduler(optimizer, steps_per_epoch):
+def create_scheduler(optimizer, steps_per_epoch, epochs=TRAINING["epochs"]):
     """The spec's step schedule (line 19); step it once per optimizer step."""
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=50 * steps_per_epoch, gamma=0.5)
 

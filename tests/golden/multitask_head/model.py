@@ -80,7 +80,7 @@ def create_optimizer(model):
     return torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=0.0001)
 
 
-def create_scheduler(optimizer, steps_per_epoch):
+def create_scheduler(optimizer, steps_per_epoch, epochs=TRAINING["epochs"]):
     """The spec's multistep schedule (line 26); step it once per optimizer step."""
     milestones = [epoch * steps_per_epoch for epoch in (8, 11)]
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)

@@ -161,10 +161,10 @@ def create_optimizer(model):
     return torch.optim.AdamW(model.parameters(), weight_decay=0.05)
 
 
-def create_scheduler(optimizer, steps_per_epoch):
+def create_scheduler(optimizer, steps_per_epoch, epochs=TRAINING["epochs"]):
     """The spec's cosine schedule (line 29); step it once per optimizer step."""
     warmup = 2 * steps_per_epoch
-    total = TRAINING["epochs"] * steps_per_epoch
+    total = epochs * steps_per_epoch
     floor = 1e-05 / 0.001  # min_lr / lr
 
     def factor(t):  # the learning rate after t optimizer steps is lr * factor(t)

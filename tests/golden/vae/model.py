@@ -76,7 +76,7 @@ def create_optimizer(model):
     return torch.optim.Adam(model.parameters())
 
 
-def create_scheduler(optimizer, steps_per_epoch):
+def create_scheduler(optimizer, steps_per_epoch, epochs=TRAINING["epochs"]):
     """No schedule in the spec: the learning rate stays constant."""
     return None
 

@@ -116,7 +116,7 @@ def create_optimizer(model):
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
 
 
-def create_scheduler(optimizer, steps_per_epoch):
+def create_scheduler(optimizer, steps_per_epoch, epochs=TRAINING["epochs"]):
     """No schedule in the spec: the learning rate stays constant."""
     return None
 
