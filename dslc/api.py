@@ -67,29 +67,49 @@ class Spec:
         """The ONNX ModelProto, for inference. `weights`: a state_dict (tensors or arrays), a
         path to a saved state_dict or safetensors file, or None for the spec's initializers
         drawn with `seed`. `fold_batch_norm`: fold batch norm into the layer before it."""
-        return self.onnx_export(weights, seed, fold_batch_norm).model
+        return self.onnx_export(weights, seed, fold_batch_norm).model()
 
     def onnx_export(
         self, weights: Any = None, seed: int = 0, fold_batch_norm: bool = True
     ) -> OnnxExport:
-        """The model, its serialized and checked bytes (what `dslc compile` writes), and how
-        many batch norms were folded."""
+        """The checked ONNX model, ready to write to a file (what `dslc compile` does) or to
+        take as a ModelProto."""
         from dslc.backends import onnx as onnx_backend
+        from dslc.backends import onnx_file
         from dslc.backends.fold import fold_batch_norm as fold
 
         graph, arrays = self.graph, onnx_backend.resolve_weights(self.graph, weights, seed)
         folded = 0
         if fold_batch_norm:
-            graph, arrays, folded = fold(graph, arrays)
-        model = onnx_backend.build(graph, arrays)
-        return OnnxExport(model, onnx_backend.checked_bytes(model), folded)
+            graph, arrays, folded = fold(graph, arrays, in_place=weights is None)
+        skeleton, large = onnx_backend.build_lazy(graph, arrays)
+        onnx_file.check(skeleton, large)
+        return OnnxExport(skeleton, large, folded)
 
 
 @dataclass
 class OnnxExport:
-    model: Any  # onnx.ModelProto (onnx is imported only when a model is built)
-    data: bytes
+    """A checked model: its skeleton (onnx.ModelProto without the large initializers' data),
+    those arrays, and how many batch norms were folded."""
+
+    skeleton: Any
+    large: dict[str, Any]
     folded_batch_norms: int
+
+    @property
+    def node_count(self) -> int:
+        return len(self.skeleton.graph.node)
+
+    def model(self):
+        from dslc.backends import onnx_file
+
+        return onnx_file.whole(self.skeleton, self.large)
+
+    def write(self, path: str | os.PathLike) -> int:
+        """One self-contained .onnx file; returns its size in bytes."""
+        from dslc.backends import onnx_file
+
+        return onnx_file.write(Path(path), self.skeleton, self.large)
 
 
 def display_path(path: str | os.PathLike) -> str:

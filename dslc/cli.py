@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,30 +66,29 @@ def cmd_compile(args) -> int:
         from dslc.backends.onnx import to_text
 
         export = spec.onnx_export(args.weights, args.seed, fold_batch_norm=not args.no_fold)
-        model = export.model
         out = Path(args.output or f"{spec.name.lower()}.onnx")
-        _write(out, export.data)
+        _write(out, export.write)
         folded = export.folded_batch_norms
         note = f" ({folded} batch norm{'s' if folded != 1 else ''} folded)" if folded else ""
         print(
-            f"wrote {out}: {len(model.graph.node)} nodes{note}, {spec.param_count:,} parameters",
+            f"wrote {out}: {export.node_count} nodes{note}, {spec.param_count:,} parameters",
             file=sys.stderr,
         )
         if args.show:
-            print(to_text(model))
+            print(to_text(export.model()))
         return 0
     text = spec.torch_source() if args.target == "torch" else spec.ir_text()
     if args.output:
-        _write(Path(args.output), text.encode())
+        _write(Path(args.output), lambda path: path.write_bytes(text.encode()))
     else:
         sys.stdout.write(text)
     return 0
 
 
-def _write(path: Path, data: bytes) -> None:
+def _write(path: Path, write: Callable[[Path], object]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        write(path)
     except OSError as err:
         raise DslcError(f"cannot write {path}: {err.strerror}") from None
 

@@ -18,9 +18,11 @@ from dslc.ops.base import ParamSpec
 
 
 def fold_batch_norm(
-    graph: Graph, weights: dict[str, np.ndarray]
+    graph: Graph, weights: dict[str, np.ndarray], in_place: bool = False
 ) -> tuple[Graph, dict[str, np.ndarray], int]:
-    """The graph and weights with every foldable batch norm folded, and how many were."""
+    """The graph and weights with every foldable batch norm folded, and how many were.
+    `in_place`: the arrays are the caller's to change (freshly drawn ones), which saves a copy
+    of every folded weight; a user's state_dict is never changed."""
     producer = {id(v): n for n in graph.nodes for v in n.outputs}
     uses: dict[int, int] = {}
     for n in graph.nodes:
@@ -33,7 +35,7 @@ def fold_batch_norm(
         src = producer.get(id(bn.inputs[0])) if bn.op.name == "batch_norm" else None
         if src is None or not _foldable(src, bn.inputs[0], uses, outputs):
             continue
-        folded[id(src)] = _fold(src, bn, weights)
+        folded[id(src)] = _fold(src, bn, weights, in_place)
         folded[id(bn)] = folded[id(src)]
     if not folded:
         return graph, weights, 0
@@ -55,14 +57,18 @@ def _foldable(src: Node, value: Value, uses: dict[int, int], outputs: set[int]) 
     return src.op.name != "linear" or value.type.rank == 2
 
 
-def _fold(src: Node, bn: Node, weights: dict[str, np.ndarray]) -> Node:
+def _fold(src: Node, bn: Node, weights: dict[str, np.ndarray], in_place: bool) -> Node:
     scale, shift = bn.op.inference_affine(bn, weights)  # type: ignore[attr-defined]
     w = weights[f"{src.name}.weight"]
     axis = src.op.affine_axis
     shape = [1] * w.ndim
     shape[axis] = -1  # type: ignore[index]
     # One float32 multiply per weight (scale itself is computed in float64).
-    weights[f"{src.name}.weight"] = w * scale.reshape(shape).astype(np.float32)
+    factor = scale.reshape(shape).astype(np.float32)
+    if in_place and w.dtype == np.float32 and w.flags.writeable:
+        w *= factor
+    else:
+        weights[f"{src.name}.weight"] = w * factor
     bias = weights.get(f"{src.name}.bias", np.zeros(len(scale))).astype(np.float64)
     weights[f"{src.name}.bias"] = (bias * scale + shift).astype(np.float32)
     for key in ("weight", "bias", "running_mean", "running_var"):

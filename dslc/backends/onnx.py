@@ -7,6 +7,7 @@ module only adds the graph's signature, the initializers and the model wrapper."
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from onnx import TensorProto, helper
 from dslc import __version__, init
 from dslc.errors import DslcError
 from dslc.ir import Graph, Node
+from dslc.ops.base import ParamSpec
 from dslc.types import DTYPES, TensorType, numpy_dtype
 
 OPSET = 21
@@ -77,7 +79,12 @@ def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
     )
 
 
-def build(graph: Graph, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+def build_lazy(
+    graph: Graph, weights: dict[str, np.ndarray]
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The model with the data of its large initializers left out (their name, type and dims
+    are there), and those arrays by name: a 100 MB model is then checked and written without
+    copying its weights through protobuf (dslc/backends/onnx_file.py)."""
     for v in [*graph.inputs, *(out for n in graph.nodes for out in n.outputs)]:
         if v.type.dtype == "bf16":
             raise DslcError(
@@ -113,33 +120,32 @@ def build(graph: Graph, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         producer_version=__version__,
         doc_string=f"{graph.name}, compiled by dslc from {graph.path}",
     )
-    for name, data in b.initializers.items():  # in place: no copies of large weights
-        _fill(model.graph.initializer.add(), name, data)
-    return model
+    large = {}
+    for name, data in b.initializers.items():
+        t = model.graph.initializer.add()
+        t.name = name
+        t.data_type = helper.np_dtype_to_tensor_dtype(data.dtype)
+        t.dims.extend(data.shape)
+        if data.size <= SMALL:  # shapes, scales, biases: kept, so the checker sees their values
+            t.raw_data = raw(data)
+        else:
+            large[name] = data
+    return model, large
 
 
-def _fill(t: onnx.TensorProto, name: str, data: np.ndarray) -> None:
-    """numpy_helper.from_array, written straight into the model's own TensorProto."""
-    t.name = name
-    t.data_type = helper.np_dtype_to_tensor_dtype(data.dtype)
-    t.dims.extend(data.shape)
-    t.raw_data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).tobytes()
+SMALL = 4096  # initializers up to this many elements carry their data in the skeleton
 
 
-def checked_bytes(model: onnx.ModelProto) -> bytes:
-    """The serialized model, after onnx's checker and shape inference accept it. Checking the
-    bytes serializes a large model once instead of twice."""
-    data = model.SerializeToString()
-    onnx.checker.check_model(data, full_check=True)
-    return data
+def raw(data: np.ndarray) -> bytes:
+    """An array's bytes as ONNX's raw_data holds them (little-endian, C order)."""
+    return np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).tobytes()
 
 
 def resolve_weights(graph: Graph, weights: Any, seed: int) -> dict[str, np.ndarray]:
     """Every parameter and buffer as a numpy array, keyed by state_dict name."""
     expected = dict(graph.parameters(buffers=True))
     if weights is None:
-        rng = np.random.default_rng(seed)
-        return {k: init.sample(p.init, p.shape, rng) for k, p in expected.items()}
+        return _sample_all(expected, seed)
     if isinstance(weights, str | os.PathLike):
         from dslc.weights import load_weights
 
@@ -168,6 +174,20 @@ def resolve_weights(graph: Graph, weights: Any, seed: int) -> dict[str, np.ndarr
             hint="save them with torch.save(model.state_dict(), path) from the generated module",
         )
     return arrays
+
+
+def _sample_all(expected: dict[str, ParamSpec], seed: int) -> dict[str, np.ndarray]:
+    """Fresh initializers, each drawn by its own generator (seeded by the seed and its index),
+    so two threads draw them in any order with the same result: NumPy releases the GIL while
+    it fills an array, and a ResNet-50 has 25M values to draw."""
+
+    def draw(item: tuple[int, tuple[str, ParamSpec]]) -> np.ndarray:
+        i, (_, p) = item
+        return init.sample(p.init, p.shape, np.random.default_rng([seed, i]))
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(draw, enumerate(expected.items())))
+    return dict(zip(expected, arrays, strict=True))
 
 
 def to_text(model: onnx.ModelProto) -> str:
