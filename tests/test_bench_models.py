@@ -1,0 +1,73 @@
+"""The hand-written baselines of bench/ must be the networks they claim to be: torchvision's
+parameter counts, the right output shapes, and the same functions as dslc's specs."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+import dslc
+
+sys.path.insert(0, str(ROOT / "bench"))
+import handwritten  # noqa: E402
+
+# torchvision's counts for its 1000-class models (vgg16, googlenet without aux heads, ...).
+PARAMS = {
+    ("lenet5", 32, 10): 61_706,
+    ("vgg16", 224, 1000): 138_357_544,
+    ("googlenet", 224, 1000): 6_624_904,
+    ("resnet18", 224, 1000): 11_689_512,
+    ("resnet50", 224, 1000): 25_557_032,
+}
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("key", PARAMS, ids=lambda k: k[0])
+def test_parameter_counts_match_torchvision(key):
+    with torch.device("meta"):  # shapes only: no memory, no initialization time
+        model = handwritten.create(*key)
+    assert count(model) == PARAMS[key]
+
+
+@pytest.mark.parametrize("name", ["vgg16", "googlenet", "resnet18", "resnet50"])
+def test_small_inputs_give_logits(name):
+    """Adaptive pooling lets the ImageNet networks run on small images too."""
+    torch.manual_seed(0)
+    model = handwritten.create(name, 64, 10).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_lenet5_takes_its_input_size():
+    model = handwritten.create("lenet5", 64, 10)
+    assert model.fc1.in_features == 16 * 13 * 13
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 10)
+
+
+def test_downsample_only_where_the_shape_changes():
+    """ResNet-18 projects the shortcut in the first block of layers 2-4; ResNet-50 also in
+    layer 1, where the bottleneck widens 64 channels to 256."""
+    with torch.device("meta"):
+        r18, r50 = handwritten.create("resnet18"), handwritten.create("resnet50")
+    projected = [b.downsample is not None for layer in (r18.layer1, r18.layer2) for b in layer]
+    assert projected == [False, False, True, False]
+    assert r50.layer1[0].downsample is not None
+    assert r50.layer2[0].conv2.stride == (2, 2) and r50.layer2[0].conv1.stride == (1, 1)
+
+
+def test_lenet5_computes_what_the_spec_computes():
+    """With the generated module's weights copied in (same parameter order), the hand-written
+    LeNet-5 gives the same logits: the two sides of the benchmarks are one network."""
+    torch.manual_seed(0)
+    generated = dslc.load(ROOT / "specs/lenet5.dl").torch_module()
+    hand = handwritten.create("lenet5", 32, 10)
+    values = list(generated.state_dict().values())
+    hand.load_state_dict(dict(zip(hand.state_dict(), values, strict=True)))
+    x = torch.randn(3, 1, 32, 32)
+    torch.testing.assert_close(hand(x), generated(x))
