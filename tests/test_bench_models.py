@@ -71,3 +71,27 @@ def test_lenet5_computes_what_the_spec_computes():
     hand.load_state_dict(dict(zip(hand.state_dict(), values, strict=True)))
     x = torch.randn(3, 1, 32, 32)
     torch.testing.assert_close(hand(x), generated(x))
+
+
+def test_docs_show_the_recorded_results(tmp_path):
+    """docs/benchmarks.md holds the tables that bench/report.py renders from bench/results/:
+    rewriting them from the JSON changes nothing."""
+    import report
+
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(report.DOCS.read_text())
+    report.update_docs(docs)
+    assert docs.read_text() == report.DOCS.read_text(), "run python bench/report.py"
+
+
+def test_report_replaces_only_between_its_markers(tmp_path):
+    import report
+
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("before\n<!-- begin onnx_cnn -->\nold\n<!-- end onnx_cnn -->\nafter\n")
+    if not (report.ROOT / "bench/results/onnx_cnn.json").exists():
+        pytest.skip("no recorded onnx_cnn result")
+    assert report.update_docs(docs) == ["onnx_cnn"]
+    text = docs.read_text()
+    assert text.startswith("before\n<!-- begin onnx_cnn -->\nTaken ")
+    assert text.endswith("\n<!-- end onnx_cnn -->\nafter\n") and "old" not in text
