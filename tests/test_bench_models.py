@@ -11,6 +11,8 @@ from conftest import ROOT
 
 import dslc
 
+from test_parity import randomize_batch_norm  # noqa: E402  (tests/ is on the path)
+
 sys.path.insert(0, str(ROOT / "bench"))
 import handwritten  # noqa: E402
 
@@ -61,16 +63,36 @@ def test_downsample_only_where_the_shape_changes():
     assert r50.layer2[0].conv2.stride == (2, 2) and r50.layer2[0].conv1.stride == (1, 1)
 
 
-def test_lenet5_computes_what_the_spec_computes():
-    """With the generated module's weights copied in (same parameter order), the hand-written
-    LeNet-5 gives the same logits: the two sides of the benchmarks are one network."""
+# network -> (input channels, spec parameters): small inputs keep the test quick.
+SPECS = {
+    "lenet5": (1, {"classes": 10}),
+    "vgg16": (3, {"size": 32, "classes": 10}),
+    "googlenet": (3, {"size": 64, "classes": 10}),
+    "resnet18": (3, {"size": 64, "classes": 10}),
+    "resnet50": (3, {"size": 64, "classes": 10}),
+}
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_hand_written_network_computes_what_the_spec_computes(name):
+    """With the generated module's weights copied in (parameters and buffers in the same order)
+    and trained-looking batch norm statistics, the hand-written network gives the same logits
+    in eval mode: the two sides of the benchmarks are one network."""
+    path = ROOT / "specs" / f"{name}.dl"
+    if not path.exists():
+        pytest.skip(f"no specs/{name}.dl on this branch yet")
+    channels, params = SPECS[name]
     torch.manual_seed(0)
-    generated = dslc.load(ROOT / "specs/lenet5.dl").torch_module()
-    hand = handwritten.create("lenet5", 32, 10)
+    generated = dslc.load(path, params).torch_module().eval()
+    hand = handwritten.create(name, params.get("size", 32), 10).eval()
+    randomize_batch_norm(generated, torch.Generator().manual_seed(1))
     values = list(generated.state_dict().values())
+    shapes = [tuple(v.shape) for v in hand.state_dict().values()]
+    assert [tuple(v.shape) for v in values] == shapes, "the layers differ"
     hand.load_state_dict(dict(zip(hand.state_dict(), values, strict=True)))
-    x = torch.randn(3, 1, 32, 32)
-    torch.testing.assert_close(hand(x), generated(x))
+    x = torch.randn(2, channels, params.get("size", 32), params.get("size", 32))
+    with torch.no_grad():
+        torch.testing.assert_close(hand(x), generated(x), rtol=1e-4, atol=1e-5)
 
 
 def test_docs_show_the_recorded_results(tmp_path):
