@@ -21,10 +21,27 @@ from dslc.ops.dense import INIT_ATTRS
 from dslc.types import Dim, TensorType, dim_add, dim_floordiv
 
 
-def window_out(size: Dim, k: int, s: int, p0: int, p1: int, d: int, op: str) -> Dim:
-    """Output length of a sliding window: floor((L + p0 + p1 - d*(k-1) - 1) / s) + 1."""
+def window_out(
+    size: Dim, k: int, s: int, p0: int, p1: int, d: int, op: str, ceil: bool = False
+) -> Dim:
+    """Output length of a sliding window: floor((L + p0 + p1 - d*(k-1) - 1) / s) + 1, or with
+    `ceil` (pooling's ceil_mode) the ceiling."""
     span = d * (k - 1) + 1
-    out = dim_add(dim_floordiv(dim_add(size, p0 + p1 - span), s), 1)
+    extra = s - 1 if ceil else 0
+    out = dim_add(dim_floordiv(dim_add(size, p0 + p1 - span + extra), s), 1)
+    # PyTorch drops a last window that would start in the end padding; ONNX keeps it. Refuse
+    # the sizes where that happens rather than emit two models that disagree.
+    starts_in_padding = (
+        (out - 1) * s >= size + p0
+        if isinstance(out, int) and isinstance(size, int)
+        else p1 + extra >= span
+    )
+    if ceil and starts_in_padding:
+        raise SpecError(
+            f"{op}: with ceil_mode, padding {p1} and input size {size}, a last window would "
+            "start in the padding, where PyTorch and ONNX disagree on the output size",
+            hint="use less padding or ceil_mode=false",
+        )
     if isinstance(out, int) and out < 1:
         raise SpecError(
             f"{op}: input size {size} is too small for a window of {span} "
@@ -35,7 +52,8 @@ def window_out(size: Dim, k: int, s: int, p0: int, p1: int, d: int, op: str) -> 
 
 def output_spatial(op: str, x: TensorType, a: dict[str, Any], n: int) -> list[Dim]:
     """The n spatial output dims of a sliding window over x (N, C, *spatial), from the resolved
-    kernel, stride, padding (begins, then ends) and, for convolutions, dilation."""
+    kernel, stride, padding (begins, then ends), for convolutions dilation, and for pooling
+    ceil_mode."""
     dilation = a.get("dilation", (1,) * n)
     return [
         window_out(
@@ -46,6 +64,7 @@ def output_spatial(op: str, x: TensorType, a: dict[str, Any], n: int) -> list[Di
             a["padding"][n + i],
             dilation[i],
             op,
+            a.get("ceil_mode", False),
         )
         for i in range(n)
     ]

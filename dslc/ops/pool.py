@@ -40,11 +40,15 @@ class PoolNd(OpDef):
             parts.append(f"stride={compact(a['stride'])}")
         if any(a["padding"]):
             parts.append(f"padding={compact(a['padding'][:n])}")
+        if a["ceil_mode"]:
+            parts.append("ceil_mode=True")
         return f"F.{self.kind}_pool{n}d({', '.join(parts)})"
 
     def onnx(self, node, b, ins, outs):
         a = node.attrs
         extra = {"count_include_pad": 1} if self.kind == "avg" else {}
+        if a["ceil_mode"]:
+            extra["ceil_mode"] = 1
         b.add(
             node,
             "MaxPool" if self.kind == "max" else "AveragePool",
@@ -63,6 +67,7 @@ _POOL_ATTRS = (
         "stride", "ints", None, "step between windows; defaults to the kernel size", positive=True
     ),
     Attr("padding", "padding", 0, "padding per side (max: -inf, avg: zeros, counted)", minimum=0),
+    Attr("ceil_mode", "bool", False, "round the output size up (a last, partial window)"),
 )
 
 for _kind, _what in (("max", "Maximum"), ("avg", "Average")):
