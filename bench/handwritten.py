@@ -32,7 +32,7 @@ class LeNet5(nn.Module):
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
 
-VGG16_LAYERS = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"]
+VGG16_LAYERS: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"]
 VGG16_LAYERS += [512, 512, 512, "M"]
 
 
@@ -44,11 +44,11 @@ class VGG16(nn.Module):
         layers: list[nn.Module] = []
         channels = 3
         for v in VGG16_LAYERS:
-            if v == "M":
+            if isinstance(v, int):
+                layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(True)]
+                channels = v
+            else:  # "M"
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                layers += [nn.Conv2d(channels, int(v), kernel_size=3, padding=1), nn.ReLU(True)]
-                channels = int(v)
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
@@ -62,7 +62,8 @@ class VGG16(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.constant_(m.bias, 0)
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.constant_(m.bias, 0)

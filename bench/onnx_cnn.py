@@ -98,6 +98,7 @@ def randomize_batch_norm(model: torch.nn.Module, seed: int = 1) -> torch.nn.Modu
     gen = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            assert m.running_mean is not None and m.running_var is not None
             with torch.no_grad():
                 m.running_mean.normal_(0.0, 0.5, generator=gen)
                 m.running_var.uniform_(0.5, 2.0, generator=gen)

@@ -125,7 +125,7 @@ def update_docs(docs: Path = DOCS) -> list[str]:
         pattern = re.compile(rf"(<!-- begin {name} -->\n).*?(<!-- end {name} -->)", re.S)
         if path.exists() and pattern.search(text):
             table = render(json.loads(path.read_text()))
-            text = pattern.sub(lambda m, t=table: f"{m[1]}{t}\n{m[2]}", text)
+            text = pattern.sub(lambda m: f"{m[1]}{table}\n{m[2]}", text)  # noqa: B023
             done.append(name)
     docs.write_text(text)
     return done

@@ -8,10 +8,9 @@ import sys
 import pytest
 import torch
 from conftest import ROOT
+from test_parity import randomize_batch_norm
 
 import dslc
-
-from test_parity import randomize_batch_norm  # noqa: E402  (tests/ is on the path)
 
 sys.path.insert(0, str(ROOT / "bench"))
 import handwritten  # noqa: E402
