@@ -49,14 +49,33 @@ class Spec:
     def torch_module(self):
         return self.torch_namespace()["create_model"]()
 
-    def onnx_model(self, weights: Any = None, seed: int = 0):
-        """The ONNX ModelProto. `weights`: a state_dict (tensors or arrays), a path to a saved
-        state_dict or safetensors file, or None for the spec's initializers drawn with `seed`."""
-        from dslc.backends import onnx as onnx_backend
+    def onnx_model(self, weights: Any = None, seed: int = 0, fold_batch_norm: bool = True):
+        """The ONNX ModelProto, for inference. `weights`: a state_dict (tensors or arrays), a
+        path to a saved state_dict or safetensors file, or None for the spec's initializers
+        drawn with `seed`. `fold_batch_norm`: fold batch norm into the layer before it."""
+        return self.onnx_export(weights, seed, fold_batch_norm).model
 
-        return onnx_backend.build(
-            self.graph, onnx_backend.resolve_weights(self.graph, weights, seed)
-        )
+    def onnx_export(
+        self, weights: Any = None, seed: int = 0, fold_batch_norm: bool = True
+    ) -> OnnxExport:
+        """The model, its serialized and checked bytes (what `dslc compile` writes), and how
+        many batch norms were folded."""
+        from dslc.backends import onnx as onnx_backend
+        from dslc.backends.fold import fold_batch_norm as fold
+
+        graph, arrays = self.graph, onnx_backend.resolve_weights(self.graph, weights, seed)
+        folded = 0
+        if fold_batch_norm:
+            graph, arrays, folded = fold(graph, arrays)
+        model = onnx_backend.build(graph, arrays)
+        return OnnxExport(model, onnx_backend.checked_bytes(model), folded)
+
+
+@dataclass
+class OnnxExport:
+    model: Any  # onnx.ModelProto (onnx is imported only when a model is built)
+    data: bytes
+    folded_batch_norms: int
 
 
 def display_path(path: str | os.PathLike) -> str:

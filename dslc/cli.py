@@ -57,11 +57,14 @@ def cmd_compile(args) -> int:
     if args.target == "onnx":
         from dslc.backends.onnx import to_text
 
-        model = spec.onnx_model(weights=args.weights, seed=args.seed)
+        export = spec.onnx_export(args.weights, args.seed, fold_batch_norm=not args.no_fold)
+        model = export.model
         out = Path(args.output or f"{spec.name.lower()}.onnx")
-        _write(out, model.SerializeToString())
+        _write(out, export.data)
+        folded = export.folded_batch_norms
+        note = f" ({folded} batch norm{'s' if folded != 1 else ''} folded)" if folded else ""
         print(
-            f"wrote {out}: {len(model.graph.node)} nodes, {spec.param_count:,} parameters",
+            f"wrote {out}: {len(model.graph.node)} nodes{note}, {spec.param_count:,} parameters",
             file=sys.stderr,
         )
         if args.show:
@@ -172,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_non_negative, default=0, help="ONNX without --weights: initializer seed"
     )
     c.add_argument("--show", action="store_true", help="ONNX: also print the graph as text")
+    c.add_argument(
+        "--no-fold",
+        action="store_true",
+        help="ONNX: keep batch norm as its own node instead of folding it into the layer before",
+    )
     c.set_defaults(fn=cmd_compile)
     v = spec_command("verify", "check the PyTorch module and the ONNX graph agree on random inputs")
     v.add_argument("--batch-sizes", default="1,3,7")

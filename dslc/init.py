@@ -80,26 +80,38 @@ def torch_statement(init: Init, target: str) -> str | None:
 
 
 def sample(init: Init, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Draw a parameter in float32 from the same distribution PyTorch would use."""
+    """Draw a parameter in float32 from the same distribution PyTorch would use (drawn in
+    float32 directly: a ResNet-50's 25M values take a tenth of a second)."""
     fan_in, fan_out = fans(shape) if shape else (1, 1)
     match init.kind:
         case "uniform_fan_in":
-            bound = 1.0 / math.sqrt(init.fan_in or fan_in)
-            data = rng.uniform(-bound, bound, shape)
+            return _uniform(rng, shape, 1.0 / math.sqrt(init.fan_in or fan_in))
         case "he_uniform":
-            data = rng.uniform(-1, 1, shape) * math.sqrt(6.0 / fan_in)
+            return _uniform(rng, shape, math.sqrt(6.0 / fan_in))
         case "he_normal":
-            data = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+            return _normal(rng, shape, math.sqrt(2.0 / fan_in))
         case "xavier_uniform":
-            data = rng.uniform(-1, 1, shape) * math.sqrt(6.0 / (fan_in + fan_out))
+            return _uniform(rng, shape, math.sqrt(6.0 / (fan_in + fan_out)))
         case "xavier_normal":
-            data = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
+            return _normal(rng, shape, math.sqrt(2.0 / (fan_in + fan_out)))
         case "zeros" | "torch_zeros":
-            data = np.zeros(shape)
+            return np.zeros(shape, np.float32)
         case "ones" | "torch_ones":
-            data = np.ones(shape)
+            return np.ones(shape, np.float32)
         case "constant":
-            data = np.full(shape, init.value)
-        case _:
-            raise ValueError(f"unknown init kind {init.kind}")
-    return np.asarray(data, dtype=np.float32)
+            return np.full(shape, init.value, np.float32)
+    raise ValueError(f"unknown init kind {init.kind}")
+
+
+def _uniform(rng: np.random.Generator, shape: tuple[int, ...], bound: float) -> np.ndarray:
+    """U(-bound, bound)."""
+    data = rng.random(shape, dtype=np.float32)
+    data *= np.float32(2 * bound)
+    data -= np.float32(bound)
+    return data
+
+
+def _normal(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
+    data = rng.standard_normal(shape, dtype=np.float32)
+    data *= np.float32(std)
+    return data

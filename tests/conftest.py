@@ -10,6 +10,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.dl"))
 
+# Model parameters for tests that run a spec: the large networks at a smaller input size (their
+# parameter counts do not depend on it). Goldens and parameter counts use the spec's defaults.
+TEST_PARAMS: dict[str, dict[str, object]] = {
+    "googlenet": {"size": 64},
+    "resnet18": {"size": 64},
+    "resnet50": {"size": 64},
+    "vgg16": {"size": 32},
+}
+
+
+def params_for(path: Path) -> dict[str, object]:
+    return TEST_PARAMS.get(path.stem, {})
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
+import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, SPECS, params_for
 
 import dslc
 from dslc.verify import random_inputs
@@ -20,6 +21,24 @@ def test_lenet5_has_61706_parameters():
     assert spec.param_count == 61_706
     model = spec.torch_module()
     assert sum(p.numel() for p in model.parameters()) == 61_706
+
+
+@pytest.mark.parametrize(
+    "name, count",
+    [
+        ("resnet18", 11_689_512),
+        ("resnet50", 25_557_032),
+        ("googlenet", 6_624_904),
+        ("vgg16", 138_357_544),
+    ],
+)
+def test_the_papers_networks_have_their_parameter_counts(name, count):
+    """The compiler's count at the paper's input size, and the generated module's, at the
+    smaller test size (the counts do not depend on the input size)."""
+    path = ROOT / "specs" / f"{name}.dl"
+    assert dslc.load(path).param_count == count
+    model = dslc.load(path, params_for(path)).torch_module()
+    assert sum(p.numel() for p in model.parameters()) == count
 
 
 def test_lenet5_shapes_follow_the_paper():
@@ -61,8 +80,8 @@ def test_a_perceptron_cannot_learn_xor():
 def test_generated_modules_train_one_step():
     """Every spec with a train section: its loss and optimizer run a step that changes weights."""
 
-    for path in sorted((ROOT / "specs").glob("*.dl")):
-        spec = dslc.load(path)
+    for path in SPECS:
+        spec = dslc.load(path, params_for(path))
         if spec.graph.training is None:
             continue
         ns = spec.torch_namespace()

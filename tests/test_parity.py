@@ -1,52 +1,117 @@
 """The two backends agree: for every spec, the PyTorch module in eval mode and the ONNX graph
 in onnxruntime, with the same weights, give the same outputs (fp32, atol 1e-5) on random
-inputs at batch sizes 1, 3 and 7."""
+inputs at batch sizes 1, 3 and 7. The ONNX graph as compiled for inference, with batch norm
+folded into the layer before it, agrees to atol 1e-4 (folding rounds differently).
+
+The deepest networks (ResNet-50, GoogLeNet: 50+ layers) accumulate more float32 rounding than
+1e-5 in PyTorch itself. For them the tolerance is a few times PyTorch's own float32 error, measured
+against the same module in float64: onnxruntime must be as close to the exact result as
+PyTorch is. For every other spec that rule leaves the tolerance at 1e-5."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import SPECS
+from conftest import SPECS, params_for
 
 import dslc
 from dslc.verify import random_inputs
 
 
-def randomize_batch_norm(model: torch.nn.Module, gen: torch.Generator) -> None:
-    """Non-trivial running statistics and affine parameters, so eval-mode batch norm is tested."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            with torch.no_grad():
-                m.running_mean.normal_(0.0, 0.5, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.weight.uniform_(0.5, 1.5, generator=gen)
-                m.bias.normal_(0.0, 0.2, generator=gen)
+def randomize_batch_norm(model: torch.nn.Module, gen: torch.Generator, inputs=None) -> None:
+    """Non-trivial running statistics and affine parameters, so eval-mode batch norm is tested.
+    With `inputs`, the running statistics are those of one training-mode pass over them (as
+    after training), which keeps activations of deep networks at a realistic scale."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for m in bns:
+            m.running_mean.normal_(0.0, 0.5, generator=gen)
+            m.running_var.uniform_(0.5, 2.0, generator=gen)
+            m.weight.uniform_(0.5, 1.5, generator=gen)
+            m.bias.normal_(0.0, 0.2, generator=gen)
+        if inputs is not None and bns:
+            for m in bns:
+                m.momentum = 1.0
+            model.train()(*inputs)
+            for m in bns:
+                m.momentum = 0.1
+    model.eval()
+
+
+def session(onnx_model) -> ort.InferenceSession:
+    return ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_torch_and_onnxruntime_agree(path):
-    spec = dslc.load(path)
+    spec = dslc.load(path, params_for(path))
     torch.manual_seed(0)
     model = spec.torch_module().eval()
-    randomize_batch_norm(model, torch.Generator().manual_seed(1))
-    onnx_model = spec.onnx_model(weights=model.state_dict())
-    session = ort.InferenceSession(
-        onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
     rng = np.random.default_rng(2)
+    calibration = random_inputs(spec.graph.inputs, 8, rng)
+    randomize_batch_norm(
+        model, torch.Generator().manual_seed(1), [torch.from_numpy(a) for a in calibration.values()]
+    )
+    state = model.state_dict()
+    plain = session(spec.onnx_model(weights=state, fold_batch_norm=False))
+    folded = session(spec.onnx_model(weights=state))
     for batch in (1, 3, 7):
         inputs = random_inputs(spec.graph.inputs, batch, rng)
-        with torch.no_grad():
-            expected = model(*(torch.from_numpy(a) for a in inputs.values()))
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        got = session.run(list(spec.graph.outputs), inputs)
-        for name, e, g in zip(spec.graph.outputs, expected, got, strict=True):
-            assert g.shape == tuple(e.shape), f"{name} at batch {batch}"
-            np.testing.assert_allclose(
-                g, e.numpy(), rtol=0, atol=1e-5, err_msg=f"{name}, batch {batch}"
-            )
+        expected = run_torch(model, inputs)
+        torch_error = max(
+            float(np.abs(e - x).max(initial=0.0))
+            for e, x in zip(expected, run_torch(copy.deepcopy(model).double(), inputs), strict=True)
+        )
+        for sess, atol in ((plain, 1e-5), (folded, 1e-4)):
+            atol = max(atol, 4 * torch_error)
+            got = sess.run(list(spec.graph.outputs), inputs)
+            for name, e, g in zip(spec.graph.outputs, expected, got, strict=True):
+                assert g.shape == e.shape, f"{name} at batch {batch}"
+                np.testing.assert_allclose(
+                    g, e, rtol=0, atol=atol, err_msg=f"{name}, batch {batch}, atol {atol}"
+                )
+
+
+def run_torch(model: torch.nn.Module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The module's outputs as float64 arrays; float inputs follow the module's dtype."""
+    dtype = next(model.parameters(), torch.zeros(())).dtype
+    args = [
+        torch.from_numpy(a).to(dtype)
+        if a.dtype.kind == "f" and a.dtype.itemsize == 4
+        else torch.from_numpy(a)
+        for a in inputs.values()
+    ]
+    with torch.no_grad():
+        out = model(*args)
+    return [o.double().numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
+def test_folding_removes_every_batch_norm_after_a_conv():
+    """ResNet-18: all 20 batch norms follow a convolution, so none is left in the graph."""
+    spec = dslc.load("specs/resnet18.dl", {"size": 32})
+    nodes = spec.onnx_model().graph.node
+    assert not [n for n in nodes if n.op_type == "BatchNormalization"]
+    plain = spec.onnx_model(fold_batch_norm=False).graph.node
+    assert sum(n.op_type == "BatchNormalization" for n in plain) == 20
+    assert len(plain) - len(nodes) == 20
+
+
+def test_a_batch_norm_whose_input_is_also_used_elsewhere_stays():
+    source = """
+    model M {
+        input x: f32[N, 3, 8, 8]
+        h = x -> conv2d(4, 3)
+        output a = h -> batch_norm
+        output b = h -> relu
+    }
+    """
+    spec = dslc.compile_source(source)
+    ops = [n.op_type for n in spec.onnx_model().graph.node]
+    assert "BatchNormalization" in ops
 
 
 def test_weights_that_do_not_fit_are_refused():

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from dslc import __version__, init
 from dslc.errors import DslcError
@@ -27,7 +27,7 @@ class OnnxBuilder:
         self.graph = graph
         self.weights = weights
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: dict[str, onnx.TensorProto] = {}
+        self.initializers: dict[str, np.ndarray] = {}
         self.aliases: dict[str, str] = {}
         self.node_names: set[str] = set()
 
@@ -55,14 +55,12 @@ class OnnxBuilder:
         name = f"{node.name}.{key}"
         if name not in self.initializers:
             spec = node.params[key]
-            data = np.asarray(self.weights[name], dtype=numpy_dtype(spec.dtype))
-            self.initializers[name] = numpy_helper.from_array(data, name)
+            self.initializers[name] = np.asarray(self.weights[name], dtype=numpy_dtype(spec.dtype))
         return name
 
     def const(self, node: Node, suffix: str, value: Any, dtype: str) -> str:
         name = f"{node.name}.{suffix}"
-        data = np.asarray(value, dtype=numpy_dtype(dtype))
-        self.initializers[name] = numpy_helper.from_array(data, name)
+        self.initializers[name] = np.asarray(value, dtype=numpy_dtype(dtype))
         return name
 
     def temp(self, node: Node, suffix: str) -> str:
@@ -106,7 +104,6 @@ def build(graph: Graph, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         graph.name,
         [value_info(v.name, v.type) for v in graph.inputs],
         outputs,
-        initializer=list(b.initializers.values()),
     )
     model = helper.make_model(
         g,
@@ -116,8 +113,25 @@ def build(graph: Graph, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         producer_version=__version__,
         doc_string=f"{graph.name}, compiled by dslc from {graph.path}",
     )
-    onnx.checker.check_model(model, full_check=True)
+    for name, data in b.initializers.items():  # in place: no copies of large weights
+        _fill(model.graph.initializer.add(), name, data)
     return model
+
+
+def _fill(t: onnx.TensorProto, name: str, data: np.ndarray) -> None:
+    """numpy_helper.from_array, written straight into the model's own TensorProto."""
+    t.name = name
+    t.data_type = helper.np_dtype_to_tensor_dtype(data.dtype)
+    t.dims.extend(data.shape)
+    t.raw_data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).tobytes()
+
+
+def checked_bytes(model: onnx.ModelProto) -> bytes:
+    """The serialized model, after onnx's checker and shape inference accept it. Checking the
+    bytes serializes a large model once instead of twice."""
+    data = model.SerializeToString()
+    onnx.checker.check_model(data, full_check=True)
+    return data
 
 
 def resolve_weights(graph: Graph, weights: Any, seed: int) -> dict[str, np.ndarray]:

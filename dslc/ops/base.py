@@ -142,6 +142,9 @@ class OpDef:
     attrs: ClassVar[tuple[Attr, ...]] = ()
     prefix: ClassVar[str] = ""  # node names are prefix + counter; defaults to the op name
     example: ClassVar[str] = ""  # a line of .dl for the language reference
+    # The axis of `weight` that indexes output channels, for ops that can absorb a following
+    # per-channel affine map (inference batch norm) into their weight and bias; None if not.
+    affine_axis: ClassVar[int | None] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- compile time

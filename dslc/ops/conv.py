@@ -103,6 +103,7 @@ class ConvNd(OpDef):
     dims: int
     family = "conv"
     prefix = "conv"
+    affine_axis = 0
     attrs = (
         Attr("out_channels", "int", doc="number of filters", positive=True),
         Attr("kernel", "ints", doc="kernel size, one int or one per spatial dim", positive=True),

@@ -17,6 +17,7 @@ class Linear(OpDef):
     name = "linear"
     family = "dense"
     prefix = "fc"
+    affine_axis = 0
     doc = "Affine map y = x W^T + b over the last dim (torch.nn.Linear)."
     example = "x -> linear(120)"
     attrs = (

@@ -46,6 +46,15 @@ class BatchNorm(OpDef):
         )
         return f"nn.BatchNorm{max(x.rank - 2, 1)}d({x.shape[1]}{extra})"
 
+    def inference_affine(self, node, weights):
+        """Eval-mode batch norm as y = scale * x + shift per channel (float64, for folding)."""
+        w, bias, mean, var = (
+            weights[f"{node.name}.{k}"].astype("float64")
+            for k in ("weight", "bias", "running_mean", "running_var")
+        )
+        scale = w / (var + node.attrs["eps"]) ** 0.5
+        return scale, bias - mean * scale
+
     def onnx(self, node, b, ins, outs):
         stats = [b.param(node, k) for k in ("weight", "bias", "running_mean", "running_var")]
         b.add(node, "BatchNormalization", [ins[0], *stats], outs, epsilon=node.attrs["eps"])
