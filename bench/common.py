@@ -36,6 +36,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
+        "load": round(os.getloadavg()[0], 2),  # at the start: other work on the machine
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnx": onnx.__version__,

@@ -177,9 +177,13 @@ def main() -> None:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(NETS)}")
     data: dict[str, Any] = {"machine": common.machine(), "opset": OPSET, "repeats": args.repeats,
                             "threads": args.threads, "results": {}}  # fmt: skip
+    data["missing"] = [n for n in names if not (common.ROOT / spec_path(NETS[n], args)).exists()]
+    for name in data["missing"]:
+        print(f"{name}: skipped, no {spec_path(NETS[name], args)}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="dslc-bench-") as work:
         for name in names:
-            data["results"][name] = bench_one(name, args, Path(work))
+            if name not in data["missing"]:
+                data["results"][name] = bench_one(name, args, Path(work))
     print(f"wrote {common.write_json('onnx_cnn', data).relative_to(common.ROOT)}", file=sys.stderr)
     print(render(data))
 

@@ -19,10 +19,15 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 def machine_line(data: dict[str, Any], what: str) -> str:
     m = data["machine"]
     return (
-        f"Taken {m['date']} on {m['platform']} ({m['processor']}, {m['cpus']} CPUs), Python "
+        f"Taken {m['date']} on {m['platform']} ({m['processor']}, {m['cpus']} CPUs, load "
+        f"average {m['load']} at the start{_busy(m)}), Python "
         f"{m['python']}, torch {m['torch']}, onnx {m['onnx']}, onnxruntime {m['onnxruntime']}; "
         f"{what}."
     )
+
+
+def _busy(m: dict[str, Any]) -> str:
+    return ": a busy machine, the timings are provisional" if m["load"] > 0.5 * m["cpus"] else ""
 
 
 def ms(seconds: float) -> str:
@@ -38,7 +43,9 @@ def onnx_cnn(data: dict[str, Any]) -> str:
         f"call, median; opset {data['opset']}"
     )
     lines = [machine_line(data, what), "", *_compile_table(data["results"]), ""]
-    return "\n".join([*lines, *_latency_table(data["results"]), "", *_notes(data["results"])])
+    notes = _notes(data["results"])
+    notes += [f"- {name}: not measured, its spec was missing." for name in data.get("missing", [])]
+    return "\n".join([*lines, *_latency_table(data["results"]), "", *notes])
 
 
 def _compile_table(results: dict[str, Any]) -> list[str]:
@@ -95,7 +102,8 @@ def _notes(results: dict[str, Any]) -> list[str]:
 
 def train_throughput(data: dict[str, Any]) -> str:
     what = (
-        f"batch {data['batch']}, {data['optimizer']}, {data['threads']} torch thread(s); "
+        f"batch {data['batch']}, {data['optimizer']}, {data['threads']} torch thread(s), "
+        f"{data['clock']} clock; "
         f"{data['rounds']} interleaved rounds per network after warm-up, median steps/s, "
         "ratio the median of the per-round ratios"
     )
