@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dslc import ir
-from dslc.diagnostics import CompileError, Diagnostics
+from dslc.diagnostics import CompileError, Diagnostics, SpecError
 from dslc.elaborate import Elaborator
 from dslc.errors import DslcError
 from dslc.syntax import parse
@@ -34,6 +34,20 @@ class Spec:
 
     def ir_text(self) -> str:
         return ir.format_graph(self.graph)
+
+    def summary(self) -> str:
+        from dslc.summary import summarize
+
+        return summarize(self.graph)
+
+    def part(self, instance: str) -> Spec:
+        """One block instance (`decoder1`) as a model of its own (ir.part): compile it to ONNX
+        or PyTorch like a spec. Its parameters are the instance's, without the prefix: from a
+        full model's state_dict take the keys `decoder1.*` and drop `decoder1.`."""
+        try:
+            return Spec(self.path, self.source, ir.part(self.graph, instance))
+        except SpecError as err:  # no place in the spec to point at: a plain user error
+            raise DslcError(err.message, err.hint) from None
 
     def torch_source(self) -> str:
         from dslc.backends import torch as torch_backend

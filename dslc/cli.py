@@ -52,8 +52,15 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_summary(args) -> int:
+    sys.stdout.write(_load(args).summary())
+    return 0
+
+
 def cmd_compile(args) -> int:
     spec = _load(args)
+    if args.part:
+        spec = spec.part(args.part)
     if args.target == "onnx":
         from dslc.backends.onnx import to_text
 
@@ -165,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     spec_command("check", "parse and check a spec; print its parameter count").set_defaults(
         fn=cmd_check
     )
+    spec_command(
+        "summary", "print every layer with its output shape, parameters and MACs"
+    ).set_defaults(fn=cmd_summary)
     c = spec_command("compile", "compile a spec to PyTorch source, an ONNX model, or IR text")
     c.add_argument("--target", choices=("torch", "onnx", "ir"), default="torch")
     c.add_argument("-o", "--output", help="output file (torch and ir default to stdout)")
@@ -175,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_non_negative, default=0, help="ONNX without --weights: initializer seed"
     )
     c.add_argument("--show", action="store_true", help="ONNX: also print the graph as text")
+    c.add_argument(
+        "--part",
+        metavar="INSTANCE",
+        help="compile one block instance (e.g. decoder1) as a model of its own; --weights may "
+        "be the full model's",
+    )
     c.add_argument(
         "--no-fold",
         action="store_true",

@@ -18,7 +18,10 @@ from dslc.training import SETTINGS
 FAMILY_TEXT = {
     "dense": ("Dense", "Fully connected layers."),
     "conv": ("Convolution", "Convolutions; the input layout is (N, C, *spatial), as in PyTorch."),
-    "pool": ("Pooling", "Pooling; the input layout is (N, C, *spatial)."),
+    "pool": (
+        "Pooling and resampling",
+        "Pooling, adaptive pooling and upsampling; the input layout is (N, C, *spatial).",
+    ),
     "norm": ("Normalization and dropout", "Normalization layers, and dropout."),
     "activation": ("Activations", "Elementwise nonlinearities and (log-)softmax."),
     "shape": ("Shape", "Ops that move data without computing on it."),
@@ -27,13 +30,32 @@ FAMILY_TEXT = {
         "What `a + b`, `a - b`, `a * b`, `a / b` and `x * 0.5` compile to; usually written with "
         "the operators rather than by name.",
     ),
+    "stochastic": (
+        "Stochastic layers",
+        "Random while training (`model.train()`), deterministic in inference: eval mode and "
+        "ONNX use the mean.",
+    ),
     "loss": (
         "Losses",
-        "Used in the train section: `loss = ...` is one of these calls or a weighted sum of them. "
-        "The first input is a model output (the prediction), the second a declared target, both "
-        "by name.",
+        "Used in the train section: `loss = ...` is one of these calls or a weighted sum of them "
+        "(and of penalties). The first input is a model output (the prediction), the second a "
+        "declared target or a model input (an autoencoder's), both by name; `gaussian_kl` takes "
+        "two model outputs.",
+    ),
+    "penalty": (
+        "Penalties",
+        "Terms of the loss that depend on the weights rather than on the data: "
+        "`loss = cross_entropy(logits, y) + 1e-4 * l2()`. The generated `penalty(model)` "
+        "computes them; the training loop adds it to the loss.",
     ),
     "optimizer": ("Optimizers", "Used in the train section: `optimizer = ...`."),
+    "schedule": (
+        "Learning-rate schedules",
+        "Used in the train section: `schedule = ...`. The generated "
+        "`create_scheduler(optimizer, steps_per_epoch)` is stepped once per optimizer step; "
+        "durations are given in epochs and multiplied by steps_per_epoch. In the formulas, t "
+        "counts optimizer steps, lr is the optimizer's learning rate and E the epochs setting.",
+    ),
 }
 
 HEADER = """\
@@ -102,7 +124,7 @@ def inputs_text(op: OpDef) -> str:
 
 def op_section(op: OpDef) -> list[str]:
     lines = [f"### `{op.name}`", "", op.doc, ""]
-    if op.family not in ("loss", "optimizer"):
+    if op.family not in ("loss", "penalty", "optimizer", "schedule"):
         prefix = op.node_prefix
         lines += [f"Tensor inputs: {inputs_text(op)}. Nodes: `{prefix}1`, `{prefix}2`, ...", ""]
     lines += [*attr_table(op.attrs), ""] if op.attrs else ["No attributes.", ""]
@@ -134,7 +156,8 @@ def appendix() -> list[str]:
         "",
         "## Train settings",
         "",
-        "Besides `target` declarations, `loss = ...` and `optimizer = ...`, a train section "
+        "Besides `target` declarations, `loss = ...`, `optimizer = ...` and `schedule = ...`, a "
+        "train section "
         "holds these settings; each may be set once.",
         "",
         *attr_table(list(SETTINGS.values()), "setting"),

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import keyword
 import math
+from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from dslc import ast
 from dslc.binding import Arg, bind, count
 from dslc.diagnostics import Diagnostics, Span, SpecError
 from dslc.evaluate import Evaluator
+from dslc.init import values_shape
 from dslc.ir import Graph, Node, Value
-from dslc.ops.base import REGISTRY, OpDef, describe, suggest
+from dslc.ops.base import REGISTRY, OpDef, ParamSpec, describe, suggest
 from dslc.scope import POISON, Frame, Poisoned, Scope
 from dslc.types import DTYPES, Sym, TensorType
 
@@ -33,10 +37,15 @@ DTYPE_ALIASES = {
     "int32": "i32",
 }
 # Names the generated PyTorch module defines or imports: a model class may not take them.
-GENERATED_NAMES = {"torch", "nn", "F", "Loss", "INPUTS", "TARGETS", "TRAINING", "self"} | {
+GENERATED_NAMES = {"torch", "nn", "F", "Loss", "INPUTS", "OUTPUTS", "TARGETS", "self"} | {
+    "LOSS_INPUTS",
+    "METRICS",
+    "TRAINING",
     "create_model",
     "create_loss",
     "create_optimizer",
+    "create_scheduler",
+    "penalty",
 }
 MAX_ELEMENTS = 2**31 - 1  # a tensor larger than this cannot be an ONNX initializer (2 GB)
 PARAM_TYPES: dict[str, type[Any] | tuple[type[Any], ...]] = {
@@ -45,7 +54,16 @@ PARAM_TYPES: dict[str, type[Any] | tuple[type[Any], ...]] = {
     "bool": bool,
     "str": str,
 }
-LAYER_FAMILIES = ("dense", "conv", "pool", "norm", "activation", "shape", "elementwise")
+LAYER_FAMILIES = (
+    "dense",
+    "conv",
+    "pool",
+    "norm",
+    "activation",
+    "shape",
+    "elementwise",
+    "stochastic",
+)
 
 
 class Elaborator(Evaluator):
@@ -53,6 +71,7 @@ class Elaborator(Evaluator):
         self.program = program
         self.diags = diags
         self.nodes: list[Node] = []
+        self.instances: dict[str, str] = {}  # block instance path -> block name
         self.used_names: set[str] = set()
         self.blocks: dict[str, ast.Definition] = {}
         self.active: list[str] = []  # blocks being expanded, to catch recursion
@@ -101,7 +120,7 @@ class Elaborator(Evaluator):
         except SpecError as err:
             self.report(err, model.span)
             return None, None
-        graph = Graph(model.name, self.program.path, [], {}, self.nodes)
+        graph = Graph(model.name, self.program.path, [], {}, self.nodes, blocks=self.instances)
         outputs = self.body(model, Frame(), scope, None, graph)
         graph.outputs = {k: v for k, v in outputs.items() if isinstance(v, Value)}
         if not outputs and not self.diags.has_errors:
@@ -331,6 +350,7 @@ class Elaborator(Evaluator):
         except SpecError as err:
             raise SpecError(err.message, err.hint, err.span or span) from None
         outs = out if isinstance(out, list) else [out]
+        params = {k: _given(op, k, p, attrs, span) for k, p in params.items()}
         for key, p in params.items():
             if math.prod(p.shape) > MAX_ELEMENTS:
                 raise SpecError(
@@ -361,6 +381,7 @@ class Elaborator(Evaluator):
         scope = Scope(self.globals)
         self.bind_params(d, args[n_in:], kwargs, scope, span)
         inner = frame.child(d.name, span)
+        self.instances[inner.path[:-1]] = d.name
         self.active.append(d.name)
         try:
             outputs = self.body(d, inner, scope, list(tensors), None)
@@ -438,3 +459,34 @@ class Elaborator(Evaluator):
                     span=where,
                 )
             scope.define(p.name, float(value) if p.type == "float" else value, p.span)
+
+
+def _given(op: OpDef, key: str, p: ParamSpec, attrs: dict, span: Span) -> ParamSpec:
+    """Apply what the spec says of a parameter beyond its op's rule: values written in the spec
+    must broadcast to its shape, and trainable=false freezes it."""
+    if p.init.kind == "values":
+        _check_values(op, key, p, span)
+    if attrs.get("trainable") is False and not p.buffer:
+        return replace(p, trainable=False)
+    return p
+
+
+def _check_values(op: OpDef, key: str, p: ParamSpec, span: Span) -> None:
+    assert p.init.values is not None
+    try:
+        shape = values_shape(p.init.values)
+    except ValueError:
+        raise SpecError(
+            f"{op.name}: the values given for {key} have rows of different lengths", span=span
+        ) from None
+    try:
+        fits = np.broadcast_shapes(shape, p.shape) == p.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise SpecError(
+            f"{op.name}: the values given for {key} have shape {list(shape)}, which does not "
+            f"fit its shape {list(p.shape)}",
+            hint="give a nested list of that shape, or one that broadcasts to it",
+            span=span,
+        )

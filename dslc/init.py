@@ -30,17 +30,19 @@ SCHEMES: dict[str, str] = {
 @dataclass(frozen=True)
 class Init:
     """How one parameter starts. `kind` is a SCHEMES key, "uniform_fan_in" (PyTorch's linear and
-    conv default, with fan_in taken from the weight), or "constant" with `value`."""
+    conv default, with fan_in taken from the weight), "constant" with `value`, or "values": a
+    tensor written in the spec (a filter kernel), broadcast to the parameter's shape."""
 
     kind: str
     value: float = 0.0
     fan_in: int | None = None
+    values: tuple | None = None  # kind "values": a nested tuple, broadcast to the shape
 
 
 FAN_BASED = ("he_uniform", "he_normal", "xavier_uniform", "xavier_normal")
 
 
-def from_attr(value: str | float, default: Init, vector: bool = False) -> Init:
+def from_attr(value: str | float | tuple, default: Init, vector: bool = False) -> Init:
     """The Init for an `init=` attribute value: a scheme name or a number (a constant).
     `vector`: the parameter is 1-D (a bias), which has no fans for He or Xavier."""
     if vector and value in FAN_BASED:
@@ -49,6 +51,8 @@ def from_attr(value: str | float, default: Init, vector: bool = False) -> Init:
             hint='biases take "default", "zeros", "ones" or a number',
         )
     # Attr.coerce (kind "init") has already refused bools and unknown scheme names.
+    if isinstance(value, tuple):
+        return Init("values", values=value)
     if isinstance(value, int | float):
         return Init("constant", float(value))
     return default if value == "default" else Init(value)
@@ -76,6 +80,9 @@ def torch_statement(init: Init, target: str) -> str | None:
             return f"nn.init.{init.kind}_({target})"
         case "constant":
             return f"nn.init.constant_({target}, {init.value!r})"
+        case "values":
+            assert init.values is not None
+            return f"{target}.copy_(torch.tensor({literal(init.values)}))"
     raise ValueError(f"unknown init kind {init.kind}")
 
 
@@ -100,6 +107,8 @@ def sample(init: Init, shape: tuple[int, ...], rng: np.random.Generator) -> np.n
             return np.ones(shape, np.float32)
         case "constant":
             return np.full(shape, init.value, np.float32)
+        case "values":
+            return np.broadcast_to(np.asarray(init.values, np.float32), shape).copy()
     raise ValueError(f"unknown init kind {init.kind}")
 
 
@@ -115,3 +124,20 @@ def _normal(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.
     data = rng.standard_normal(shape, dtype=np.float32)
     data *= np.float32(std)
     return data
+
+
+def literal(values: tuple | float) -> str:
+    """A nested tuple of numbers as a Python list literal of floats: [[-1.0, 0.0, 1.0], ...]."""
+    if isinstance(values, tuple):
+        return "[" + ", ".join(literal(v) for v in values) + "]"
+    return repr(float(values))
+
+
+def values_shape(values: tuple | float) -> tuple[int, ...]:
+    """The shape of a nested tuple; ValueError when its rows differ in length."""
+    if not isinstance(values, tuple):
+        return ()
+    inner = {values_shape(v) for v in values}
+    if len(inner) != 1:
+        raise ValueError("rows of different lengths")
+    return (len(values), *inner.pop())

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dslc.diagnostics import Span
+from dslc.diagnostics import Span, SpecError
 from dslc.ops.base import OpDef, ParamSpec
-from dslc.types import Sym, TensorType
+from dslc.types import INT_DTYPES, Sym, TensorType
 
 if TYPE_CHECKING:
     from dslc.ops.optim import Optimizer
@@ -56,6 +56,18 @@ class Training:
     loss: list[LossTerm]
     optimizer: tuple[Optimizer, dict[str, Any], Span] | None
     settings: dict[str, Any]
+    schedule: tuple[OpDef, dict[str, Any], Span] | None = None
+    penalties: list[LossTerm] = field(default_factory=list)  # terms on the weights, no inputs
+
+    def metrics(self) -> dict[str, tuple[Value, Value]]:
+        """Accuracy (argmax over dim 1 == target) of each classification term with class-index
+        targets: accuracy, accuracy_2, ... -> (prediction, target)."""
+        pairs = [
+            (term.inputs[0], term.inputs[1])
+            for term in self.loss
+            if getattr(term.op, "classifies", False) and term.inputs[1].type.dtype in INT_DTYPES
+        ]
+        return {("accuracy" if i == 0 else f"accuracy_{i + 1}"): p for i, p in enumerate(pairs)}
 
 
 @dataclass(eq=False)
@@ -66,6 +78,10 @@ class Graph:
     outputs: dict[str, Value]
     nodes: list[Node]
     training: Training | None = None
+    blocks: dict[str, str] = field(default_factory=dict)  # instance path -> block name
+    # For a part of a model (ir.part): the prefix its parameters carry in the full model's
+    # state_dict, so the full model's weights can be given as they are.
+    weight_prefix: str = ""
 
     def parameters(self, buffers: bool = False) -> list[tuple[str, ParamSpec]]:
         """(state_dict key, spec) for every parameter, in module order."""
@@ -114,7 +130,9 @@ def format_graph(g: Graph) -> str:
         for k, p in n.params.items():
             kind = "buffer" if p.buffer else "param"
             init = p.init.kind + (f"({p.init.value})" if p.init.kind == "constant" else "")
-            lines.append(f"      {kind} {k}: {p.dtype}{list(p.shape)} init={init}")
+            init += fmt_attr(p.init.values) if p.init.values is not None else ""
+            frozen = " frozen" if not p.trainable else ""
+            lines.append(f"      {kind} {k}: {p.dtype}{list(p.shape)} init={init}{frozen}")
     outs = ", ".join(f"{k} = {v.name}" if k != v.name else k for k, v in g.outputs.items())
     lines.append(f"  return {outs}")
     lines.append(f"}}  # {g.param_count():,} parameters")
@@ -126,16 +144,17 @@ def format_graph(g: Graph) -> str:
 def _format_training(t: Training) -> list[str]:
     lines = ["train {"]
     lines += [f"  target {v.name}: {v.type}" for v in t.targets]
-    for term in t.loss:
-        attrs = "".join(f", {k}={fmt_attr(v)}" for k, v in term.attrs.items())
-        ins = ", ".join(v.name for v in term.inputs)
-        lines.append(f"  loss += {term.weight!r} * {term.op.name}({ins}{attrs})")
-    if t.optimizer:
-        op, kw, _ = t.optimizer
-        lines.append(
-            f"  optimizer = {op.name}({', '.join(f'{k}={fmt_attr(v)}' for k, v in kw.items())})"
+    for term in [*t.loss, *t.penalties]:
+        attrs = ", ".join(
+            [*(v.name for v in term.inputs), *(f"{k}={fmt_attr(v)}" for k, v in term.attrs.items())]
         )
-    lines += [f"  {k} = {fmt_attr(v)}" for k, v in t.settings.items()]
+        lines.append(f"  loss += {term.weight!r} * {term.op.name}({attrs})")
+    for key, setting in (("optimizer", t.optimizer), ("schedule", t.schedule)):
+        if setting:
+            kw = ", ".join(f"{k}={fmt_attr(v)}" for k, v in setting[1].items())
+            lines.append(f"  {key} = {setting[0].name}({kw})")
+    # An unset setting (None: grad_clip, early_stopping) is left out, as in the spec.
+    lines += [f"  {k} = {fmt_attr(v)}" for k, v in t.settings.items() if v is not None]
     lines.append("}")
     return lines
 
@@ -158,3 +177,54 @@ def verify(g: Graph) -> None:
             defined.add(id(v))
     for v in g.outputs.values():
         assert id(v) in defined, f"output {v.name} is not computed by the graph"
+
+
+def part(g: Graph, instance: str) -> Graph:
+    """The nodes of one block instance (`decoder1`) as a model of its own: its inputs are the
+    values it reads from outside, its outputs the values it gives to the rest of the graph (or
+    as model outputs). Names lose the instance's prefix, so its parameters are `fc1.weight`
+    where the full model's are `decoder1.fc1.weight`. No training section."""
+    prefix = instance + "."
+    nodes = [n for n in g.nodes if n.name.startswith(prefix)]
+    if not nodes:
+        instances = sorted({n.name.split(".")[0] for n in g.nodes if "." in n.name})
+        raise SpecError(
+            f"model {g.name} has no block instance '{instance}'",
+            f"block instances: {', '.join(instances)}" if instances else "it calls no blocks",
+        )
+    inside = {id(v) for n in nodes for v in n.outputs}
+    taken = {v.name[len(prefix) :] for n in nodes for v in n.outputs}
+    copies: dict[int, Value] = {}
+
+    def copy(v: Value) -> Value:
+        if id(v) not in copies:
+            name = v.name[len(prefix) :] if id(v) in inside else v.name
+            while id(v) not in inside and name in taken:  # an input named like an inner value
+                name += "_in"
+            taken.add(name)
+            copies[id(v)] = Value(name, v.type, v.user_named)
+        return copies[id(v)]
+
+    inputs = [copy(v) for n in nodes for v in n.inputs if id(v) not in inside]
+    used_outside = [v for n in g.nodes if n not in nodes for v in n.inputs]
+    outputs = [v for v in [*used_outside, *g.outputs.values()] if id(v) in inside]
+    new_nodes = [
+        Node(
+            n.op,
+            n.name[len(prefix) :],
+            [copy(v) for v in n.inputs],
+            n.attrs,
+            [copy(v) for v in n.outputs],
+            n.span,
+            n.params,
+        )
+        for n in nodes
+    ]
+    return Graph(
+        f"{g.name}_{instance}",
+        g.path,
+        list({id(v): v for v in inputs}.values()),
+        {copy(v).name: copy(v) for v in outputs},
+        new_nodes,
+        weight_prefix=prefix,
+    )

@@ -1,5 +1,6 @@
 """Lowering of the train section: targets, the loss (a weighted sum of registry losses bound
-to model outputs and targets), the optimizer, and the plain settings."""
+to model outputs, targets and inputs, and of penalties), the optimizer, the learning-rate
+schedule, and the plain settings."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dslc.binding import Arg, bind
 from dslc.diagnostics import Diagnostics, SpecError
 from dslc.elaborate import Elaborator
 from dslc.ir import Graph, LossTerm, Training, Value
-from dslc.ops.base import REGISTRY, Attr, describe, suggest
+from dslc.ops.base import REGISTRY, Attr, OpDef, describe, suggest
 from dslc.scope import POISON, Frame, Poisoned, Scope
 
 # Plain settings of a train section: name -> its attribute (type, default, doc).
@@ -19,9 +20,36 @@ SETTINGS: dict[str, Attr] = {
     for a in (
         Attr("batch_size", "int", 32, "examples per optimizer step", positive=True),
         Attr("epochs", "int", 10, "passes over the training data", positive=True),
+        Attr(
+            "grad_clip",
+            "float",
+            None,
+            "clip the gradients' total L2 norm to this before each optimizer step",
+            positive=True,
+        ),
+        Attr(
+            "early_stopping",
+            "int",
+            None,
+            "stop after this many epochs without improvement of `monitor`",
+            positive=True,
+        ),
+        Attr(
+            "monitor",
+            "str",
+            "val_loss",
+            "what early stopping and the best checkpoint watch: the validation loss (lower is "
+            "better) or accuracy (higher is better)",
+            choices=("val_loss", "val_accuracy"),
+        ),
     )
 }
-SPECIAL = ("loss", "optimizer")
+SPECIAL = ("loss", "optimizer", "schedule")
+EXAMPLES = {
+    "loss": "loss = cross_entropy(logits, y)",
+    "optimizer": "optimizer = adam(lr=1e-3)",
+    "schedule": "schedule = cosine(warmup=5)",
+}
 
 
 def lower_training(
@@ -35,7 +63,7 @@ def lower_training(
     train = program.trains[0]
     scope = Scope()
     t = Training([], [], None, {k: a.default for k, a in SETTINGS.items()})
-    seen: set[str] = set()
+    seen: dict[str, ast.Stmt] = {}
     for stmt in train.body:
         try:
             _statement(el, stmt, graph, scope, model_scope, t, seen)
@@ -45,14 +73,32 @@ def lower_training(
                 scope.vars.setdefault(stmt.name, POISON)
         except Poisoned:
             pass
-    for key in SPECIAL:
+    for key in ("loss", "optimizer"):
         if key not in seen and not diags.has_errors:
-            example = (
-                "loss = cross_entropy(logits, y)" if key == "loss" else "optimizer = adam(lr=1e-3)"
-            )
             article = "a" if key == "loss" else "an"
-            diags.error(train.span, f"the train section needs {article} {key}", f"add `{example}`")
+            diags.error(
+                train.span, f"the train section needs {article} {key}", f"add `{EXAMPLES[key]}`"
+            )
+    if not diags.has_errors:
+        _cross_checks(t, seen, diags)
     graph.training = t
+
+
+def _cross_checks(t: Training, seen: dict[str, ast.Stmt], diags: Diagnostics) -> None:
+    """Checks between settings, once each is known to be valid on its own."""
+    if t.settings["monitor"] == "val_accuracy" and not t.metrics():
+        diags.error(
+            seen["monitor"].span,
+            'monitor = "val_accuracy" needs an accuracy, but the loss has no classification term',
+            "accuracy comes from cross_entropy or nll with class-index (integer) targets; "
+            'monitor "val_loss" instead',
+        )
+    if t.schedule and t.optimizer:
+        op, attrs, span = t.schedule
+        try:
+            op.check(attrs, t.settings["epochs"], t.optimizer[1]["lr"])  # type: ignore[attr-defined]
+        except SpecError as err:
+            diags.error(span, err.message, err.hint)
 
 
 def _statement(
@@ -62,7 +108,7 @@ def _statement(
     scope: Scope,
     model_scope: Scope,
     t: Training,
-    seen: set[str],
+    seen: dict[str, ast.Stmt],
 ) -> None:
     match stmt:
         case ast.TargetDecl():
@@ -80,11 +126,13 @@ def _statement(
             key = stmt.names[0]
             if key in seen:
                 raise SpecError(f"'{key}' is set twice in the train section", span=stmt.span)
-            seen.add(key)
+            seen[key] = stmt
             if key == "loss":
-                t.loss = _loss(el, stmt.value, graph, scope, 1.0)
+                _set_loss(t, _loss(el, stmt.value, graph, scope, 1.0), graph, stmt)
             elif key == "optimizer":
-                t.optimizer = _optimizer(el, stmt.value)
+                t.optimizer = _call_setting(el, stmt.value, "optimizer")  # type: ignore[assignment]
+            elif key == "schedule":
+                t.schedule = _call_setting(el, stmt.value, "schedule")
             elif key in SETTINGS:
                 value = el.eval(stmt.value, el.globals, Frame())
                 t.settings[key] = SETTINGS[key].coerce(None, value)
@@ -131,40 +179,42 @@ def _loss(el: Elaborator, e: ast.Expr, graph: Graph, scope: Scope, weight: float
     )
 
 
+def _set_loss(t: Training, terms: list[LossTerm], graph: Graph, stmt: ast.Stmt) -> None:
+    t.loss = [term for term in terms if term.op.family == "loss"]
+    t.penalties = [term for term in terms if term.op.family == "penalty"]
+    if not t.loss:
+        raise SpecError(
+            "the loss needs a loss term besides its penalties",
+            f"such as `{EXAMPLES['loss']} + 1e-4 * l2()`",
+            stmt.span,
+        )
+    if t.penalties and not any(len(p.shape) > 1 for _, p in graph.parameters()):
+        raise SpecError(
+            f"{t.penalties[0].op.name}: model {graph.name} has no weights with more than one dim "
+            "to penalize",
+            span=t.penalties[0].span,
+        )
+
+
 def _loss_term(
     el: Elaborator, call: ast.Call, graph: Graph, scope: Scope, weight: float
 ) -> LossTerm:
     op = REGISTRY.get(call.name)
-    if op is None or op.family != "loss":
-        losses = [k for k, o in REGISTRY.items() if o.family == "loss"]
+    if op is None or op.family not in ("loss", "penalty"):
+        losses = [k for k, o in REGISTRY.items() if o.family in ("loss", "penalty")]
         raise SpecError(
             f"unknown loss '{call.name}'",
             suggest(call.name, losses) or f"losses: {', '.join(losses)}",
             call.name_span,
         )
-    names = {**{k: v for k, v in graph.outputs.items()}, **scope.vars}
-    args = []
-    for i, a in enumerate(call.args):
-        if isinstance(a, ast.Ref) and names.get(a.name) is POISON:
-            raise Poisoned()
-        if i == 0 and isinstance(a, ast.Ref) and a.name not in graph.outputs and a.name in names:
-            raise SpecError(
-                f"the first argument of {call.name} is the prediction, a model output; "
-                f"'{a.name}' is a target",
-                f"outputs: {', '.join(graph.outputs)}",
-                a.span,
-            )
-        if isinstance(a, ast.Ref) and a.name in names:
-            args.append(Arg(names[a.name], a.span))
-        elif isinstance(a, ast.Ref):
-            raise SpecError(
-                f"the loss refers to '{a.name}', which is neither an output of model "
-                f"{graph.name} nor a target",
-                suggest(a.name, list(names)) or f"outputs: {', '.join(graph.outputs)}",
-                a.span,
-            )
-        else:
-            raise SpecError("loss arguments are model outputs and targets, by name", span=a.span)
+    if op.family == "penalty" and call.args:
+        raise SpecError(
+            f"{op.name}() takes no tensors: it penalizes the model's weights",
+            "for the squared error of a prediction, use mse(prediction, target)",
+            call.args[0].span,
+        )
+    names = {v.name: v for v in graph.inputs} | graph.outputs | scope.vars
+    args = [_loss_arg(op, call, i, a, graph, names) for i, a in enumerate(call.args)]
     kwargs = {kw.name: Arg(el.eval(kw.value, el.globals, Frame()), kw.span) for kw in call.kwargs}
     tensors, attrs = bind(op, args, kwargs, call.span)
     try:
@@ -174,19 +224,51 @@ def _loss_term(
     return LossTerm(op, tensors, attrs, weight, call.span)
 
 
-def _optimizer(el: Elaborator, e: ast.Expr) -> tuple[Any, dict, Any]:
-    optimizers = [k for k, o in REGISTRY.items() if o.family == "optimizer"]
+def _loss_arg(op: OpDef, call: ast.Call, i: int, a: ast.Expr, graph: Graph, names: dict) -> Arg:
+    """A loss argument names a model output, a target or a model input."""
+    if not isinstance(a, ast.Ref):
+        raise SpecError(
+            "loss arguments are model outputs, targets and model inputs, by name", span=a.span
+        )
+    value = names.get(a.name)
+    if value is POISON:
+        raise Poisoned()
+    if value is None:
+        raise SpecError(
+            f"the loss refers to '{a.name}', which is not an output or an input of model "
+            f"{graph.name}, or a target",
+            suggest(a.name, list(names)) or f"outputs: {', '.join(graph.outputs)}",
+            a.span,
+        )
+    if i in getattr(op, "outputs_only", ()) and a.name not in graph.outputs:
+        ordinal = ("first", "second", "third")[min(i, 2)]
+        what = "the prediction" if i == 0 and op.name != "gaussian_kl" else op.inputs[i]
+        kind = "a model input" if any(v is value for v in graph.inputs) else "a target"
+        raise SpecError(
+            f"the {ordinal} argument of {call.name} is {what}, a model output; "
+            f"'{a.name}' is {kind}",
+            f"outputs: {', '.join(graph.outputs)}",
+            a.span,
+        )
+    return Arg(value, a.span)
+
+
+def _call_setting(el: Elaborator, e: ast.Expr, family: str) -> tuple[Any, dict, Any]:
+    """`optimizer = adam(lr=1e-3)`, `schedule = cosine(warmup=5)`: a call of a registry op of
+    the family, with compile-time arguments."""
+    ops = [k for k, o in REGISTRY.items() if o.family == family]
+    example = EXAMPLES[family].split(" = ")[1]
     if not isinstance(e, ast.Call):
         raise SpecError(
-            "an optimizer is a call such as adam(lr=1e-3)",
-            f"optimizers: {', '.join(optimizers)}",
+            f"{'an' if family[0] in 'aeiou' else 'a'} {family} is a call such as {example}",
+            f"{family}s: {', '.join(ops)}",
             e.span,
         )
     op = REGISTRY.get(e.name)
-    if op is None or op.family != "optimizer":
+    if op is None or op.family != family:
         raise SpecError(
-            f"unknown optimizer '{e.name}'",
-            suggest(e.name, optimizers) or f"optimizers: {', '.join(optimizers)}",
+            f"unknown {family} '{e.name}'",
+            suggest(e.name, ops) or f"{family}s: {', '.join(ops)}",
             e.name_span,
         )
     args = el.args(e.args, el.globals, Frame())

@@ -168,3 +168,12 @@ def test_errors_in_a_spec_exit_1_without_traceback():
     r = dslc_process("check", "tests/errors/two_errors.dl")
     assert r.returncode == 1
     assert "Traceback" not in r.stderr and r.stderr.endswith("2 errors\n")
+
+
+def test_summary_prints_the_table(capsys):
+    assert main(["summary", str(LENET)]) == 0
+    out = capsys.readouterr().out
+    assert out == dslc.load(LENET).summary()
+    assert "conv1 conv2d (N, 6, 28, 28) 156 117.60K" in " ".join(out.split())
+    assert "Parameters: 61,706 (61,706 trainable, 0 frozen)" in out
+    assert "MACs per example: 416,520" in out

@@ -36,6 +36,12 @@ def test_onnx(spec, update_golden):
     )
 
 
+def test_summary(spec, update_golden):
+    check_golden(
+        ROOT / "tests/golden" / spec.graph.path[6:-3] / "summary.txt", spec.summary(), update_golden
+    )
+
+
 def test_every_spec_has_goldens():
     on_disk = {p.name for p in (ROOT / "tests/golden").iterdir() if p.is_dir()}
     assert on_disk == {p.stem for p in SPECS}, "goldens without a spec, or a spec without goldens"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import math
 
 import numpy as np
 import pytest
@@ -39,6 +39,29 @@ def test_the_papers_networks_have_their_parameter_counts(name, count):
     assert dslc.load(path).param_count == count
     model = dslc.load(path, params_for(path)).torch_module()
     assert sum(p.numel() for p in model.parameters()) == count
+
+
+@pytest.mark.parametrize(
+    "name, gmacs",
+    [("resnet18", 1.81), ("resnet50", 4.09), ("googlenet", 1.50), ("vgg16", 15.47)],
+)
+def test_multiply_accumulates_match_torchvisions_published_counts(name, gmacs):
+    """torchvision's model cards list these operation counts (in GFLOPS, counting MACs) at
+    224x224; the compiler's own count, from each op's rule, must round to the same."""
+    summary = dslc.load(ROOT / "specs" / f"{name}.dl").summary()
+    total = int(summary.split("MACs per example: ")[1].split()[0].replace(",", ""))
+    assert round(total / 1e9, 2) == gmacs
+
+
+def test_summary_shows_blocks_with_subtotals():
+    graph = dslc.load(ROOT / "specs/resnet18.dl").graph
+    lines = dslc.load(ROOT / "specs/resnet18.dl").summary().splitlines()
+    stage = next(line for line in lines if line.startswith("stage2 "))
+    assert "Stage" in stage and "(N, 128, 28, 28)" in stage
+    inside = sum(math.prod(p.shape) for k, p in graph.parameters() if k.startswith("stage2."))
+    assert f"{inside:,}" in stage
+    assert any(line.startswith("  basic1 ") and "Basic" in line for line in lines)
+    assert any(line.startswith("    conv1 ") and "conv2d" in line for line in lines)
 
 
 def test_lenet5_shapes_follow_the_paper():
@@ -91,17 +114,20 @@ def test_generated_modules_train_one_step():
         rng = np.random.default_rng(0)
         inputs = random_inputs(spec.graph.inputs, 4, rng)
         targets = random_inputs(spec.graph.training.targets, 4, rng)
+        # float targets (and inputs, an autoencoder's targets) as probabilities in (0, 1),
+        # which every loss accepts (bce needs them)
+        inputs, targets = (
+            {k: 1 / (1 + np.exp(-a)) if a.dtype.kind == "f" else a for k, a in d.items()}
+            for d in (inputs, targets)
+        )
         before = [p.detach().clone() for p in model.parameters()]
         outputs = model(*(torch.from_numpy(a) for a in inputs.values()))
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         by_name = dict(zip(spec.graph.outputs, outputs, strict=True))
-        # float targets as probabilities in (0, 1), which every loss accepts (bce needs them)
-        targets = {
-            k: 1 / (1 + np.exp(-a)) if a.dtype.kind == "f" else a for k, a in targets.items()
-        }
-        used = list(inspect.signature(ns["Loss"].forward).parameters)[1:]
-        args = [by_name[k] if k in by_name else torch.from_numpy(targets[k]) for k in used]
-        loss = loss_fn(*args)
+        known = {**{k: torch.from_numpy(a) for k, a in {**inputs, **targets}.items()}, **by_name}
+        loss = loss_fn(*(known[k] for k in ns["LOSS_INPUTS"]))
+        if ns["penalty"](model) is not None:
+            loss = loss + ns["penalty"](model)
         assert loss.ndim == 0 and torch.isfinite(loss), path.name
         loss.backward()
         opt.step()

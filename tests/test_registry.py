@@ -17,8 +17,9 @@ def used_ops() -> set[str]:
         g = dslc.load(path).graph
         used |= {n.op.name for n in g.nodes}
         if g.training:
-            used |= {t.op.name for t in g.training.loss}
+            used |= {t.op.name for t in g.training.loss + g.training.penalties}
             used |= {g.training.optimizer[0].name} if g.training.optimizer else set()
+            used |= {g.training.schedule[0].name} if g.training.schedule else set()
     return used
 
 

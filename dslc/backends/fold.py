@@ -49,6 +49,8 @@ def fold_batch_norm(
 def _foldable(src: Node, value: Value, uses: dict[int, int], outputs: set[int]) -> bool:
     if src.op.affine_axis is None or uses[id(value)] != 1 or id(value) in outputs:
         return False
+    if src.op.affine_axis != 0 and src.attrs.get("groups", 1) != 1:
+        return False  # grouped transposed conv: output channels are not one weight axis
     # Batch norm normalizes dim 1; a linear layer's channels are its last dim.
     return src.op.name != "linear" or value.type.rank == 2
 

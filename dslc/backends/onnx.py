@@ -148,6 +148,9 @@ def resolve_weights(graph: Graph, weights: Any, seed: int) -> dict[str, np.ndarr
         k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
         for k, v in weights.items()
     }
+    prefix = graph.weight_prefix
+    if prefix and not expected.keys() & arrays.keys():  # the full model's weights: take the part
+        arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     problems = [f"missing '{k}' {list(p.shape)}" for k, p in expected.items() if k not in arrays]
     problems += [
         f"'{k}' has shape {list(arrays[k].shape)}, the spec needs {list(p.shape)}"

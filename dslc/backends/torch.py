@@ -11,7 +11,7 @@ import keyword
 import re
 
 from dslc import __version__, init
-from dslc.ir import Graph, Node, Value
+from dslc.ir import Graph, Node, Training, Value
 from dslc.types import DTYPES
 
 RESERVED = {"self", "torch", "nn", "F", "math"}
@@ -71,6 +71,15 @@ def _init_method(g: Graph) -> list[str]:
     inits = _inits(g)
     if inits:
         body += ["        self.reset_parameters()"]
+    frozen = [
+        f"self.{n.name}.{key}.requires_grad_(False)"
+        for n in g.nodes
+        for key, p in n.params.items()
+        if not p.trainable
+    ]
+    if frozen:
+        body += ["        # frozen: given in the spec (trainable=false), never trained"]
+        body += [f"        {line}" for line in frozen]
     method = ["    def __init__(self):", "        super().__init__()", *body]
     if inits:
         method += [
@@ -127,38 +136,12 @@ def _var(n: Node, v: Value, names: dict[int, str], uses: dict[int, int], ns: Nam
 
 
 def _training(g: Graph) -> list[str]:
+    """Loss, create_loss, create_optimizer, create_scheduler and penalty: what `dslc train`
+    (or a hand-written loop) needs beyond the model."""
     t = g.training
     if t is None:
         return []
-    ns = Namespace()
-    spec_names = {id(v): k for k, v in g.outputs.items()} | {id(v): v.name for v in t.targets}
-    by_value: dict[int, str] = {}
-    params: list[str] = []
-    for term in t.loss:
-        for v in term.inputs:
-            if id(v) not in by_value:
-                by_value[id(v)] = ns.create(spec_names[id(v)])
-                params.append(by_value[id(v)])
-    terms = []
-    for i, term in enumerate(t.loss):
-        call = term.op.torch_call(term, [by_value[id(v)] for v in term.inputs], None)
-        w = term.weight
-        sign = "-" if w < 0 else "+"
-        scaled = call if abs(w) == 1.0 else f"{abs(w)!r} * {call}"
-        terms.append(scaled if i == 0 and w > 0 else f"{sign} {scaled}" if i else f"-{scaled}")
-    out = [
-        "",
-        "",
-        "class Loss(nn.Module):",
-        f'    """The loss of line {t.loss[0].span.line}: outputs and targets in, a scalar out."""',
-        "",
-        f"    def forward(self, {', '.join(params)}):",
-        f"        return {' '.join(terms)}",
-        "",
-        "",
-        "def create_loss():",
-        "    return Loss()",
-    ]
+    out = _loss_class(t, _loss_params(g, t)) + ["", "", "def create_loss():", "    return Loss()"]
     if t.optimizer:
         op, attrs, span = t.optimizer
         out += [
@@ -168,19 +151,114 @@ def _training(g: Graph) -> list[str]:
             f'    """The spec\'s optimizer (line {span.line})."""',
             f"    return {op.torch_factory(attrs, 'model.parameters()')}",
         ]
-    return out
+    return out + _scheduler(t) + _penalty(t)
 
 
-def _signature(values: list[Value]) -> str:
-    items = ", ".join(
-        f'"{v.name}": ("{DTYPES[v.type.dtype][1]}", {_tuple([_dim(d) for d in v.type.shape])})'
-        for v in values
+def _loss_params(g: Graph, t: Training) -> dict[int, tuple[str, str]]:
+    """Each value a loss term reads -> (its Python parameter name, its spec name: a key of
+    INPUTS, OUTPUTS or TARGETS), in the order Loss.forward takes them."""
+    spec_names = {id(v): v.name for v in g.inputs}
+    spec_names |= {id(v): k for k, v in g.outputs.items()} | {id(v): v.name for v in t.targets}
+    ns = Namespace()
+    params: dict[int, tuple[str, str]] = {}
+    for term in t.loss:
+        for v in term.inputs:
+            if id(v) not in params:
+                params[id(v)] = (ns.create(spec_names[id(v)]), spec_names[id(v)])
+    return params
+
+
+def _loss_class(t: Training, params: dict[int, tuple[str, str]]) -> list[str]:
+    calls = [
+        (term.op.torch_call(term, [params[id(v)][0] for v in term.inputs], None), term.weight)
+        for term in t.loss
+    ]
+    return [
+        "",
+        "",
+        "class Loss(nn.Module):",
+        f'    """The loss of line {t.loss[0].span.line}: outputs and targets in, a scalar out."""',
+        "",
+        f"    def forward(self, {', '.join(p for p, _ in params.values())}):",
+        *_weighted_sum(calls, " " * 8),
+    ]
+
+
+def _weighted_sum(terms: list[tuple[str, float]], indent: str) -> list[str]:
+    """`return a + 0.5 * b - c` from (code, weight) pairs; one term per line when long."""
+    out = []
+    for i, (code, w) in enumerate(terms):
+        scaled = code if abs(w) == 1.0 else f"{abs(w)!r} * {code}"
+        sign = "-" if w < 0 else "+"
+        out.append(scaled if i == 0 and w > 0 else f"{sign} {scaled}" if i else f"-{scaled}")
+    line = f"{indent}return {' '.join(out)}"
+    if len(line) <= 100:
+        return [line]
+    return [f"{indent}return (", *(f"{indent}    {part}" for part in out), f"{indent})"]
+
+
+def _scheduler(t: Training) -> list[str]:
+    head = ["", "", "def create_scheduler(optimizer, steps_per_epoch):"]
+    if t.schedule is None:
+        return (
+            head
+            + ['    """No schedule in the spec: the learning rate stays constant."""']
+            + ["    return None"]
+        )
+    op, attrs, span = t.schedule
+    lr = t.optimizer[1]["lr"] if t.optimizer else None
+    body = op.torch_factory(attrs, lr)  # type: ignore[attr-defined]
+    return head + [
+        f'    """The spec\'s {op.name} schedule (line {span.line}); step it once per optimizer '
+        'step."""',
+        *(f"    {line}".rstrip() for line in body),
+    ]
+
+
+def _penalty(t: Training) -> list[str]:
+    head = ["", "", "def penalty(model):"]
+    if not t.penalties:
+        return head + ['    """No penalty terms in the spec\'s loss."""', "    return None"]
+    terms = [
+        (term.op.torch_penalty(term, "model"), term.weight)  # type: ignore[attr-defined]
+        for term in t.penalties
+    ]
+    return head + [
+        f'    """The loss\'s penalty terms (line {t.penalties[0].span.line}); the training loop '
+        'adds them to Loss\'s value."""',
+        *_weighted_sum(terms, " " * 4),
+    ]
+
+
+def _metrics(t: Training, params: dict[int, tuple[str, str]]) -> str:
+    pairs = ", ".join(
+        f'"{name}": ("{params[id(p)][1]}", "{params[id(y)][1]}")'
+        for name, (p, y) in t.metrics().items()
     )
-    return "{" + items + "}"
+    return "{" + pairs + "}"
+
+
+def _signature(name: str, values: list[tuple[str, Value]]) -> list[str]:
+    """`NAME = {"x": ("float32", ("N", 64))}`, one entry per line when long."""
+    items = [
+        f'"{k}": ("{DTYPES[v.type.dtype][1]}", {_tuple([_dim(d) for d in v.type.shape])})'
+        for k, v in values
+    ]
+    line = f"{name} = {{{', '.join(items)}}}"
+    return [line] if len(line) <= 100 else [f"{name} = {{", *(f"    {i}," for i in items), "}"]
 
 
 def _tuple(items: list[str]) -> str:
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def _needs_math(g: Graph) -> bool:
+    schedule = g.training.schedule if g.training else None
+    return bool(schedule and getattr(schedule[0], "needs_math", False))
+
+
+def _literal(v) -> str:
+    return f'"{v}"' if isinstance(v, str) else repr(v)
 
 
 def _dim(d) -> str:
@@ -196,15 +274,27 @@ def emit(g: Graph) -> str:
         f"{g.param_count():,} parameters.",
         '"""',
         "",
+        *(["import math", ""] if _needs_math(g) else []),
         "import torch",
         "import torch.nn.functional as F",
         "from torch import nn",
         "",
-        f"INPUTS = {_signature(g.inputs)}",
+        *_signature("INPUTS", [(v.name, v) for v in g.inputs]),
+        "# forward returns its outputs in this order (one tensor, or a tuple)",
+        *_signature("OUTPUTS", list(g.outputs.items())),
     ]
     if g.training:
-        lines.append(f"TARGETS = {_signature(g.training.targets)}")
-        lines.append(f"TRAINING = {dict(sorted(g.training.settings.items()))!r}")
+        t = g.training
+        params = _loss_params(g, t)
+        lines += [
+            *_signature("TARGETS", [(v.name, v) for v in t.targets]),
+            f"LOSS_INPUTS = {_tuple([_literal(n) for _, n in params.values()])}",
+            f"METRICS = {_metrics(t, params)}  # "
+            + ("accuracy: argmax over dim 1 == target" if t.metrics() else "no classifier loss"),
+            "TRAINING = {",
+            *(f"    {_literal(k)}: {_literal(v)}," for k, v in sorted(t.settings.items())),
+            "}",
+        ]
     lines += ["", "", f"class {g.name}(nn.Module):", *_init_method(g), "", *_forward(g, ns)]
     lines += [
         "",

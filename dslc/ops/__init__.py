@@ -1,6 +1,21 @@
 """The op registry: importing this package registers every op, loss and optimizer."""
 
-from dslc.ops import activation, conv, dense, elementwise, loss, norm, optim, pool, shape  # noqa: F401
+from dslc.ops import (  # noqa: F401
+    activation,
+    conv,
+    conv_transpose,
+    dense,
+    elementwise,
+    loss,
+    norm,
+    norm_local,
+    optim,
+    pool,
+    resize,
+    schedule,
+    shape,
+    stochastic,
+)
 from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
 
 FAMILIES = (
@@ -11,8 +26,11 @@ FAMILIES = (
     "activation",
     "shape",
     "elementwise",
+    "stochastic",
     "loss",
+    "penalty",
     "optimizer",
+    "schedule",
 )
 
 __all__ = ["REGISTRY", "FAMILIES", "Attr", "OpDef", "ParamSpec", "suggest"]

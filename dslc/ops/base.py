@@ -41,12 +41,29 @@ KINDS: dict[str, tuple[str, Any]] = {
         'an integer, a list of integers, "same" or "valid"',
         lambda v: _is_int(v) or _int_list(v) or v in ("same", "valid"),
     ),
-    "init": ("an initializer name or a number", lambda v: isinstance(v, str) or _is_num(v)),
+    "init": (
+        "an initializer name, a number, or a (nested) list of numbers",
+        lambda v: isinstance(v, str) or _is_num(v) or _nested_numbers(v),
+    ),
     "shape": (
         "a list of dims (integers, -1, or symbolic dims such as N)",
         lambda v: isinstance(v, list) and all(_is_int(d) or isinstance(d, Sym) for d in v),
     ),
 }
+
+
+def _nested_numbers(v: Any) -> bool:
+    if isinstance(v, list):
+        return len(v) > 0 and all(map(_nested_numbers, v))
+    return _is_num(v)
+
+
+def _flat(v: Any) -> list[Any]:
+    return [x for item in v for x in _flat(item)] if isinstance(v, list) else [v]
+
+
+def _nested_tuple(v: Any) -> Any:
+    return tuple(_nested_tuple(x) for x in v) if isinstance(v, list) else v
 
 
 def _int_list(v: Any) -> bool:
@@ -74,7 +91,7 @@ class Attr:
         where = f"{op}: {self.name}" if op else self.name
         if self.kind == "float" and _is_int(value):
             value = float(value)
-        for v in value if isinstance(value, list) else [value]:
+        for v in _flat(value):
             if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= FLOAT32_MAX):
                 raise SpecError(f"{where} must be a finite number within float32's range, got {v}")
         if not test(value):
@@ -95,6 +112,8 @@ class Attr:
                 raise SpecError(f"{where} must be at least {self.minimum}, got {v}")
             if self.maximum is not None and _is_num(v) and v > self.maximum:
                 raise SpecError(f"{where} must be at most {self.maximum}, got {v}")
+        if self.kind == "init" and isinstance(value, list):
+            return _nested_tuple(value)
         return tuple(value) if isinstance(value, list) else value
 
 
@@ -122,6 +141,7 @@ class ParamSpec:
     init: Init
     buffer: bool = False
     dtype: str = "f32"
+    trainable: bool = True  # False: a frozen parameter (given in the spec, never updated)
 
 
 class HasAttrs(Protocol):

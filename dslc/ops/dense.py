@@ -7,8 +7,15 @@ from dslc.init import Init, from_attr
 from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, register, weighted_macs
 
 INIT_ATTRS = (
-    Attr("init", "init", "default", "weight initializer: a scheme name or a constant"),
+    Attr(
+        "init",
+        "init",
+        "default",
+        "weight initializer: a scheme name, a constant, or the values (a nested list that "
+        "broadcasts to the weight's shape)",
+    ),
     Attr("bias_init", "init", "default", "bias initializer"),
+    Attr("trainable", "bool", True, "false: the parameters are frozen, never updated"),
 )
 
 

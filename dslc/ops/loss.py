@@ -1,4 +1,5 @@
-"""Losses: each binds a model output (the prediction) and a declared target."""
+"""Losses: each binds a model output (the prediction) and a declared target (or a model input,
+such as an autoencoder's image); gaussian_kl binds two model outputs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ class Loss(OpDef):
         Attr("reduction", "str", "mean", "mean or sum over the batch", choices=("mean", "sum")),
     )
     torch_fn: str
+    classifies = False  # with a class-index target, the prediction's argmax is a class
+    outputs_only: tuple[int, ...] = (0,)  # the arguments that must be model outputs
+    torch_defaults: dict[str, object] = {}  # F's defaults where they differ from the spec's
 
     def infer(self, ins, a):
         x, t = ins
@@ -30,10 +34,11 @@ class Loss(OpDef):
             raise SpecError(f"{self.name}: the target {t} must have the prediction's type {x}")
 
     def torch_call(self, node, args, module):
+        defaults = {at.name: at.default for at in self.attrs} | self.torch_defaults
         extra = "".join(
             f", {k}={v!r}" if not isinstance(v, str) else f', {k}="{v}"'
             for k, v in node.attrs.items()
-            if v != next(at.default for at in self.attrs if at.name == k)
+            if v != defaults[k]
         )
         return f"F.{self.torch_fn}({args[0]}, {args[1]}{extra})"
 
@@ -55,6 +60,51 @@ def loss(name: str, torch_fn: str, doc: str, example: str, **body) -> None:
 
 
 loss("mse", "mse_loss", "Mean squared error.", "mse(y_hat, y)")
+loss("l1", "l1_loss", "Mean absolute error.", "l1(y_hat, y)")
+loss(
+    "huber",
+    "huber_loss",
+    "Huber loss: 0.5 * d^2 where |d| < delta, else delta * (|d| - 0.5 * delta), for d = "
+    "prediction - target.",
+    "huber(y_hat, y, delta=1.0)",
+    attrs=(
+        *Loss.attrs,
+        Attr("delta", "float", 1.0, "where it turns from quadratic to linear", positive=True),
+    ),
+)
+loss(
+    "smooth_l1",
+    "smooth_l1_loss",
+    "Smooth L1 (Fast R-CNN): 0.5 * d^2 / beta where |d| < beta, else |d| - 0.5 * beta; "
+    "huber divided by beta.",
+    "smooth_l1(box, box_target, beta=0.1)",
+    attrs=(
+        *Loss.attrs,
+        Attr(
+            "beta", "float", 1.0, "where it turns from quadratic to linear; 0 gives l1", minimum=0.0
+        ),
+    ),
+)
+loss(
+    "kl_divergence",
+    "kl_div",
+    "KL(target || prediction) = sum target * (log target - prediction), as F.kl_div: the "
+    "prediction holds log-probabilities (after log_softmax), the target probabilities (or "
+    "log-probabilities with log_target). batchmean divides the sum by the batch size, which is "
+    "the true KL divergence per example; mean divides by the number of elements.",
+    "kl_divergence(log_probs, teacher_probs)",
+    torch_defaults={"reduction": "mean"},
+    attrs=(
+        Attr(
+            "reduction",
+            "str",
+            "batchmean",
+            "batchmean (sum / batch size), sum or mean (over all elements)",
+            choices=("batchmean", "sum", "mean"),
+        ),
+        Attr("log_target", "bool", False, "the target holds log-probabilities"),
+    ),
+)
 loss(
     "bce",
     "binary_cross_entropy",
@@ -94,6 +144,7 @@ loss(
     "Softmax cross-entropy on logits (N, C, ...); the target holds class indices or probabilities.",
     "cross_entropy(logits, y)",
     check=_check_class_target,
+    classifies=True,
     attrs=(
         *Loss.attrs,
         Attr(
@@ -107,4 +158,56 @@ loss(
     "Negative log-likelihood of log-probabilities (N, C, ...) and class indices.",
     "nll(log_probs, y)",
     check=_check_class_target,
+    classifies=True,
 )
+
+
+@register
+class GaussianKl(Loss):
+    name = "gaussian_kl"
+    doc = (
+        "The VAE regularizer KL(N(mu, exp(logvar)) || N(0, I)) = -0.5 * sum(1 + logvar - mu^2 - "
+        "exp(logvar)), summed over the features of each example and averaged (mean) or summed "
+        "(sum) over the batch. Both inputs are model outputs of the same type."
+    )
+    example = 'loss = bce(recon, image, reduction="sum") + gaussian_kl(mu, logvar, reduction="sum")'
+    inputs = ("mu", "logvar")
+    attrs = (
+        Attr("reduction", "str", "mean", "mean or sum over the batch", choices=("mean", "sum")),
+    )
+    outputs_only = (0, 1)
+
+    def check(self, x: TensorType, t: TensorType) -> None:
+        if t.dtype != x.dtype or t.shape != x.shape:
+            raise SpecError(
+                f"gaussian_kl: mu {x} and logvar {t} must have the same type",
+                hint="the encoder's two heads give one mean and one log-variance per latent dim",
+            )
+        if x.rank < 2:
+            raise SpecError(f"gaussian_kl: mu and logvar must be (N, features...), got {x}")
+
+    def torch_call(self, node, args, module):
+        mu, logvar = args
+        total = f"torch.sum({logvar}.exp() + {mu}.pow(2) - 1 - {logvar})"
+        return f"0.5 * {total}" + (f" / {mu}.shape[0]" if node.attrs["reduction"] == "mean" else "")
+
+
+@register
+class L2(OpDef):
+    name = "l2"
+    family = "penalty"
+    doc = (
+        "Explicit L2 penalty, a term of the loss: the sum of squares of the weights, counting "
+        "the parameters with more than one dim (linear weights, convolution kernels); biases "
+        "and normalization scales and shifts are left out, as are buffers. Scale it: "
+        "`1e-4 * l2()`. Unlike an optimizer's weight_decay it is part of the loss value, so it "
+        "shows in the logged loss and works the same with any optimizer."
+    )
+    example = "loss = cross_entropy(logits, y) + 1e-4 * l2()"
+    inputs = ()
+
+    def infer(self, ins, a):
+        return SCALAR
+
+    def torch_penalty(self, term, model: str) -> str:
+        return f"sum(p.pow(2).sum() for p in {model}.parameters() if p.dim() > 1)"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from dslc.diagnostics import SpecError
-from dslc.ops.base import Attr, OpDef, expect_float, expect_rank, register
+from dslc.ops.base import Attr, OpDef, expect_float, expect_rank, ntuple, register
 from dslc.ops.conv import compact, output_spatial, resolve_window
 
 
@@ -110,3 +112,106 @@ class GlobalAvgPool(OpDef):
     def onnx(self, node, b, ins, outs):
         pooled = b.add(node, "GlobalAveragePool", ins, [b.temp(node, "pooled")])
         b.add(node, "Flatten", [pooled], outs, axis=1)
+
+
+def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling windows: [floor(i*L/out), ceil((i+1)*L/out)) for each i.
+    Windows overlap or repeat where the sizes do not divide, and when out > L."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def averaging_matrix(size: int, out: int) -> np.ndarray:
+    """(out, size): row i averages window i, so A @ v pools a vector exactly as PyTorch does."""
+    m = np.zeros((out, size), dtype=np.float32)
+    for i, (start, end) in enumerate(adaptive_windows(size, out)):
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+class AdaptiveAvgPoolNd(OpDef):
+    dims: int
+    family = "pool"
+    prefix = "pool"
+    attrs = (
+        Attr(
+            "output_size",
+            "ints",
+            doc="output spatial size, one int or one per spatial dim; may exceed the input",
+            positive=True,
+        ),
+    )
+
+    def resolve(self, ins, a):
+        expect_rank(self.name, ins[0], (self.dims + 2,), " (N, C, *spatial)")
+        return {"output_size": ntuple(a["output_size"], self.dims, self.name, "output_size")}
+
+    def infer(self, ins, a):
+        (x,) = ins
+        expect_float(self.name, x)
+        out = a["output_size"]
+        if any(o != 1 for o in out) and not all(isinstance(d, int) for d in x.shape[2:]):
+            raise SpecError(
+                f"{self.name} to {compact(out)} needs known spatial sizes, got {x}",
+                hint="only output_size 1 (a global average) works with symbolic sizes",
+            )
+        return x.with_shape((*x.shape[:2], *out))
+
+    def torch_call(self, node, args, module):
+        return f"F.adaptive_avg_pool{self.dims}d({args[0]}, {compact(node.attrs['output_size'])})"
+
+    def onnx(self, node, b, ins, outs):
+        out, sizes = node.attrs["output_size"], node.inputs[0].type.shape[2:]
+        if tuple(sizes) == out:  # torchvision's AlexNet and VGG at 224: already that size
+            b.alias(outs[0], ins[0])
+        elif all(o == 1 for o in out):
+            b.add(node, "GlobalAveragePool", ins, outs)
+        elif all(s % o == 0 for s, o in zip(sizes, out, strict=True)):
+            kernel = [s // o for s, o in zip(sizes, out, strict=True)]
+            b.add(node, "AveragePool", ins, outs, kernel_shape=kernel, strides=kernel)
+        else:
+            self._separable(node, b, ins[0], outs[0], [int(s) for s in sizes])
+
+    def _separable(self, node, b, x: str, y: str, sizes: list[int]) -> None:
+        """Windows that do not tile the input: average along one axis at a time, as a MatMul
+        with a constant (out, size) averaging matrix A."""
+        out = node.attrs["output_size"]
+        axes = [2 + i for i in range(self.dims) if sizes[i] != out[i]]
+        for k, axis in enumerate(axes):
+            target = y if k == len(axes) - 1 else b.temp(node, f"axis{axis}")
+            matrix = averaging_matrix(sizes[axis - 2], out[axis - 2])
+            x = self._along(node, b, x, axis, matrix, target)
+
+    def _along(self, node, b, x: str, axis: int, matrix: np.ndarray, target: str) -> str:
+        """x averaged along one axis: x @ A^T for the last, A @ x for the one before (MatMul
+        broadcasts A over the leading dims); an earlier axis is swapped last and back."""
+        rank = self.dims + 2
+        if axis == rank - 2:
+            return b.add(node, "MatMul", [b.const(node, f"avg{axis}", matrix, "f32"), x], [target])
+        weights = b.const(node, f"avg{axis}", matrix.T, "f32")
+        if axis == rank - 1:
+            return b.add(node, "MatMul", [x, weights], [target])
+        perm = list(range(rank))
+        perm[axis], perm[-1] = perm[-1], perm[axis]
+        moved = b.add(node, "Transpose", [x], [b.temp(node, f"moved{axis}")], perm=perm)
+        pooled = b.add(node, "MatMul", [moved, weights], [b.temp(node, f"pooled{axis}")])
+        return b.add(node, "Transpose", [pooled], [target], perm=perm)
+
+
+for _n in (1, 2, 3):
+    register(
+        type(
+            f"AdaptiveAvgPool{_n}d",
+            (AdaptiveAvgPoolNd,),
+            {
+                "name": f"adaptive_avg_pool{_n}d",
+                "dims": _n,
+                "doc": f"Average over {_n}-D windows sized so the output has `output_size` "
+                f"(torch F.adaptive_avg_pool{_n}d; PyTorch's window rule, sizes need not divide).",
+                "example": [
+                    "x -> adaptive_avg_pool1d(8)",
+                    "x -> adaptive_avg_pool2d(7)",
+                    "x -> adaptive_avg_pool3d([2, 4, 4])",
+                ][_n - 1],
+            },
+        )
+    )

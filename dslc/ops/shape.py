@@ -150,3 +150,23 @@ class Concat(OpDef):
 
     def onnx(self, node, b, ins, outs):
         b.add(node, "Concat", ins, outs, axis=node.attrs["axis"])
+
+
+@register
+class Identity(OpDef):
+    name = "identity"
+    family = "shape"
+    doc = (
+        "Passes its input on unchanged (torch.nn.Identity's role); a placeholder stage, or a new "
+        "name for a tensor."
+    )
+    example = "x -> identity"
+
+    def infer(self, ins, a):
+        return ins[0]
+
+    def torch_call(self, node, args, module):
+        return args[0]
+
+    def onnx(self, node, b, ins, outs):
+        b.alias(outs[0], ins[0])

@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"clip": ("float32", ("N", 1, 8, 32, 32))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"moving": ("float32", ("N", 1))}
 TARGETS = {"label": ("float32", ("N", 1))}
-TRAINING = {'batch_size': 16, 'epochs': 5}
+LOSS_INPUTS = ("moving", "label")
+METRICS = {}  # no classifier loss
+TRAINING = {
+    "batch_size": 16,
+    "early_stopping": None,
+    "epochs": 5,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class Clip3D(nn.Module):
@@ -59,3 +69,14 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 16)."""
     return torch.optim.Adam(model.parameters(), lr=0.0003, betas=(0.9, 0.99))
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """The spec's exponential schedule (line 17); step it once per optimizer step."""
+    gamma = 0.8 ** (1 / steps_per_epoch)  # 0.8 per epoch
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"x": ("float32", ("N", 1, 32, 32))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"logits": ("float32", ("N", 10))}
 TARGETS = {"label": ("int64", ("N",))}
-TRAINING = {'batch_size': 64, 'epochs': 10}
+LOSS_INPUTS = ("logits", "label")
+METRICS = {"accuracy": ("logits", "label")}  # accuracy: argmax over dim 1 == target
+TRAINING = {
+    "batch_size": 64,
+    "early_stopping": None,
+    "epochs": 10,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class LeNet5(nn.Module):
@@ -58,3 +68,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 20)."""
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"x": ("float32", ("N", 2))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"p": ("float32", ("N", 1))}
 TARGETS = {"y": ("float32", ("N", 1))}
-TRAINING = {'batch_size': 16, 'epochs': 50}
+LOSS_INPUTS = ("p", "y")
+METRICS = {}  # no classifier loss
+TRAINING = {
+    "batch_size": 16,
+    "early_stopping": None,
+    "epochs": 50,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class LogisticRegression(nn.Module):
@@ -44,3 +54,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 12)."""
     return torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"x": ("float32", ("N", 3, 32, 32))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"log_probs": ("float32", ("N", 10))}
 TARGETS = {"label": ("int64", ("N",))}
-TRAINING = {'batch_size': 64, 'epochs': 20}
+LOSS_INPUTS = ("log_probs", "label")
+METRICS = {"accuracy": ("log_probs", "label")}  # accuracy: argmax over dim 1 == target
+TRAINING = {
+    "batch_size": 64,
+    "early_stopping": None,
+    "epochs": 20,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class MiniInception(nn.Module):
@@ -81,7 +91,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The loss of line 26: outputs and targets in, a scalar out."""
+    """The loss of line 28: outputs and targets in, a scalar out."""
 
     def forward(self, log_probs, label):
         return F.nll_loss(log_probs, label)
@@ -92,5 +102,17 @@ def create_loss():
 
 
 def create_optimizer(model):
-    """The spec's optimizer (line 27)."""
-    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.0001)
+    """The spec's optimizer (line 29)."""
+    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """The spec's one_cycle schedule (line 30); step it once per optimizer step."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=0.1, total_steps=TRAINING["epochs"] * steps_per_epoch, pct_start=0.25
+    )
+
+
+def penalty(model):
+    """The loss's penalty terms (line 28); the training loop adds them to Loss's value."""
+    return 5e-05 * sum(p.pow(2).sum() for p in model.parameters() if p.dim() > 1)

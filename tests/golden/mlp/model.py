@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"x": ("float32", ("N", 3))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"y": ("float32", ("N", 1))}
 TARGETS = {"t": ("float32", ("N", 1))}
-TRAINING = {'batch_size': 8, 'epochs': 200}
+LOSS_INPUTS = ("y", "t")
+METRICS = {}  # no classifier loss
+TRAINING = {
+    "batch_size": 8,
+    "early_stopping": None,
+    "epochs": 200,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class TinyMLP(nn.Module):
@@ -58,3 +68,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 18)."""
     return torch.optim.RMSprop(model.parameters())
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """The spec's step schedule (line 19); step it once per optimizer step."""
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=50 * steps_per_epoch, gamma=0.5)
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

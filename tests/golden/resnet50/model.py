@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"image": ("float32", ("N", 3, 224, 224))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"logits": ("float32", ("N", 1000))}
 TARGETS = {"label": ("int64", ("N",))}
-TRAINING = {'batch_size': 256, 'epochs': 90}
+LOSS_INPUTS = ("logits", "label")
+METRICS = {"accuracy": ("logits", "label")}  # accuracy: argmax over dim 1 == target
+TRAINING = {
+    "batch_size": 256,
+    "early_stopping": None,
+    "epochs": 90,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class ResNet50(nn.Module):
@@ -396,3 +406,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 35)."""
     return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.0001)
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

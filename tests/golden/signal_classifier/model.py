@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"signal": ("float32", ("N", 3, "T"))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"logits": ("float32", ("N", 4))}
 
 
 class SignalClassifier(nn.Module):

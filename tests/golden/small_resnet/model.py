@@ -4,13 +4,25 @@ and compile again.
 175,258 parameters.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"image": ("float32", ("N", 3, 32, 32))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"logits": ("float32", ("N", 10))}
 TARGETS = {"label": ("int64", ("N",))}
-TRAINING = {'batch_size': 128, 'epochs': 30}
+LOSS_INPUTS = ("logits", "label")
+METRICS = {"accuracy": ("logits", "label")}  # accuracy: argmax over dim 1 == target
+TRAINING = {
+    "batch_size": 128,
+    "early_stopping": 5,
+    "epochs": 30,
+    "grad_clip": 1.0,
+    "monitor": "val_accuracy",
+}
 
 
 class SmallResNet(nn.Module):
@@ -147,3 +159,23 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 28)."""
     return torch.optim.AdamW(model.parameters(), weight_decay=0.05)
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """The spec's cosine schedule (line 29); step it once per optimizer step."""
+    warmup = 2 * steps_per_epoch
+    total = TRAINING["epochs"] * steps_per_epoch
+    floor = 1e-05 / 0.001  # min_lr / lr
+
+    def factor(t):  # the learning rate after t optimizer steps is lr * factor(t)
+        if t < warmup:
+            return (t + 1) / warmup
+        progress = min(1.0, (t - warmup) / (total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None

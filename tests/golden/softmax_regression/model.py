@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUTS = {"x": ("float32", ("N", 4))}
+# forward returns its outputs in this order (one tensor, or a tuple)
+OUTPUTS = {"logits": ("float32", ("N", 3)), "probs": ("float32", ("N", 3))}
 TARGETS = {"y": ("int64", ("N",))}
-TRAINING = {'batch_size': 32, 'epochs': 100}
+LOSS_INPUTS = ("logits", "y")
+METRICS = {"accuracy": ("logits", "y")}  # accuracy: argmax over dim 1 == target
+TRAINING = {
+    "batch_size": 32,
+    "early_stopping": None,
+    "epochs": 100,
+    "grad_clip": None,
+    "monitor": "val_loss",
+}
 
 
 class SoftmaxRegression(nn.Module):
@@ -51,3 +61,13 @@ def create_loss():
 def create_optimizer(model):
     """The spec's optimizer (line 14)."""
     return torch.optim.SGD(model.parameters(), lr=0.5)
+
+
+def create_scheduler(optimizer, steps_per_epoch):
+    """No schedule in the spec: the learning rate stays constant."""
+    return None
+
+
+def penalty(model):
+    """No penalty terms in the spec's loss."""
+    return None
