@@ -5,8 +5,8 @@ in one run, for each network:
     --target onnx` against `python bench/export_handwritten.py` (build the hand-written network,
     call torch.onnx.export: TorchScript exporter, opset 21, eval mode, constant folding);
 (b) ONNX node counts: dslc's graph, and torch.onnx.export of the module dslc generates and of
-    the hand-written one (both with random batch norm statistics: with fresh ones every folded
-    bias is zero and the exporter deduplicates them through Identity nodes);
+    the hand-written one (both with random biases and batch norm statistics: with fresh ones
+    many biases are equal, zero, and the exporter deduplicates them through Identity nodes);
 (c) onnxruntime latency at batch 1 and 8, the three sessions interleaved call by call;
 (d) that dslc's .onnx is one self-contained file (no external data).
 
@@ -93,17 +93,21 @@ def self_contained(folder: Path) -> dict[str, Any]:
             "external_tensors": external, "bytes": path.stat().st_size}  # fmt: skip
 
 
-def randomize_batch_norm(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Trained-looking statistics (as tests/test_parity.py), so folded biases differ."""
+def trained_looking(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Random biases and batch norm statistics (as tests/test_parity.py), as after training.
+    Fresh ones are equal (zero biases, unit variances), and the exporter would deduplicate
+    the equal initializers through Identity nodes, which then count as nodes."""
     gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            assert m.running_mean is not None and m.running_var is not None
-            with torch.no_grad():
+    with torch.no_grad():
+        for m in model.modules():
+            bias = getattr(m, "bias", None)
+            if isinstance(bias, torch.nn.Parameter):
+                bias.normal_(0.0, 0.2, generator=gen)
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.normal_(0.0, 0.5, generator=gen)
                 m.running_var.uniform_(0.5, 2.0, generator=gen)
                 m.weight.uniform_(0.5, 1.5, generator=gen)
-                m.bias.normal_(0.0, 0.2, generator=gen)
     return model
 
 
@@ -113,9 +117,9 @@ def export_both(name: str, net: Net, args: argparse.Namespace, out: Path) -> dic
     spec = dslc.load(spec_path(net, args), spec_params(net, size))
     shape = (1, net.channels, size, size)
     torch.manual_seed(0)
-    generated = randomize_batch_norm(spec.torch_module())
+    generated = trained_looking(spec.torch_module())
     export(generated, shape, out / "export_generated.onnx")
-    hand = randomize_batch_norm(create(name, size, net.classes))
+    hand = trained_looking(create(name, size, net.classes))
     export(hand, shape, out / "export_handwritten.onnx")
     count = sum(p.numel() for p in hand.parameters())
     return {"dslc": spec.param_count, "handwritten": count}
