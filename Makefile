@@ -26,8 +26,12 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m dslc.docgen docs/ops.md
 
+# Timings need a quiet machine; the tables in docs/benchmarks.md are rewritten from the results.
 bench: $(STAMP)
 	$(BIN)/python bench/onnx_lenet5.py
+	$(BIN)/python bench/onnx_cnn.py
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) build

@@ -1,0 +1,143 @@
+"""Markdown tables from the benchmarks' JSON results, and docs/benchmarks.md kept in step:
+
+    python bench/report.py            # rewrite the tables in docs/benchmarks.md
+
+Each table sits between `<!-- begin NAME -->` and `<!-- end NAME -->` in the docs, NAME being
+the JSON file under bench/results/. Only json and the standard library: no torch needed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+
+
+def machine_line(data: dict[str, Any], what: str) -> str:
+    m = data["machine"]
+    return (
+        f"Taken {m['date']} on {m['platform']} ({m['processor']}, {m['cpus']} CPUs, load "
+        f"average {m['load']} at the start{_busy(m)}), Python "
+        f"{m['python']}, torch {m['torch']}, onnx {m['onnx']}, onnxruntime {m['onnxruntime']}; "
+        f"{what}."
+    )
+
+
+def _busy(m: dict[str, Any]) -> str:
+    return ": a busy machine, the timings are provisional" if m["load"] > 0.5 * m["cpus"] else ""
+
+
+def ms(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} us"
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def onnx_cnn(data: dict[str, Any]) -> str:
+    what = (
+        f"compile: median of {data['repeats']} whole processes each, interleaved; latency: "
+        f"onnxruntime CPU, {data['threads']} intra-op thread(s), sessions interleaved call by "
+        f"call, median; opset {data['opset']}"
+    )
+    lines = [machine_line(data, what), "", *_compile_table(data["results"]), ""]
+    notes = _notes(data["results"])
+    notes += [f"- {name}: not measured, its spec was missing." for name in data.get("missing", [])]
+    return "\n".join([*lines, *_latency_table(data["results"]), "", *notes])
+
+
+def _compile_table(results: dict[str, Any]) -> list[str]:
+    rows = [
+        "| network | input | parameters | dslc compile | hand-written + export | speed-up "
+        "| nodes: dslc | export of generated | export of hand-written | one self-contained file |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        c, n, p = r["compile"], r["nodes"], r["params"]
+        params = f"{p['dslc']:,}" if p["dslc"] == p["handwritten"] else (
+            f"{p['dslc']:,} (hand-written {p['handwritten']:,}!)"
+        )  # fmt: skip
+        alone = r["self_contained"]
+        contained = f"yes, {alone['bytes']:,} B" if alone["ok"] else "NO"
+        rows.append(
+            f"| {name} | {r['size']}x{r['size']} | {params} | {ms(c['dslc_median_s'])} "
+            f"| {ms(c['export_median_s'])} | {c['speedup']:.1f}x | {n['dslc']} "
+            f"| {n['export_generated']} | {n['export_handwritten']} | {contained} |"
+        )
+    return rows
+
+
+def _latency_table(results: dict[str, Any]) -> list[str]:
+    rows = [
+        "| network | batch | dslc | export of hand-written | export of generated "
+        "| hand-written / dslc | runs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        for batch, t in r["latency_s"].items():
+            rows.append(
+                f"| {name} | {batch} | {ms(t['dslc'])} | {ms(t['export_handwritten'])} "
+                f"| {ms(t['export_generated'])} | {t['export_handwritten'] / t['dslc']:.2f}x "
+                f"| {t['runs']} |"
+            )
+    return rows
+
+
+def _notes(results: dict[str, Any]) -> list[str]:
+    """What the exporter did with batch norm, read from the op types of its graphs."""
+    notes = []
+    for name, r in results.items():
+        ops = r["op_types"]
+        kept = ops["export_handwritten"].get("BatchNormalization", 0)
+        identities = ops["export_fresh"].get("Identity", 0)
+        notes.append(
+            f"- {name}: the export keeps {kept} BatchNormalization node(s); exported with "
+            f"freshly initialized weights it has {identities} Identity node(s) "
+            f"({r['nodes']['export_fresh']} nodes in all)."
+        )
+    return notes
+
+
+def train_throughput(data: dict[str, Any]) -> str:
+    what = (
+        f"batch {data['batch']}, {data['optimizer']}, {data['threads']} torch thread(s), "
+        f"{data['clock']} clock; "
+        f"{data['rounds']} interleaved rounds per network after warm-up, median steps/s, "
+        "ratio the median of the per-round ratios"
+    )
+    rows = [
+        "| network | input | parameters | generated (steps/s) | hand-written (steps/s) "
+        "| generated / hand-written | within 1.00 +/- 0.03 | steps per round |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in data["results"].items():
+        ratio = r["ratio"]
+        within = "yes" if abs(ratio - 1) <= 0.03 else "no"
+        rows.append(
+            f"| {name} | {r['size']}x{r['size']} | {r['params']:,} | {r['generated']:.2f} "
+            f"| {r['handwritten']:.2f} | {ratio:.3f} | {within} | {r['steps_per_round']} |"
+        )
+    return "\n".join([machine_line(data, what), "", *rows])
+
+
+RENDER = {"onnx_cnn": onnx_cnn, "train_throughput": train_throughput}
+
+
+def update_docs(docs: Path = DOCS) -> list[str]:
+    """Replace each marked table whose JSON exists; returns the names replaced."""
+    text, done = docs.read_text(), []
+    for name, render in RENDER.items():
+        path = ROOT / "bench" / "results" / f"{name}.json"
+        pattern = re.compile(rf"(<!-- begin {name} -->\n).*?(<!-- end {name} -->)", re.S)
+        if path.exists() and pattern.search(text):
+            table = render(json.loads(path.read_text()))
+            text = pattern.sub(lambda m: f"{m[1]}{table}\n{m[2]}", text)  # noqa: B023
+            done.append(name)
+    docs.write_text(text)
+    return done
+
+
+if __name__ == "__main__":
+    print("updated docs/benchmarks.md:", ", ".join(update_docs()) or "nothing")
