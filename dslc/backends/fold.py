@@ -32,7 +32,7 @@ def fold_batch_norm(
     weights = dict(weights)
     folded: dict[int, Node] = {}  # id(producer) -> its folded replacement
     for bn in graph.nodes:
-        src = producer.get(id(bn.inputs[0])) if bn.op.name == "batch_norm" else None
+        src = producer.get(id(bn.inputs[0])) if _is_affine(bn) else None
         if src is None or not _foldable(src, bn.inputs[0], uses, outputs):
             continue
         folded[id(src)] = _fold(src, bn, weights, in_place)
@@ -43,7 +43,7 @@ def fold_batch_norm(
     for n in graph.nodes:
         if id(n) not in folded:
             nodes.append(n)
-        elif n.op.name != "batch_norm":
+        elif not _is_affine(n):
             nodes.append(folded[id(n)])
     return replace(graph, nodes=nodes), weights, len(folded) // 2
 
@@ -53,8 +53,13 @@ def _foldable(src: Node, value: Value, uses: dict[int, int], outputs: set[int]) 
         return False
     if src.op.affine_axis != 0 and src.attrs.get("groups", 1) != 1:
         return False  # grouped transposed conv: output channels are not one weight axis
-    # Batch norm normalizes dim 1; a linear layer's channels are its last dim.
-    return src.op.name != "linear" or value.type.rank == 2
+    # The affine map scales dim 1 (batch norm's channels): the layer's channels must be there.
+    return src.op.channel_dim % value.type.rank == 1
+
+
+def _is_affine(n: Node) -> bool:
+    """An op that is a fixed per-channel affine map in inference (batch norm)."""
+    return hasattr(n.op, "inference_affine") and len(n.inputs) == 1
 
 
 def _fold(src: Node, bn: Node, weights: dict[str, np.ndarray], in_place: bool) -> Node:

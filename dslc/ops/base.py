@@ -165,6 +165,7 @@ class OpDef:
     # The axis of `weight` that indexes output channels, for ops that can absorb a following
     # per-channel affine map (inference batch norm) into their weight and bias; None if not.
     affine_axis: ClassVar[int | None] = None
+    channel_dim: ClassVar[int] = 1  # the output dim that holds those channels
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- compile time

@@ -25,6 +25,7 @@ class Linear(OpDef):
     family = "dense"
     prefix = "fc"
     affine_axis = 0
+    channel_dim = -1
     doc = "Affine map y = x W^T + b over the last dim (torch.nn.Linear)."
     example = "x -> linear(120)"
     attrs = (
