@@ -20,6 +20,7 @@ from dslc.diagnostics import Diagnostics, Span, SpecError
 from dslc.evaluate import Evaluator
 from dslc.init import values_shape
 from dslc.ir import Graph, Node, Value
+from dslc.ops import LAYER_FAMILIES
 from dslc.ops.base import REGISTRY, OpDef, ParamSpec, describe, suggest
 from dslc.scope import POISON, Frame, Poisoned, Scope
 from dslc.types import DTYPES, Sym, TensorType
@@ -54,16 +55,6 @@ PARAM_TYPES: dict[str, type[Any] | tuple[type[Any], ...]] = {
     "bool": bool,
     "str": str,
 }
-LAYER_FAMILIES = (
-    "dense",
-    "conv",
-    "pool",
-    "norm",
-    "activation",
-    "shape",
-    "elementwise",
-    "stochastic",
-)
 
 
 class Elaborator(Evaluator):

@@ -18,7 +18,8 @@ from dslc.ops import (  # noqa: F401
 )
 from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
 
-FAMILIES = (
+# Families of ops that are layers, applied in a model's graph; the rest belong to training.
+LAYER_FAMILIES = (
     "dense",
     "conv",
     "pool",
@@ -27,10 +28,7 @@ FAMILIES = (
     "shape",
     "elementwise",
     "stochastic",
-    "loss",
-    "penalty",
-    "optimizer",
-    "schedule",
 )
+FAMILIES = (*LAYER_FAMILIES, "loss", "penalty", "optimizer", "schedule")
 
-__all__ = ["REGISTRY", "FAMILIES", "Attr", "OpDef", "ParamSpec", "suggest"]
+__all__ = ["REGISTRY", "FAMILIES", "LAYER_FAMILIES", "Attr", "OpDef", "ParamSpec", "suggest"]
