@@ -63,14 +63,26 @@ class Spec:
     def torch_module(self):
         return self.torch_namespace()["create_model"]()
 
-    def onnx_model(self, weights: Any = None, seed: int = 0, fold_batch_norm: bool = True):
+    def onnx_model(
+        self,
+        weights: Any = None,
+        seed: int = 0,
+        fold_batch_norm: bool = True,
+        fused: bool = True,
+    ):
         """The ONNX ModelProto, for inference. `weights`: a state_dict (tensors or arrays), a
         path to a saved state_dict or safetensors file, or None for the spec's initializers
-        drawn with `seed`. `fold_batch_norm`: fold batch norm into the layer before it."""
-        return self.onnx_export(weights, seed, fold_batch_norm).model()
+        drawn with `seed`. `fold_batch_norm`: fold batch norm into the layer before it.
+        `fused`: use onnxruntime's fused ops (LayerNormalization, Gelu, Attention,
+        RMSNormalization; opset 23 where a model needs it); False decomposes them."""
+        return self.onnx_export(weights, seed, fold_batch_norm, fused).model()
 
     def onnx_export(
-        self, weights: Any = None, seed: int = 0, fold_batch_norm: bool = True
+        self,
+        weights: Any = None,
+        seed: int = 0,
+        fold_batch_norm: bool = True,
+        fused: bool = True,
     ) -> OnnxExport:
         """The checked ONNX model, ready to write to a file (what `dslc compile` does) or to
         take as a ModelProto."""
@@ -82,7 +94,7 @@ class Spec:
         folded = 0
         if fold_batch_norm:
             graph, arrays, folded = fold(graph, arrays, in_place=weights is None)
-        skeleton, large = onnx_backend.build_lazy(graph, arrays)
+        skeleton, large = onnx_backend.build_lazy(graph, arrays, fused)
         onnx_file.check(skeleton, large)
         return OnnxExport(skeleton, large, folded)
 

@@ -65,7 +65,9 @@ def cmd_compile(args) -> int:
     if args.target == "onnx":
         from dslc.backends.onnx import to_text
 
-        export = spec.onnx_export(args.weights, args.seed, fold_batch_norm=not args.no_fold)
+        export = spec.onnx_export(
+            args.weights, args.seed, fold_batch_norm=not args.no_fold, fused=not args.decompose
+        )
         out = Path(args.output or f"{spec.name.lower()}.onnx")
         _write(out, export.write)
         folded = export.folded_batch_norms
@@ -247,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-fold",
         action="store_true",
         help="ONNX: keep batch norm as its own node instead of folding it into the layer before",
+    )
+    c.add_argument(
+        "--decompose",
+        action="store_true",
+        help="ONNX: write attention, layer/RMS norm and GELU as basic ops (MatMul, Softmax, "
+        "ReduceMean, ...) instead of the fused ops of opsets 17-23, for runtimes without them",
     )
     c.set_defaults(fn=cmd_compile)
     v = spec_command("verify", "check the PyTorch module and the ONNX graph agree on random inputs")

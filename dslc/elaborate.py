@@ -337,6 +337,7 @@ class Elaborator(Evaluator):
         try:
             attrs = op.resolve(in_types, attrs)
             out = op.infer(in_types, attrs)
+            attrs = self.tie(op, in_types, attrs)
             params = op.params(in_types, attrs)
         except SpecError as err:
             raise SpecError(err.message, err.hint, err.span or span) from None
@@ -356,6 +357,31 @@ class Elaborator(Evaluator):
         ]
         self.nodes.append(Node(op, name, tensors, attrs, values, span, params))
         return values[0] if len(values) == 1 else tuple(values)
+
+    def tie(self, op: OpDef, in_types: list[TensorType], attrs: dict) -> dict:
+        """Weight tying (`linear(V, tie=emb)`): check the layer that made the tensor holds the
+        shared parameter, of the shape this op would give its own, and refer to it by key."""
+        for attr, key in op.ties.items():
+            v = attrs.get(attr)
+            if not isinstance(v, Value):
+                continue
+            owner = next((n for n in self.nodes if any(o is v for o in n.outputs)), None)
+            if owner is None or key not in owner.params:
+                source = f"{owner.op.name} ({owner.name})" if owner else "no layer"
+                raise SpecError(
+                    f"{op.name}: {attr}={v.name} must be made by a layer that holds a {key}, "
+                    f"but {v.name} comes from {source}",
+                    hint="tie to the output of an embedding: `linear(V, bias=false, tie=emb)`",
+                )
+            mine = op.params(in_types, {**attrs, attr: None})[key].shape
+            theirs = owner.params[key].shape
+            if mine != theirs:
+                raise SpecError(
+                    f"{op.name}: cannot share {owner.name}.{key} {list(theirs)}: this layer's "
+                    f"{key} is {list(mine)}"
+                )
+            attrs = {**attrs, attr: f"{owner.name}.{key}"}
+        return attrs
 
     def call_block(
         self, d: ast.Definition, span: Span, args: list[Arg], kwargs: dict[str, Arg], frame: Frame

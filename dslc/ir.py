@@ -40,6 +40,11 @@ class Node:
     def output(self) -> Value:
         return self.outputs[0]
 
+    def tied(self) -> dict[str, str]:
+        """Parameters this node shares with another (weight tying): key -> the owner's
+        state_dict key, such as {"weight": "embed.weight"}."""
+        return {key: self.attrs[a] for a, key in self.op.ties.items() if self.attrs.get(a)}
+
 
 @dataclass(eq=False)
 class LossTerm:
@@ -91,6 +96,11 @@ class Graph:
             for k, p in n.params.items()
             if buffers or not p.buffer
         ]
+
+    def ties(self) -> dict[str, str]:
+        """Tied parameters: the sharer's state_dict key -> the owner's. PyTorch's state_dict
+        holds both keys (one tensor); ONNX one initializer, the owner's; counts count it once."""
+        return {f"{n.name}.{k}": owner for n in self.nodes for k, owner in n.tied().items()}
 
     def param_count(self) -> int:
         total = 0
@@ -177,6 +187,9 @@ def verify(g: Graph) -> None:
             defined.add(id(v))
     for v in g.outputs.values():
         assert id(v) in defined, f"output {v.name} is not computed by the graph"
+    owners = dict(g.parameters())
+    for sharer, owner in g.ties().items():
+        assert owner in owners, f"{sharer} is tied to {owner}, which is no parameter"
 
 
 def part(g: Graph, instance: str) -> Graph:
@@ -192,6 +205,13 @@ def part(g: Graph, instance: str) -> Graph:
             f"model {g.name} has no block instance '{instance}'",
             f"block instances: {', '.join(instances)}" if instances else "it calls no blocks",
         )
+    for n in nodes:
+        for key, owner in n.tied().items():
+            if not owner.startswith(prefix):
+                raise SpecError(
+                    f"{n.name}.{key} is tied to {owner}, outside block instance '{instance}'",
+                    "a part holds only its own parameters; untie them to export it alone",
+                )
     inside = {id(v) for n in nodes for v in n.outputs}
     taken = {v.name[len(prefix) :] for n in nodes for v in n.outputs}
     copies: dict[int, Value] = {}
@@ -213,7 +233,7 @@ def part(g: Graph, instance: str) -> Graph:
             n.op,
             n.name[len(prefix) :],
             [copy(v) for v in n.inputs],
-            n.attrs,
+            {k: v[len(prefix) :] if k in n.op.ties and v else v for k, v in n.attrs.items()},
             [copy(v) for v in n.outputs],
             n.span,
             n.params,

@@ -51,6 +51,8 @@ def fold_batch_norm(
 def _foldable(src: Node, value: Value, uses: dict[int, int], outputs: set[int]) -> bool:
     if src.op.affine_axis is None or uses[id(value)] != 1 or id(value) in outputs:
         return False
+    if src.tied():
+        return False  # its weight is shared: scaling it would change the other layer too
     if src.op.affine_axis != 0 and src.attrs.get("groups", 1) != 1:
         return False  # grouped transposed conv: output channels are not one weight axis
     # The affine map scales dim 1 (batch norm's channels): the layer's channels must be there.

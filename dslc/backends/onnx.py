@@ -20,14 +20,22 @@ from dslc.ir import Graph, Node
 from dslc.ops.base import ParamSpec
 from dslc.types import DTYPES, TensorType, numpy_dtype
 
-OPSET = 21
-IR_VERSION = 10  # onnxruntime 1.31 reads IR versions up to 13; opset 21 needs 10
+OPSET = 21  # the default; a model that uses a newer op gets the opset that defines it
+# ONNX ops newer than OPSET that ops emit, and the opset that defines them. The IR version is
+# the lowest that holds the opset (10 for 21, 11 for 23): onnxruntime 1.31 reads up to 13.
+NEWER_OPS = {"Attention": 23, "RMSNormalization": 23}
 
 
 class OnnxBuilder:
-    def __init__(self, graph: Graph, weights: dict[str, np.ndarray]) -> None:
+    """What an op's `onnx` method builds with. `fused`: emit onnxruntime's fused kernels
+    (LayerNormalization, Gelu, Attention, RMSNormalization) where an op can; False decomposes
+    them into basic ops (MatMul, Softmax, ReduceMean, ...) for runtimes without them."""
+
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], fused: bool = True) -> None:
         self.graph = graph
         self.weights = weights
+        self.fused = fused
+        self.opset = OPSET
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, np.ndarray] = {}
         self.aliases: dict[str, str] = {}
@@ -45,6 +53,7 @@ class OnnxBuilder:
             k += 1
             name = f"{node.name}/{op_type}_{k}"
         self.node_names.add(name)
+        self.opset = max(self.opset, NEWER_OPS.get(op_type, OPSET))
         proto = helper.make_node(
             op_type, [self.resolve(i) for i in inputs], outputs, name=name, **attrs
         )
@@ -54,10 +63,11 @@ class OnnxBuilder:
         return outputs[0]
 
     def param(self, node: Node, key: str) -> str:
-        name = f"{node.name}.{key}"
+        """The initializer of a node's parameter (for a tied one, its owner's: stored once)."""
+        name = node.tied().get(key, f"{node.name}.{key}")
         if name not in self.initializers:
-            spec = node.params[key]
-            self.initializers[name] = np.asarray(self.weights[name], dtype=numpy_dtype(spec.dtype))
+            dtype = node.params[key].dtype if key in node.params else "f32"
+            self.initializers[name] = np.asarray(self.weights[name], dtype=numpy_dtype(dtype))
         return name
 
     def const(self, node: Node, suffix: str, value: Any, dtype: str) -> str:
@@ -80,7 +90,7 @@ def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
 
 
 def build_lazy(
-    graph: Graph, weights: dict[str, np.ndarray]
+    graph: Graph, weights: dict[str, np.ndarray], fused: bool = True
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The model with the data of its large initializers left out (their name, type and dims
     are there), and those arrays by name: a 100 MB model is then checked and written without
@@ -92,7 +102,7 @@ def build_lazy(
                 "(onnxruntime's CPU kernels lack most bf16 ops)",
                 hint="declare the input as f32 (or f16) for the ONNX model",
             )
-    b = OnnxBuilder(graph, weights)
+    b = OnnxBuilder(graph, weights, fused)
     for node in graph.nodes:
         node.op.onnx(
             node, b, [b.resolve(v.name) for v in node.inputs], [v.name for v in node.outputs]
@@ -114,8 +124,8 @@ def build_lazy(
     )
     model = helper.make_model(
         g,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        ir_version=IR_VERSION,
+        opset_imports=[helper.make_opsetid("", b.opset)],
+        ir_version=helper.find_min_ir_version_for([helper.make_opsetid("", b.opset)]),
         producer_name="dslc",
         producer_version=__version__,
         doc_string=f"{graph.name}, compiled by dslc from {graph.path}",
@@ -163,10 +173,11 @@ def resolve_weights(graph: Graph, weights: Any, seed: int) -> dict[str, np.ndarr
         for k, p in expected.items()
         if k in arrays and tuple(arrays[k].shape) != p.shape
     ]
+    tied = graph.ties()  # a state_dict holds a tied tensor under both keys: the owner's is used
     problems += [
         f"unexpected '{k}'"
         for k in arrays
-        if k not in expected and not k.endswith("num_batches_tracked")
+        if k not in expected and k not in tied and not k.endswith("num_batches_tracked")
     ]
     if problems:
         raise DslcError(

@@ -67,6 +67,10 @@ def _init_method(g: Graph) -> list[str]:
                 containers.add(path)
                 lines.append((f"self.{path} = nn.Module()", "block instance"))
         lines.append((f"self.{n.name} = {module}", f"line {n.span.line}"))
+        lines += [
+            (f"self.{n.name}.{key} = self.{owner}", "tied: one tensor, counted once")
+            for key, owner in n.tied().items()
+        ]
     body = aligned(lines, " " * 8)
     inits = _inits(g)
     if inits:
@@ -295,6 +299,9 @@ def emit(g: Graph) -> str:
             *(f"    {_literal(k)}: {_literal(v)}," for k, v in sorted(t.settings.items())),
             "}",
         ]
+    helpers = dict.fromkeys(h for n in g.nodes if (h := n.op.torch_helper(n)))
+    for helper in helpers:
+        lines += ["", "", *helper.strip("\n").split("\n")]
     lines += ["", "", f"class {g.name}(nn.Module):", *_init_method(g), "", *_forward(g, ns)]
     lines += [
         "",

@@ -45,11 +45,18 @@ KINDS: dict[str, tuple[str, Any]] = {
         "an initializer name, a number, or a (nested) list of numbers",
         lambda v: isinstance(v, str) or _is_num(v) or _nested_numbers(v),
     ),
+    "tensor": ("a tensor", lambda v: _is_value(v)),
     "shape": (
         "a list of dims (integers, -1, or symbolic dims such as N)",
         lambda v: isinstance(v, list) and all(_is_int(d) or isinstance(d, Sym) for d in v),
     ),
 }
+
+
+def _is_value(v: Any) -> bool:
+    from dslc.ir import Value
+
+    return isinstance(v, Value)
 
 
 def _nested_numbers(v: Any) -> bool:
@@ -166,6 +173,10 @@ class OpDef:
     # per-channel affine map (inference batch norm) into their weight and bias; None if not.
     affine_axis: ClassVar[int | None] = None
     channel_dim: ClassVar[int] = 1  # the output dim that holds those channels
+    # Weight tying: attribute name -> the parameter it shares. `linear(V, tie=emb)` takes the
+    # `weight` of the layer that made tensor `emb` instead of holding its own (elaborate.py
+    # checks the shapes agree; the attribute then holds the owner's state_dict key).
+    ties: ClassVar[dict[str, str]] = {}
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- compile time
@@ -194,6 +205,12 @@ class OpDef:
 
     def torch_call(self, node: HasAttrs, args: list[str], module: str | None) -> str:
         return f"{module}({', '.join(args)})"
+
+    def torch_helper(self, node: Node) -> str | None:
+        """Source of an nn.Module class that torch_module constructs, for ops whose forward is
+        more than one expression (attention); emitted once per generated file, before the
+        model class."""
+        return None
 
     # ---- ONNX
     def onnx(self, node: Node, b: OnnxBuilder, ins: list[str], outs: list[str]) -> None:

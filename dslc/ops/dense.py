@@ -32,8 +32,16 @@ class Linear(OpDef):
         Attr("out_features", "int", doc="output size", positive=True),
         Attr("bias", "bool", True, "learn an additive bias"),
         Attr("in_features", "int", None, "expected input size; checked, inferred when omitted"),
+        Attr(
+            "tie",
+            "tensor",
+            None,
+            "share the weight of the layer that made this tensor (an embedding's, for a language "
+            "model's output head): one tensor, counted once",
+        ),
         *INIT_ATTRS,
     )
+    ties = {"tie": "weight"}
 
     def infer(self, ins, a):
         (x,) = ins
@@ -51,7 +59,9 @@ class Linear(OpDef):
 
     def params(self, ins, a):
         n_in, n_out = ins[0].shape[-1], a["out_features"]
-        p = {"weight": ParamSpec((n_out, n_in), from_attr(a["init"], Init("uniform_fan_in")))}
+        p = {}
+        if not a["tie"]:
+            p["weight"] = ParamSpec((n_out, n_in), from_attr(a["init"], Init("uniform_fan_in")))
         if a["bias"]:
             default = Init("uniform_fan_in", fan_in=n_in)
             p["bias"] = ParamSpec((n_out,), from_attr(a["bias_init"], default, vector=True))
