@@ -22,6 +22,7 @@ SCHEMES: dict[str, str] = {
     "he_normal": "Kaiming/He normal, fan_in, gain sqrt(2) (for ReLU)",
     "xavier_uniform": "Xavier/Glorot uniform, gain 1",
     "xavier_normal": "Xavier/Glorot normal, gain 1",
+    "normal_0.02": "normal with mean 0 and std 0.02 (GPT-2's and BERT's weights)",
     "zeros": "all zeros",
     "ones": "all ones",
 }
@@ -30,7 +31,7 @@ SCHEMES: dict[str, str] = {
 @dataclass(frozen=True)
 class Init:
     """How one parameter starts. `kind` is a SCHEMES key, "uniform_fan_in" (PyTorch's linear and
-    conv default, with fan_in taken from the weight), "constant" with `value`, or "values": a
+    conv default, with fan_in taken from the weight), "torch_normal" (nn.Embedding's N(0, 1)), "constant" with `value`, or "values": a
     tensor written in the spec (a filter kernel), broadcast to the parameter's shape."""
 
     kind: str
@@ -69,8 +70,10 @@ def torch_statement(init: Init, target: str) -> str | None:
     """The nn.init call that gives `target` this init, or None when the module's own
     reset_parameters already does it."""
     match init.kind:
-        case "uniform_fan_in" | "torch_ones" | "torch_zeros":
+        case "uniform_fan_in" | "torch_ones" | "torch_zeros" | "torch_normal":
             return None
+        case "normal_0.02":
+            return f"nn.init.normal_({target}, std=0.02)"
         case "he_uniform" | "he_normal":
             fn = "kaiming_uniform_" if init.kind == "he_uniform" else "kaiming_normal_"
             return f'nn.init.{fn}({target}, nonlinearity="relu")'
@@ -101,6 +104,10 @@ def sample(init: Init, shape: tuple[int, ...], rng: np.random.Generator) -> np.n
             return _uniform(rng, shape, math.sqrt(6.0 / (fan_in + fan_out)))
         case "xavier_normal":
             return _normal(rng, shape, math.sqrt(2.0 / (fan_in + fan_out)))
+        case "torch_normal":  # nn.Embedding's default
+            return _normal(rng, shape, 1.0)
+        case "normal_0.02":
+            return _normal(rng, shape, 0.02)
         case "zeros" | "torch_zeros":
             return np.zeros(shape, np.float32)
         case "ones" | "torch_ones":
