@@ -40,6 +40,9 @@ DTYPE_ALIASES = {
 # Names the generated PyTorch module defines or imports: a model class may not take them.
 GENERATED_NAMES = {"torch", "nn", "F", "Loss", "INPUTS", "OUTPUTS", "TARGETS", "self"} | {
     "LOSS_INPUTS",
+    "TOKENS",
+    "SelfAttention",
+    "PositionalEmbedding",
     "METRICS",
     "TRAINING",
     "create_model",

@@ -31,8 +31,9 @@ SCHEMES: dict[str, str] = {
 @dataclass(frozen=True)
 class Init:
     """How one parameter starts. `kind` is a SCHEMES key, "uniform_fan_in" (PyTorch's linear and
-    conv default, with fan_in taken from the weight), "torch_normal" (nn.Embedding's N(0, 1)), "constant" with `value`, or "values": a
-    tensor written in the spec (a filter kernel), broadcast to the parameter's shape."""
+    conv default, with fan_in taken from the weight), "torch_normal" (nn.Embedding's N(0, 1)),
+    "constant" with `value`, or "values": a tensor written in the spec (a filter kernel),
+    broadcast to the parameter's shape."""
 
     kind: str
     value: float = 0.0

@@ -97,6 +97,15 @@ class Graph:
             if buffers or not p.buffer
         ]
 
+    def token_inputs(self) -> dict[str, int]:
+        """Integer model inputs read by an embedding -> how many token ids each may hold."""
+        inputs = {id(v): v.name for v in self.inputs}
+        return {
+            inputs[id(n.inputs[0])]: n.op.num_tokens(n)  # type: ignore[attr-defined]
+            for n in self.nodes
+            if hasattr(n.op, "num_tokens") and id(n.inputs[0]) in inputs
+        }
+
     def ties(self) -> dict[str, str]:
         """Tied parameters: the sharer's state_dict key -> the owner's. PyTorch's state_dict
         holds both keys (one tensor); ONNX one initializer, the owner's; counts count it once."""

@@ -44,6 +44,29 @@ SETTINGS: dict[str, Attr] = {
         ),
     )
 }
+# Settings for text data, in specs whose model reads token ids (an integer input read by an
+# embedding): `dslc train --data corpus.txt` cuts the text into windows of `context` tokens.
+TEXT_SETTINGS: dict[str, Attr] = {
+    a.name: a
+    for a in (
+        Attr(
+            "context",
+            "int",
+            None,
+            "tokens per training window of text data; default: the token input's length T when "
+            "it is a number",
+            positive=True,
+        ),
+        Attr(
+            "tokenizer",
+            "str",
+            "bytes",
+            "how text becomes tokens: bytes (256 ids) or bpe (byte-pair encoding trained on the "
+            "data, with as many tokens as the embedding has rows)",
+            choices=("bytes", "bpe"),
+        ),
+    )
+}
 SPECIAL = ("loss", "optimizer", "schedule")
 EXAMPLES = {
     "loss": "loss = cross_entropy(logits, y)",
@@ -81,6 +104,8 @@ def lower_training(
             )
     if not diags.has_errors:
         _cross_checks(t, seen, diags)
+    if graph.token_inputs():
+        t.settings |= {k: a.default for k, a in TEXT_SETTINGS.items() if k not in t.settings}
     graph.training = t
 
 
@@ -133,14 +158,20 @@ def _statement(
                 t.optimizer = _call_setting(el, stmt.value, "optimizer")  # type: ignore[assignment]
             elif key == "schedule":
                 t.schedule = _call_setting(el, stmt.value, "schedule")
-            elif key in SETTINGS:
+            elif key in SETTINGS or key in TEXT_SETTINGS:
+                if key in TEXT_SETTINGS and not graph.token_inputs():
+                    raise SpecError(
+                        f"'{key}' is a setting for text data, but model {graph.name} reads no "
+                        "token ids",
+                        "text models take an integer input read by an embedding: "
+                        "`input tokens: i64[N, T]`, `tokens -> embedding(256, 64)`",
+                        stmt.span,
+                    )
                 value = el.eval(stmt.value, el.globals, Frame())
-                t.settings[key] = SETTINGS[key].coerce(None, value)
+                t.settings[key] = (SETTINGS | TEXT_SETTINGS)[key].coerce(None, value)
             else:
-                hint = (
-                    suggest(key, [*SPECIAL, *SETTINGS])
-                    or f"settings: {', '.join([*SPECIAL, *SETTINGS])}"
-                )
+                names = [*SPECIAL, *SETTINGS, *TEXT_SETTINGS]
+                hint = suggest(key, names) or f"settings: {', '.join(names)}"
                 raise SpecError(f"unknown train setting '{key}'", hint, stmt.span)
         case _:
             raise SpecError(

@@ -242,6 +242,13 @@ def _metrics(t: Training, params: dict[int, tuple[str, str]]) -> str:
     return "{" + pairs + "}"
 
 
+def _metrics_comment(t: Training) -> str:
+    if not t.metrics():
+        return "no classifier loss"
+    last = any(term.attrs.get("class_dim") == -1 for term in t.loss)
+    return f"accuracy: argmax over {'the last dim' if last else 'dim 1'} == target"
+
+
 def _signature(name: str, values: list[tuple[str, Value]]) -> list[str]:
     """`NAME = {"x": ("float32", ("N", 64))}`, one entry per line when long."""
     items = [
@@ -287,14 +294,19 @@ def emit(g: Graph) -> str:
         "# forward returns its outputs in this order (one tensor, or a tuple)",
         *_signature("OUTPUTS", list(g.outputs.items())),
     ]
+    tokens = g.token_inputs()
+    if tokens:
+        lines += [
+            "# integer inputs read by an embedding: how many token ids each takes",
+            "TOKENS = {" + ", ".join(f'"{k}": {n}' for k, n in tokens.items()) + "}",
+        ]
     if g.training:
         t = g.training
         params = _loss_params(g, t)
         lines += [
             *_signature("TARGETS", [(v.name, v) for v in t.targets]),
             f"LOSS_INPUTS = {_tuple([_literal(n) for _, n in params.values()])}",
-            f"METRICS = {_metrics(t, params)}  # "
-            + ("accuracy: argmax over dim 1 == target" if t.metrics() else "no classifier loss"),
+            f"METRICS = {_metrics(t, params)}  # " + _metrics_comment(t),
             "TRAINING = {",
             *(f"    {_literal(k)}: {_literal(v)}," for k, v in sorted(t.settings.items())),
             "}",

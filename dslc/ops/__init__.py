@@ -2,10 +2,12 @@
 
 from dslc.ops import (  # noqa: F401
     activation,
+    attention,
     conv,
     conv_transpose,
     dense,
     elementwise,
+    embedding,
     loss,
     norm,
     norm_local,
@@ -21,6 +23,8 @@ from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
 # Families of ops that are layers, applied in a model's graph; the rest belong to training.
 LAYER_FAMILIES = (
     "dense",
+    "embedding",
+    "attention",
     "conv",
     "pool",
     "norm",

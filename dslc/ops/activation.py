@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from dslc.diagnostics import SpecError
@@ -81,6 +82,42 @@ class Gelu(Activation):
 
     def onnx_attrs(self, a):
         return {"approximate": a["approximate"]}
+
+    def onnx(self, node, b, ins, outs):
+        if b.fused:
+            super().onnx(node, b, ins, outs)
+        elif node.attrs["approximate"] == "none":  # x/2 (1 + erf(x / sqrt 2))
+            scaled = b.add(
+                node,
+                "Mul",
+                [ins[0], b.const(node, "rsqrt2", 0.5**0.5, "f32")],
+                [b.temp(node, "scaled")],
+            )
+            _half_x_times_one_plus(
+                node, b, ins[0], b.add(node, "Erf", [scaled], [b.temp(node, "erf")]), outs
+            )
+        else:  # x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            cube = b.add(node, "Mul", [ins[0], ins[0]], [b.temp(node, "square")])
+            cube = b.add(node, "Mul", [cube, ins[0]], [b.temp(node, "cube")])
+            cube = b.add(
+                node, "Mul", [cube, b.const(node, "k", 0.044715, "f32")], [b.temp(node, "k_cube")]
+            )
+            inner = b.add(node, "Add", [ins[0], cube], [b.temp(node, "inner")])
+            inner = b.add(
+                node,
+                "Mul",
+                [inner, b.const(node, "c", (2 / math.pi) ** 0.5, "f32")],
+                [b.temp(node, "c_inner")],
+            )
+            _half_x_times_one_plus(
+                node, b, ins[0], b.add(node, "Tanh", [inner], [b.temp(node, "tanh")]), outs
+            )
+
+
+def _half_x_times_one_plus(node, b, x: str, t: str, outs: list[str]) -> None:
+    one_plus = b.add(node, "Add", [t, b.const(node, "one", 1.0, "f32")], [b.temp(node, "one_plus")])
+    half_x = b.add(node, "Mul", [x, b.const(node, "half", 0.5, "f32")], [b.temp(node, "half_x")])
+    b.add(node, "Mul", [half_x, one_plus], outs)
 
 
 class SoftmaxLike(Activation):

@@ -25,6 +25,8 @@ class Loss(OpDef):
         x, t = ins
         if x.dtype not in FLOAT_DTYPES:
             raise SpecError(f"{self.name}: the prediction must be floating point, got {x}")
+        if a.get("class_dim") == -1:  # (N, ..., C): move C to dim 1, as PyTorch reads it
+            x = x.with_shape((x.shape[0], x.shape[-1], *x.shape[1:-1]))
         self.check(x, t)
         return SCALAR
 
@@ -38,9 +40,11 @@ class Loss(OpDef):
         extra = "".join(
             f", {k}={v!r}" if not isinstance(v, str) else f', {k}="{v}"'
             for k, v in node.attrs.items()
-            if v != defaults[k]
+            if v != defaults[k] and k != "class_dim"
         )
-        return f"F.{self.torch_fn}({args[0]}, {args[1]}{extra})"
+        # F's losses take the classes in dim 1: (N, T, V) logits become (N, V, T).
+        moved = ".movedim(-1, 1)" if node.attrs.get("class_dim") == -1 else ""
+        return f"F.{self.torch_fn}({args[0]}{moved}, {args[1]}{extra})"
 
 
 def loss(name: str, torch_fn: str, doc: str, example: str, **body) -> None:
@@ -126,10 +130,14 @@ def _check_class_target(self, x: TensorType, t: TensorType) -> None:
     if t.dtype in INT_DTYPES:
         want = (x.shape[0], *x.shape[2:]) if x.rank >= 2 else ()
         if t.shape != want:
+            last = x.rank >= 3 and t.shape == x.shape[:-1]
             raise SpecError(
                 f"{self.name}: class-index target {t} must have shape "
                 f"{x.with_shape(want).shape_str()} for prediction {x}",
-                hint="class indices drop the class dim C; "
+                hint="the classes are the last dim, as in a language model's (N, T, V) logits: "
+                f"write {self.name}(..., class_dim=-1)"
+                if last
+                else "class indices drop the class dim C; "
                 "one-hot or probability targets have the prediction's shape",
             )
     elif self.name == "nll":
@@ -138,6 +146,14 @@ def _check_class_target(self, x: TensorType, t: TensorType) -> None:
         raise SpecError(f"{self.name}: probability target {t} must have the prediction's type {x}")
 
 
+CLASS_DIM = Attr(
+    "class_dim",
+    "int",
+    1,
+    "the prediction's class dim: 1, PyTorch's (N, C, ...), or -1, the last, as in a language "
+    "model's (N, T, V) logits",
+    choices=(1, -1),
+)
 loss(
     "cross_entropy",
     "cross_entropy",
@@ -150,6 +166,7 @@ loss(
         Attr(
             "label_smoothing", "float", 0.0, "mix the target with uniform", minimum=0.0, maximum=1.0
         ),
+        CLASS_DIM,
     ),
 )
 loss(
@@ -159,6 +176,7 @@ loss(
     "nll(log_probs, y)",
     check=_check_class_target,
     classifies=True,
+    attrs=(*Loss.attrs, CLASS_DIM),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dslc.diagnostics import SpecError
 from dslc.init import Init
-from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, expect_rank, register
+from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, expect_f32, expect_rank, register
 
 
 @register
@@ -101,14 +101,69 @@ class LayerNorm(OpDef):
 
     def onnx(self, node, b, ins, outs):
         w, bias = b.param(node, "weight"), b.param(node, "bias")
-        b.add(
-            node,
-            "LayerNormalization",
-            [ins[0], w, bias],
-            outs,
-            axis=-node.attrs["dims"],
-            epsilon=node.attrs["eps"],
-        )
+        dims = node.attrs["dims"]
+        if b.fused:
+            b.add(
+                node,
+                "LayerNormalization",
+                [ins[0], w, bias],
+                outs,
+                axis=-dims,
+                epsilon=node.attrs["eps"],
+            )
+            return
+        mean = b.add(node, "ReduceMean", [ins[0], _last(node, b, dims)], [b.temp(node, "mean")])
+        centred = b.add(node, "Sub", [ins[0], mean], [b.temp(node, "centred")])
+        scaled = _divide_by_rms(node, b, centred, dims)
+        shifted = b.add(node, "Mul", [scaled, w], [b.temp(node, "scaled")])
+        b.add(node, "Add", [shifted, bias], outs)
+
+
+def _last(node, b, dims: int) -> str:
+    return b.const(node, "axes", list(range(-dims, 0)), "i64")
+
+
+def _divide_by_rms(node, b, x: str, dims: int) -> str:
+    """x / sqrt(mean(x^2) + eps) over the last `dims` dims (basic ops, for --decompose)."""
+    square = b.add(node, "Mul", [x, x], [b.temp(node, "square")])
+    mean = b.add(node, "ReduceMean", [square, _last(node, b, dims)], [b.temp(node, "mean_square")])
+    eps = b.const(node, "eps", node.attrs["eps"], "f32")
+    var = b.add(node, "Add", [mean, eps], [b.temp(node, "var")])
+    rms = b.add(node, "Sqrt", [var], [b.temp(node, "rms")])
+    return b.add(node, "Div", [x, rms], [b.temp(node, "normalized")])
+
+
+@register
+class RmsNorm(OpDef):
+    name = "rms_norm"
+    family = "norm"
+    prefix = "rms"
+    doc = (
+        "Root-mean-square normalization over the last `dims` dims: x / sqrt(mean(x^2) + eps) "
+        "times a learned scale, no centring or shift (torch.nn.RMSNorm; LLaMA's norm)."
+    )
+    example = "x -> rms_norm"
+    attrs = LayerNorm.attrs
+
+    def infer(self, ins, a):
+        return REGISTRY["layer_norm"].infer(ins, a)
+
+    def params(self, ins, a):
+        return {"weight": ParamSpec(tuple(ins[0].shape[-a["dims"] :]), Init("torch_ones"))}
+
+    def torch_module(self, node):
+        shape = node.inputs[0].type.shape[-node.attrs["dims"] :]
+        size = shape[0] if len(shape) == 1 else list(shape)
+        return f"nn.RMSNorm({size}, eps={node.attrs['eps']!r})"
+
+    def onnx(self, node, b, ins, outs):
+        w, dims = b.param(node, "weight"), node.attrs["dims"]
+        if b.fused:
+            b.add(
+                node, "RMSNormalization", [ins[0], w], outs, axis=-dims, epsilon=node.attrs["eps"]
+            )
+            return
+        b.add(node, "Mul", [_divide_by_rms(node, b, ins[0], dims), w], outs)
 
 
 @register

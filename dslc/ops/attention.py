@@ -1,0 +1,202 @@
+"""Multi-head self-attention as one op: the GPT block's attention, with a causal mask and an
+optional padding mask. PyTorch gets a small SelfAttention module (nanoGPT's shape); ONNX the
+standard Attention op (opset 23) or, decomposed, MatMul/Softmax with the mask built at run
+time from the sequence length."""
+
+from __future__ import annotations
+
+import math
+
+from dslc.diagnostics import SpecError
+from dslc.init import Init, from_attr
+from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, register
+from dslc.ops.dense import INIT_ATTRS
+from dslc.types import INT_DTYPES, dim_add, dim_mul
+
+SELF_ATTENTION = '''
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over (B, T, C): one projection makes every head's queries,
+    keys and values, scaled dot-product attention mixes the positions, a second projection
+    mixes the heads. `mask` (B, T): true (or 1) where a position may be attended to."""
+
+    def __init__(self, width, heads, causal=False, dropout=0.0, bias=True):
+        super().__init__()
+        self.heads, self.causal, self.dropout = heads, causal, dropout
+        self.qkv = nn.Linear(width, 3 * width, bias=bias)
+        self.proj = nn.Linear(width, width, bias=bias)
+
+    def forward(self, x, mask=None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        causal = self.causal  # (B, H, T, C/H) each
+        if mask is not None:
+            mask = mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+            if causal:  # PyTorch takes a mask or is_causal, not both
+                mask = mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+                causal = False
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+'''
+
+
+@register
+class Attention(OpDef):
+    name = "attention"
+    family = "attention"
+    prefix = "attn"
+    doc = (
+        "Multi-head self-attention over (N, T, width): queries, keys and values from one "
+        "projection (parameters qkv), softmax(q k^T / sqrt(width/heads)) v per head, and an "
+        "output projection (proj). `causal`: position t sees positions <= t only. An optional "
+        "second input, a padding mask (N, T) of bool or 0/1 integers, hides the keys where it "
+        "is false/0 (keep the first position of every row: a row that sees no key is NaN)."
+    )
+    example = "x -> attention(12, causal=true)"
+    inputs = ("x", "mask?")
+    attrs = (
+        Attr("heads", "int", doc="number of heads; must divide the width", positive=True),
+        Attr("causal", "bool", False, "hide later positions (a language model's mask)"),
+        Attr(
+            "dropout",
+            "float",
+            0.0,
+            "dropout on the attention weights while training",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+        Attr("bias", "bool", True, "learn biases in both projections"),
+        *INIT_ATTRS,
+    )
+
+    def infer(self, ins, a):
+        x = ins[0]
+        expect_f32(self.name, x)
+        if x.rank != 3 or not isinstance(x.shape[2], int):
+            raise SpecError(f"attention expects (N, T, width) with the width known, got {x}")
+        if x.shape[2] % a["heads"]:
+            raise SpecError(
+                f"attention: the width {x.shape[2]} is not divisible by {a['heads']} heads",
+                hint="each head takes width / heads features: choose heads that divide it",
+            )
+        if len(ins) == 2:
+            mask = ins[1]
+            if mask.dtype not in ("bool", *INT_DTYPES) or mask.shape != x.shape[:2]:
+                raise SpecError(
+                    f"attention: the padding mask must be bool or integer of shape "
+                    f"({x.shape[0]}, {x.shape[1]}), got {mask}"
+                )
+        return x
+
+    def params(self, ins, a):
+        c = ins[0].shape[2]
+        weight = from_attr(a["init"], Init("uniform_fan_in"))
+        bias = from_attr(a["bias_init"], Init("uniform_fan_in", fan_in=c), vector=True)
+        p = {"qkv.weight": ParamSpec((3 * c, c), weight), "qkv.bias": ParamSpec((3 * c,), bias)}
+        p |= {"proj.weight": ParamSpec((c, c), weight), "proj.bias": ParamSpec((c,), bias)}
+        return p if a["bias"] else {k: v for k, v in p.items() if k.endswith("weight")}
+
+    def macs(self, node):
+        t, c = node.output.type.shape[1], node.output.type.shape[2]
+        projections = dim_mul(t, 4 * c * c)  # qkv (3 c^2) and proj (c^2) per position
+        return dim_add(projections, dim_mul(dim_mul(t, t), 2 * c))  # q k^T and weights @ v
+
+    def torch_helper(self, node):
+        return SELF_ATTENTION
+
+    def torch_module(self, node):
+        a = node.attrs
+        extra = "".join(
+            f", {k}={a[k]!r}"
+            for k, d in (("causal", False), ("dropout", 0.0), ("bias", True))
+            if a[k] != d
+        )
+        return f"SelfAttention({node.inputs[0].type.shape[2]}, {a['heads']}{extra})"
+
+    def onnx(self, node, b, ins, outs):
+        c = node.inputs[0].type.shape[2]
+        qkv = _linear(node, b, ins[0], "qkv", b.temp(node, "qkv"))
+        split = b.const(node, "split", [c, c, c], "i64")
+        q, k, v = (b.temp(node, n) for n in "qkv")
+        b.add(node, "Split", [qkv, split], [q, k, v], axis=2)
+        mask = _padding_mask(node, b, ins) if len(ins) == 2 else None
+        heads = b.temp(node, "heads")
+        if b.fused:
+            b.add(
+                node,
+                "Attention",
+                [q, k, v] + ([mask] if mask else []),
+                [heads],
+                q_num_heads=node.attrs["heads"],
+                kv_num_heads=node.attrs["heads"],
+                is_causal=int(node.attrs["causal"]),
+            )
+        else:
+            _decomposed(node, b, ins[0], q, k, v, mask, heads)
+        _linear(node, b, heads, "proj", outs[0])
+
+
+def _linear(node, b, x: str, key: str, out: str) -> str:
+    """x W^T + b for the projection `key` (qkv or proj)."""
+    w = b.param(node, f"{key}.weight")
+    wt = b.add(node, "Transpose", [w], [b.temp(node, f"{key}_t")], perm=[1, 0])
+    if not node.attrs["bias"]:
+        return b.add(node, "MatMul", [x, wt], [out])
+    mm = b.add(node, "MatMul", [x, wt], [b.temp(node, f"{key}_matmul")])
+    return b.add(node, "Add", [mm, b.param(node, f"{key}.bias")], [out])
+
+
+def _padding_mask(node, b, ins: list[str]) -> str:
+    """(N, T) keep-mask -> bool (N, 1, T, T): onnxruntime's Attention wants the query dim
+    spelled out rather than broadcast."""
+    keep = b.add(node, "Cast", [ins[1]], [b.temp(node, "keep")], to=9)  # BOOL
+    axes = b.const(node, "mask_axes", [1, 2], "i64")
+    keep = b.add(node, "Unsqueeze", [keep, axes], [b.temp(node, "keep_4d")])  # (N, 1, 1, T)
+    length = b.add(node, "Shape", [ins[0]], [b.temp(node, "length")], start=1, end=2)
+    ones = b.const(node, "ones_2", [1, 1], "i64")
+    one = b.const(node, "one", [1], "i64")
+    shape = b.add(node, "Concat", [ones, length, one], [b.temp(node, "mask_shape")], axis=0)
+    return b.add(node, "Expand", [keep, shape], [b.temp(node, "mask")])
+
+
+def _decomposed(node, b, x: str, q: str, k: str, v: str, mask: str | None, out: str) -> None:
+    """softmax(q k^T / sqrt(d) masked) v, head by head, from basic ops."""
+    heads, c = node.attrs["heads"], node.inputs[0].type.shape[2]
+    split_heads = b.const(node, "head_shape", [0, 0, heads, c // heads], "i64")
+    per_head = {}
+    for name, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+        t = b.add(node, "Reshape", [locals()[name], split_heads], [b.temp(node, f"{name}_heads")])
+        per_head[name] = b.add(node, "Transpose", [t], [b.temp(node, f"{name}_t")], perm=perm)
+    scores = b.add(node, "MatMul", [per_head["q"], per_head["k"]], [b.temp(node, "scores")])
+    scale = b.const(node, "scale", 1.0 / math.sqrt(c // heads), "f32")
+    scores = b.add(node, "Mul", [scores, scale], [b.temp(node, "scaled")])
+    keep = _causal(node, b, x) if node.attrs["causal"] else None
+    if mask and keep:
+        keep = b.add(node, "And", [keep, mask], [b.temp(node, "keep_all")])
+    keep = keep or mask
+    if keep:
+        minus_inf = b.const(node, "minus_inf", -math.inf, "f32")
+        scores = b.add(node, "Where", [keep, scores, minus_inf], [b.temp(node, "masked")])
+    weights = b.add(node, "Softmax", [scores], [b.temp(node, "weights")], axis=-1)
+    mixed = b.add(node, "MatMul", [weights, per_head["v"]], [b.temp(node, "mixed")])
+    mixed = b.add(node, "Transpose", [mixed], [b.temp(node, "mixed_t")], perm=[0, 2, 1, 3])
+    merge = b.const(node, "merge_shape", [0, 0, c], "i64")
+    b.add(node, "Reshape", [mixed, merge], [out])
+
+
+def _causal(node, b, x: str) -> str:
+    """The (T, T) bool mask of positions a query may see (the lower triangle), built from x's
+    length at run time."""
+    length = b.add(node, "Shape", [x], [b.temp(node, "causal_length")], start=1, end=2)
+    square = b.add(node, "Concat", [length, length], [b.temp(node, "square")], axis=0)
+    ones = b.add(
+        node, "ConstantOfShape", [square], [b.temp(node, "ones")], value=_bool_tensor(True)
+    )
+    return b.add(node, "Trilu", [ones], [b.temp(node, "causal")], upper=0)
+
+
+def _bool_tensor(value: bool):
+    from onnx import TensorProto, helper
+
+    return helper.make_tensor("value", TensorProto.BOOL, [1], [value])
