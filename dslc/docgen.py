@@ -17,6 +17,15 @@ from dslc.training import SETTINGS
 # family -> (section title, what the family holds)
 FAMILY_TEXT = {
     "dense": ("Dense", "Fully connected layers."),
+    "embedding": (
+        "Embeddings",
+        "Token ids to vectors, and position vectors added to them: a sequence model's input.",
+    ),
+    "attention": (
+        "Attention",
+        "Attention over (N, T, width) sequences; with --decompose the ONNX graph spells it out "
+        "in MatMul and Softmax instead of the Attention op (opset 23).",
+    ),
     "conv": ("Convolution", "Convolutions; the input layout is (N, C, *spatial), as in PyTorch."),
     "pool": (
         "Pooling and resampling",

@@ -22,6 +22,7 @@ class Row:
     shape: str
     params: int
     macs: Dim
+    tied: bool = False  # shares a parameter of another layer (counted there)
 
 
 def summarize(graph: Graph) -> str:
@@ -39,7 +40,7 @@ def summarize(graph: Graph) -> str:
         name = "  " * r.depth + r.name
         lines.append(
             f"{name:<{name_w}}  {r.op:<{op_w}}  {r.shape:<{shape_w}}  "
-            f"{_count(r.params):>12}  {_macs(r.macs):>9}"
+            f"{_params_text(r):>12}  {_macs(r.macs):>9}"
         )
     return "\n".join([*lines, rule, *_totals(graph)]) + "\n"
 
@@ -56,8 +57,17 @@ def _rows(graph: Graph) -> list[Row]:
                 open_blocks.add(path)
                 rows.append(_block_row(graph, path, depth - 1))
         shapes = ", ".join(v.type.shape_str() for v in n.outputs)
-        rows.append(Row(len(parts) - 1, parts[-1], n.op.name, shapes, _params(n), n.op.macs(n)))
+        macs = n.op.macs(n)
+        rows.append(
+            Row(len(parts) - 1, parts[-1], n.op.name, shapes, _params(n), macs, bool(n.tied()))
+        )
     return rows
+
+
+def _params_text(r: Row) -> str:
+    if not r.tied:
+        return _count(r.params)
+    return f"{_count(r.params)} + tied" if r.params else "tied"
 
 
 def _block_row(graph: Graph, path: str, depth: int) -> Row:

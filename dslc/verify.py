@@ -37,10 +37,15 @@ def default_atol(spec: Spec) -> float:
 
 
 def random_inputs(
-    values: list[Value], batch: int, rng: np.random.Generator, other_dims: int = 32
+    values: list[Value],
+    batch: int,
+    rng: np.random.Generator,
+    other_dims: int = 32,
+    tokens: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Random arrays for the model inputs: the leading symbolic dim is the batch, other symbolic
-    dims are `other_dims`; floats are standard normal, integers 0 or 1."""
+    dims are `other_dims`; floats are standard normal, integers 0 or 1, or any token id for
+    inputs named in `tokens` (name -> vocabulary size, Graph.token_inputs)."""
     arrays = {}
     for v in values:
         shape = [
@@ -51,7 +56,7 @@ def random_inputs(
         if v.type.dtype.startswith(("f", "bf")):
             data = rng.standard_normal(shape)
         else:
-            data = rng.integers(0, 2, shape)
+            data = rng.integers(0, (tokens or {}).get(v.name, 2), shape)
         arrays[v.name] = np.asarray(data, dtype=numpy_dtype(v.type.dtype))
     return arrays
 
@@ -81,7 +86,7 @@ def verify(
     rng = np.random.default_rng(seed)
     checks = []
     for batch in batches:
-        inputs = random_inputs(spec.graph.inputs, batch, rng)
+        inputs = random_inputs(spec.graph.inputs, batch, rng, tokens=spec.graph.token_inputs())
         try:
             with torch.no_grad():
                 expected = model(*(torch.from_numpy(a) for a in inputs.values()))

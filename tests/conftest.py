@@ -14,6 +14,7 @@ SPECS = sorted((ROOT / "specs").glob("*.dl"))
 # parameter counts do not depend on it). Goldens and parameter counts use the spec's defaults.
 TEST_PARAMS: dict[str, dict[str, object]] = {
     "googlenet": {"size": 64},
+    "gpt2_small": {"layers": 2},
     "resnet18": {"size": 64},
     "resnet50": {"size": 64},
     "vgg16": {"size": 32},

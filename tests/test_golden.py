@@ -30,10 +30,21 @@ def test_torch(spec, update_golden):
 
 
 def test_onnx(spec, update_golden):
-    text = to_text(spec.onnx_model(seed=0))
+    text = to_text(spec.onnx_export(seed=0).skeleton)  # initializers print as their types
     check_golden(
         ROOT / "tests/golden" / spec.graph.path[6:-3] / "model.onnx.txt", text, update_golden
     )
+
+
+def test_onnx_decomposed(spec, update_golden):
+    """Specs whose ops have a fused ONNX form (attention, layer and RMS norm, GELU) keep the
+    decomposed graph (dslc compile --decompose) beside it."""
+    text = to_text(spec.onnx_export(seed=0, fused=False).skeleton)
+    path = ROOT / "tests/golden" / spec.graph.path[6:-3] / "model.decomposed.onnx.txt"
+    if text == to_text(spec.onnx_export(seed=0).skeleton):
+        assert not path.exists(), f"{path.name}: the graph no longer differs from model.onnx.txt"
+    else:
+        check_golden(path, text, update_golden)
 
 
 def test_summary(spec, update_golden):

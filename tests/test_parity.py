@@ -52,7 +52,8 @@ def test_torch_and_onnxruntime_agree(path):
     torch.manual_seed(0)
     model = spec.torch_module().eval()
     rng = np.random.default_rng(2)
-    calibration = random_inputs(spec.graph.inputs, 8, rng)
+    tokens = spec.graph.token_inputs()
+    calibration = random_inputs(spec.graph.inputs, 8, rng, tokens=tokens)
     randomize_batch_norm(
         model, torch.Generator().manual_seed(1), [torch.from_numpy(a) for a in calibration.values()]
     )
@@ -61,7 +62,7 @@ def test_torch_and_onnxruntime_agree(path):
     has_bn = any(n.op.name == "batch_norm" for n in spec.graph.nodes)
     graphs = [(plain, 1e-5)] + ([(session(spec.onnx_model(weights=state)), 1e-4)] if has_bn else [])
     for batch in (1, 3, 7):
-        inputs = random_inputs(spec.graph.inputs, batch, rng)
+        inputs = random_inputs(spec.graph.inputs, batch, rng, tokens=tokens)
         expected = run_torch(model, inputs)
         for sess, atol in graphs:
             got = sess.run(list(spec.graph.outputs), inputs)

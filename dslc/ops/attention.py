@@ -51,7 +51,7 @@ class Attention(OpDef):
         "projection (parameters qkv), softmax(q k^T / sqrt(width/heads)) v per head, and an "
         "output projection (proj). `causal`: position t sees positions <= t only. An optional "
         "second input, a padding mask (N, T) of bool or 0/1 integers, hides the keys where it "
-        "is false/0 (keep the first position of every row: a row that sees no key is NaN)."
+        "is false/0; a query that may see no key at all gets zeros, as in PyTorch."
     )
     example = "x -> attention(12, causal=true)"
     inputs = ("x", "mask?")
@@ -179,6 +179,9 @@ def _decomposed(node, b, x: str, q: str, k: str, v: str, mask: str | None, out: 
         minus_inf = b.const(node, "minus_inf", -math.inf, "f32")
         scores = b.add(node, "Where", [keep, scores, minus_inf], [b.temp(node, "masked")])
     weights = b.add(node, "Softmax", [scores], [b.temp(node, "weights")], axis=-1)
+    if mask:  # a query that may see no key gets zeros, as in PyTorch (softmax gives NaN there)
+        zero = b.const(node, "zero", 0.0, "f32")
+        weights = b.add(node, "Where", [keep, weights, zero], [b.temp(node, "weights_kept")])
     mixed = b.add(node, "MatMul", [weights, per_head["v"]], [b.temp(node, "mixed")])
     mixed = b.add(node, "Transpose", [mixed], [b.temp(node, "mixed_t")], perm=[0, 2, 1, 3])
     merge = b.const(node, "merge_shape", [0, 0, c], "i64")
