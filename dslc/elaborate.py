@@ -381,7 +381,8 @@ class Elaborator(Evaluator):
             if mine != theirs:
                 raise SpecError(
                     f"{op.name}: cannot share {owner.name}.{key} {list(theirs)}: this layer's "
-                    f"{key} is {list(mine)}"
+                    f"{key} is {list(mine)}",
+                    hint="an output head tied to an embedding (V, D) maps width D to V outputs",
                 )
             attrs = {**attrs, attr: f"{owner.name}.{key}"}
         return attrs
