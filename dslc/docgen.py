@@ -35,6 +35,11 @@ FAMILY_TEXT = {
         "Random while training (`model.train()`), deterministic in inference: eval mode and "
         "ONNX use the mean.",
     ),
+    "attention": (
+        "Attention",
+        "Attention over heads the spec has already split (N, H, T, E), and the causal mask for "
+        "attention written by hand from matmul and softmax.",
+    ),
     "loss": (
         "Losses",
         "Used in the train section: `loss = ...` is one of these calls or a weighted sum of them "

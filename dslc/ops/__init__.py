@@ -2,6 +2,7 @@
 
 from dslc.ops import (  # noqa: F401
     activation,
+    attention_parts,
     conv,
     conv_transpose,
     dense,
@@ -15,6 +16,7 @@ from dslc.ops import (  # noqa: F401
     schedule,
     shape,
     stochastic,
+    tensor,
 )
 from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
 
@@ -28,6 +30,7 @@ LAYER_FAMILIES = (
     "shape",
     "elementwise",
     "stochastic",
+    "attention",
 )
 FAMILIES = (*LAYER_FAMILIES, "loss", "penalty", "optimizer", "schedule")
 
