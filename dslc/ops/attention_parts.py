@@ -156,8 +156,11 @@ def _agree(name: str, t: TensorType, lo: int, hi: int, other: str, u: TensorType
 def _check_mask(m: TensorType, target: tuple) -> None:
     """A bool mask that broadcasts to (N, H, T, S)."""
     shape = "(N, H, T, S) = (" + ", ".join(map(str, target)) + ")"
-    if m.dtype != "bool" or m.rank > 4:
-        raise SpecError(f"{SDPA}: mask must be bool and broadcast to {shape}, got {m}")
+    if m.dtype != "bool" or not 2 <= m.rank <= 4:
+        raise SpecError(
+            f"{SDPA}: mask must be bool of rank 2 to 4 and broadcast to {shape}, got {m}",
+            hint="a mask over keys only is (N, 1, 1, S); PyTorch refuses a rank-1 mask",
+        )
     for d, want in zip(reversed(m.shape), reversed(target), strict=False):
         if d not in (1, want):
             raise SpecError(f"{SDPA}: mask {m} does not broadcast to {shape}")

@@ -12,7 +12,7 @@ def _permuted(x: TensorType, perm: list[int]) -> TensorType:
     return x.with_shape([x.shape[i] for i in perm])
 
 
-def product(dims: list[Dim]) -> Dim:
+def _ints_first(dims: list[Dim]) -> Dim:
     """The product with the numbers first, so a MAC count reads (32*T)*T, not 8*(4*T)*T."""
     return dim_prod(sorted(dims, key=lambda d: not isinstance(d, int)))
 
@@ -142,7 +142,8 @@ def _sizes(x: TensorType, axis: int, sections: int | tuple[int, ...]) -> tuple[i
             raise SpecError(
                 f"split: dim {axis} of {x} has size {size}, which does not divide into "
                 f"{sections} equal parts",
-                hint=f"give the size of each part instead, as a list that sums to {size}",
+                hint=f"make the dim a multiple of {sections}, or list the parts' sizes (summing "
+                f"to {size})",
             )
         return (size // sections,) * sections
     if sum(sections) != size:
@@ -178,17 +179,17 @@ class Matmul(OpDef):
             raise SpecError(f"matmul: dtypes differ: {x} and {y}")
         if x.shape[-1] != y.shape[-2]:
             raise SpecError(
-                f"matmul: inner dims differ: {x} has {x.shape[-1]} columns but {y} has "
-                f"{y.shape[-2]} rows",
-                hint="the first input's last dim must equal the second's next-to-last "
-                "(transpose one of them?)",
+                f"matmul: inner dims differ: the first input {x} has {x.shape[-1]} columns but "
+                f"the second {y} has {y.shape[-2]} rows",
+                hint="the first input's last dim must equal the second's next-to-last; "
+                "transpose(-2, -1) swaps a tensor's last two dims",
             )
         batch = _broadcast(x.shape[:-2], y.shape[:-2], x, y)
         return x.with_shape((*batch, x.shape[-2], y.shape[-1]))
 
     def macs(self, node):
         """One multiply-accumulate per output element and inner index."""
-        return product([node.inputs[0].type.shape[-1], *node.output.type.shape[1:]])
+        return _ints_first([node.inputs[0].type.shape[-1], *node.output.type.shape[1:]])
 
     def torch_call(self, node, args, module):
         return f"{args[0]} @ {args[1]}"
