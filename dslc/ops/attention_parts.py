@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from onnx import TensorProto, helper
-
 from dslc.diagnostics import SpecError
 from dslc.ops.base import Attr, OpDef, expect_float, register
 from dslc.types import TensorType, dim_add, dim_prod
@@ -22,6 +20,8 @@ SDPA = "scaled_dot_product_attention"
 def upper_mask(node: Node, b: OnnxBuilder, ref: str) -> str:
     """ONNX: a bool (T, S) mask, true above the diagonal (column j > row i), built at run time
     from the last two dims of `ref`, which may be symbolic."""
+    from onnx import TensorProto, helper  # only the ONNX backend needs onnx
+
     shape = b.add(node, "Shape", [ref], [b.temp(node, "ts")], start=-2)
     true = helper.make_tensor("value", TensorProto.BOOL, [1], [True])
     ones = b.add(node, "ConstantOfShape", [shape], [b.temp(node, "ones")], value=true)
