@@ -3,6 +3,7 @@
 from dslc.ops import (  # noqa: F401
     activation,
     attention,
+    attention_parts,
     conv,
     conv_transpose,
     dense,
@@ -17,6 +18,7 @@ from dslc.ops import (  # noqa: F401
     schedule,
     shape,
     stochastic,
+    tensor,
 )
 from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
 

@@ -1,0 +1,177 @@
+"""Attention from parts: a causal mask for hand-written attention scores, and scaled dot-product
+attention over heads that the spec has already split (q, k, v of shape (N, H, T, E))."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from dslc.diagnostics import SpecError
+from dslc.ops.base import Attr, OpDef, expect_float, register
+from dslc.types import TensorType, dim_add, dim_prod
+
+if TYPE_CHECKING:
+    from dslc.backends.onnx import OnnxBuilder
+    from dslc.ir import Node
+
+SDPA = "scaled_dot_product_attention"
+
+
+def upper_mask(node: Node, b: OnnxBuilder, ref: str) -> str:
+    """ONNX: a bool (T, S) mask, true above the diagonal (column j > row i), built at run time
+    from the last two dims of `ref`, which may be symbolic."""
+    from onnx import TensorProto, helper  # only the ONNX backend needs onnx
+
+    shape = b.add(node, "Shape", [ref], [b.temp(node, "ts")], start=-2)
+    true = helper.make_tensor("value", TensorProto.BOOL, [1], [True])
+    ones = b.add(node, "ConstantOfShape", [shape], [b.temp(node, "ones")], value=true)
+    k = b.const(node, "diagonal", 1, "i64")
+    return b.add(node, "Trilu", [ones, k], [b.temp(node, "upper")], upper=1)
+
+
+def neg_inf(node: Node, b: OnnxBuilder, dtype: str) -> str:
+    return b.const(node, "neg_inf", -math.inf, dtype)
+
+
+@register
+class CausalMask(OpDef):
+    name = "causal_mask"
+    family = "attention"
+    doc = (
+        "Sets attention scores (..., T, S) above the diagonal (key j after query i) to -inf, so "
+        "a softmax over the last dim gives them weight 0: each position sees only itself and "
+        "earlier ones."
+    )
+    example = "weights = scores -> causal_mask -> softmax"
+
+    def infer(self, ins, a):
+        (x,) = ins
+        expect_float(self.name, x)
+        if x.rank < 2:
+            raise SpecError(f"causal_mask expects scores (..., T, S) of rank 2 or more, got {x}")
+        return x
+
+    def torch_call(self, node, args, module):
+        x = args[0]
+        return f'{x}.masked_fill(torch.ones_like({x}, dtype=torch.bool).triu(1), float("-inf"))'
+
+    def onnx(self, node, b, ins, outs):
+        upper = upper_mask(node, b, ins[0])
+        b.add(node, "Where", [upper, neg_inf(node, b, node.inputs[0].type.dtype), ins[0]], outs)
+
+
+@register
+class ScaledDotProductAttention(OpDef):
+    name = SDPA
+    family = "attention"
+    prefix = "sdpa"
+    doc = (
+        "softmax(q k^T * scale + mask) v over heads already split (F.scaled_dot_product_attention):"
+        " q (N, H, T, E), k (N, H, S, E), v (N, H, S, Ev) give (N, H, T, Ev). The optional bool "
+        "`mask` broadcasts to (N, H, T, S); true means attend."
+    )
+    example = "y = scaled_dot_product_attention(q, k, v, causal=true)"
+    inputs = ("q", "k", "v", "mask?")
+    attrs = (
+        Attr("causal", "bool", False, "query i attends only to keys 0..i"),
+        Attr("scale", "float", None, "multiplies q k^T; 1/sqrt(E) when omitted", positive=True),
+        Attr("dropout", "float", 0.0, "attention dropout while training", minimum=0.0, maximum=1.0),
+    )
+
+    def infer(self, ins, a):
+        q, k, v = ins[:3]
+        for name, t in zip("qkv", (q, k, v), strict=True):
+            expect_float(SDPA, t)
+            if t.rank != 4 or t.dtype != q.dtype:
+                raise SpecError(
+                    f"{SDPA}: {name} must be {q.dtype} (N, H, L, E) with heads split, got {t}",
+                    hint="reshape to (N, T, H, E) and transpose(1, 2) first",
+                )
+        _agree("k", k, 0, 2, "q", q, "batch and heads")
+        _agree("v", v, 0, 3, "k", k, "batch, heads and keys")
+        _agree("k", k, 3, 4, "q", q, "head size")
+        if a["scale"] is None and not isinstance(q.shape[3], int):
+            raise SpecError(f"{SDPA}: needs a known head size for its scale, got q {q}")
+        if len(ins) == 4:
+            _check_mask(ins[3], (q.shape[0], q.shape[1], q.shape[2], k.shape[2]))
+        return q.with_shape((*q.shape[:3], v.shape[3]))
+
+    def macs(self, node):
+        """q k^T, then the weights times v: H*T*S*E + H*T*S*Ev per example."""
+        q, k, v = (t.type for t in node.inputs[:3])
+        dims = [q.shape[1], dim_add(q.shape[3], v.shape[3]), q.shape[2], k.shape[2]]
+        return dim_prod(sorted(dims, key=lambda d: not isinstance(d, int)))  # (96*T)*T
+
+    def torch_call(self, node, args, module):
+        a, (q, k, v) = node.attrs, args[:3]
+        opts = []
+        if len(args) == 4 and a["causal"]:  # PyTorch refuses attn_mask with is_causal=True
+            lower = f"torch.ones({q}.shape[-2], {k}.shape[-2], dtype=torch.bool, device={q}.device)"
+            opts.append(f"attn_mask={args[3]} & {lower}.tril()")
+        elif len(args) == 4:
+            opts.append(f"attn_mask={args[3]}")
+        elif a["causal"]:
+            opts.append("is_causal=True")
+        if a["dropout"]:
+            opts.append(f"dropout_p=({a['dropout']!r} if self.training else 0.0)")
+        if a["scale"] is not None:
+            opts.append(f"scale={a['scale']!r}")
+        return f"F.scaled_dot_product_attention({', '.join([q, k, v, *opts])})"
+
+    def onnx(self, node, b, ins, outs):
+        if b.fused:
+            self.onnx_fused(node, b, ins, outs)
+        else:
+            self.onnx_decomposed(node, b, ins, outs)
+
+    def onnx_fused(self, node, b, ins, outs):
+        a, ins = node.attrs, list(ins)
+        if len(ins) == 4:
+            ins[3] = _expand_mask(node, b, ins)
+        scale = {} if a["scale"] is None else {"scale": a["scale"]}
+        b.add(node, "Attention", ins, outs, is_causal=int(a["causal"]), **scale)
+
+    def onnx_decomposed(self, node, b, ins, outs):
+        """MatMul, scale, masks as -inf, Softmax, MatMul: for runtimes without Attention."""
+        a, q = node.attrs, node.inputs[0].type
+        dtype, scale = q.dtype, a["scale"] if a["scale"] is not None else 1 / math.sqrt(q.shape[3])
+        kt = b.add(node, "Transpose", [ins[1]], [b.temp(node, "k_t")], perm=[0, 1, 3, 2])
+        s = b.add(node, "MatMul", [ins[0], kt], [b.temp(node, "qk")])
+        s = b.add(node, "Mul", [s, b.const(node, "scale", scale, dtype)], [b.temp(node, "scores")])
+        if a["causal"]:
+            upper = upper_mask(node, b, s)
+            s = b.add(node, "Where", [upper, neg_inf(node, b, dtype), s], [b.temp(node, "causal")])
+        if len(ins) == 4:
+            s = b.add(node, "Where", [ins[3], s, neg_inf(node, b, dtype)], [b.temp(node, "masked")])
+        w = b.add(node, "Softmax", [s], [b.temp(node, "weights")], axis=-1)
+        b.add(node, "MatMul", [w, ins[2]], outs)
+
+
+def _agree(name: str, t: TensorType, lo: int, hi: int, other: str, u: TensorType, what: str):
+    """Dims lo..hi-1 of t and u must be equal (the same symbol, or the same number)."""
+    if t.shape[lo:hi] != u.shape[lo:hi]:
+        raise SpecError(f"{SDPA}: {name} {t} and {other} {u} must agree in {what}")
+
+
+def _check_mask(m: TensorType, target: tuple) -> None:
+    """A bool mask that broadcasts to (N, H, T, S)."""
+    shape = "(N, H, T, S) = (" + ", ".join(map(str, target)) + ")"
+    if m.dtype != "bool" or not 2 <= m.rank <= 4:
+        raise SpecError(
+            f"{SDPA}: mask must be bool of rank 2 to 4 and broadcast to {shape}, got {m}",
+            hint="a mask over keys only is (N, 1, 1, S); PyTorch refuses a rank-1 mask",
+        )
+    for d, want in zip(reversed(m.shape), reversed(target), strict=False):
+        if d not in (1, want):
+            raise SpecError(f"{SDPA}: mask {m} does not broadcast to {shape}")
+
+
+def _expand_mask(node: Node, b: OnnxBuilder, ins: list[str]) -> str:
+    """onnxruntime 1.31's Attention wants the mask's last two dims to be (T, S), unbroadcast."""
+    mask, q, k = node.inputs[3].type, node.inputs[0].type, node.inputs[1].type
+    if mask.rank >= 2 and mask.shape[-2:] == (q.shape[2], k.shape[2]):
+        return ins[3]
+    t = b.add(node, "Shape", [ins[0]], [b.temp(node, "t")], start=2, end=3)
+    s = b.add(node, "Shape", [ins[1]], [b.temp(node, "s")], start=2, end=3)
+    ts = b.add(node, "Concat", [t, s], [b.temp(node, "ts")], axis=0)
+    return b.add(node, "Expand", [ins[3], ts], [b.temp(node, "mask")])
