@@ -122,7 +122,40 @@ def train_throughput(data: dict[str, Any]) -> str:
     return "\n".join([machine_line(data, what), "", *rows])
 
 
-RENDER = {"onnx_cnn": onnx_cnn, "train_throughput": train_throughput}
+def onnx_gpt(data: dict[str, Any]) -> str:
+    what = (
+        f"compile: median of {data['repeats']} whole processes each, interleaved; latency: "
+        f"onnxruntime CPU, batch 1, T = {data['length']}, {data['threads']} intra-op thread(s), "
+        f"sessions interleaved call by call, median of {data['latency']['rounds']} rounds"
+    )
+    c, f, lat = data["compile"], data["files"], data["latency"]
+    rows = [
+        "| graph | compile (whole process) | file | token matrix stored | nodes | opset "
+        "| latency | vs export |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    times = {"dslc": c["dslc_median_s"], "decomposed": None, "export": c["export_median_s"]}
+    labels = {
+        "dslc": "dslc (fused ops)",
+        "decomposed": "dslc --decompose",
+        "export": "torch.onnx.export of the generated module",
+    }
+    for name, label in labels.items():
+        r, t = f[name], times[name]
+        rows.append(
+            f"| {label} | {ms(t) if t else 'same'} | {r['bytes'] / 2**20:.0f} MiB "
+            f"| {r['token_matrix_copies']}x | {r['nodes']} | {r['opset']} | {ms(lat[name])} "
+            f"| {lat[name] / lat['export']:.2f}x |"
+        )
+    size = f["dslc"]["bytes"] / f["export"]["bytes"]
+    note = (
+        f"Compile speed-up: {c['speedup']:.1f}x (dslc {ms(c['dslc_median_s'])}, export "
+        f"{ms(c['export_median_s'])}); file: dslc's is {size:.2f}x the export's."
+    )
+    return "\n".join([machine_line(data, what), "", *rows, "", note])
+
+
+RENDER = {"onnx_cnn": onnx_cnn, "train_throughput": train_throughput, "onnx_gpt": onnx_gpt}
 
 
 def update_docs(docs: Path = DOCS) -> list[str]:

@@ -90,10 +90,22 @@ def torch_statement(init: Init, target: str) -> str | None:
     raise ValueError(f"unknown init kind {init.kind}")
 
 
-def sample(init: Init, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+# Kinds whose values are drawn independently, element by element: a large parameter of such a
+# kind may be drawn in pieces (each with its own generator) on several threads.
+ELEMENTWISE = ("uniform_fan_in", *FAN_BASED, "torch_normal", "normal_0.02")
+
+
+def sample(
+    init: Init,
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    fan_shape: tuple[int, ...] | None = None,
+) -> np.ndarray:
     """Draw a parameter in float32 from the same distribution PyTorch would use (drawn in
-    float32 directly: a ResNet-50's 25M values take a tenth of a second)."""
-    fan_in, fan_out = fans(shape) if shape else (1, 1)
+    float32 directly: a ResNet-50's 25M values take a tenth of a second). `fan_shape`: the
+    whole parameter's shape, when `shape` is a piece of an ELEMENTWISE kind's parameter."""
+    fan_shape = fan_shape or shape
+    fan_in, fan_out = fans(fan_shape) if fan_shape else (1, 1)
     match init.kind:
         case "uniform_fan_in":
             return _uniform(rng, shape, 1.0 / math.sqrt(init.fan_in or fan_in))

@@ -1,0 +1,52 @@
+"""What a PyTorch user does to get an ONNX file from the module dslc generates: import the
+generated model.py, build the model, call torch.onnx.export. bench/onnx_gpt.py times this
+script as a whole process against `dslc compile --target onnx`.
+
+    python bench/export_generated.py model.py out.onnx --opset 20 --tokens 1,128
+
+The exporter is the TorchScript one (dynamo=False; the dynamo exporter needs onnxscript), on
+the module in eval mode with constant folding, batch and sequence axes dynamic."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import warnings
+
+import torch
+
+
+def export(model: torch.nn.Module, shape: tuple[int, int], path: str, opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
+        torch.onnx.export(
+            model.eval(),
+            (torch.zeros(*shape, dtype=torch.int64),),
+            path,
+            dynamo=False,
+            opset_version=opset,
+            do_constant_folding=True,
+            input_names=["tokens"],
+            output_names=["logits"],
+            dynamic_axes={"tokens": {0: "N", 1: "T"}, "logits": {0: "N", 1: "T"}},
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("module")
+    p.add_argument("out")
+    p.add_argument("--opset", type=int, default=20)
+    p.add_argument("--tokens", default="1,128", help="the example input's shape")
+    args = p.parse_args()
+    spec = importlib.util.spec_from_file_location("generated", args.module)
+    assert spec and spec.loader
+    generated = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generated)
+    torch.manual_seed(0)
+    batch, length = (int(d) for d in args.tokens.split(","))
+    export(generated.create_model(), (batch, length), args.out, args.opset)
+
+
+if __name__ == "__main__":
+    main()
