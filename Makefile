@@ -30,6 +30,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/onnx_lenet5.py
 	$(BIN)/python bench/onnx_cnn.py
+	$(BIN)/python bench/onnx_gpt.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/report.py
 
