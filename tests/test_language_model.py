@@ -184,3 +184,16 @@ def test_sinusoidal_table_is_the_transformers():
     pos, i = 7, 3
     assert table[pos, 2 * i] == pytest.approx(np.sin(pos / 10000 ** (2 * i / 16)), abs=1e-7)
     assert table[pos, 2 * i + 1] == pytest.approx(np.cos(pos / 10000 ** (2 * i / 16)), abs=1e-7)
+
+
+def test_compile_decompose_flag_writes_the_basic_ops(tmp_path):
+    import onnx
+
+    from dslc.cli import main
+
+    fused, plain = tmp_path / "fused.onnx", tmp_path / "plain.onnx"
+    assert main(["compile", str(TINY), "--target", "onnx", "-o", str(fused)]) == 0
+    assert main(["compile", str(TINY), "--target", "onnx", "--decompose", "-o", str(plain)]) == 0
+    ops = {p: {n.op_type for n in onnx.load(p).graph.node} for p in (fused, plain)}
+    assert "Attention" in ops[fused] and not FUSED_OPS & ops[plain]
+    assert onnx.load(plain).opset_import[0].version == 21
