@@ -114,6 +114,7 @@ def cmd_train(args) -> int:
             checkpoint_every=args.checkpoint_every,
             params=_params(args.param),
             columns=_columns(args.columns),
+            tokenizer=args.tokenizer,
         )
     )
 
@@ -303,6 +304,12 @@ def _train_parser(t: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=COL,COL",
         help="CSV columns of an array",
+    )
+    t.add_argument(
+        "--tokenizer",
+        choices=("bytes", "bpe"),
+        help="language models on .txt: UTF-8 bytes, or BPE trained on the text "
+        "(default: the spec's tokenizer setting)",
     )
     t.set_defaults(fn=cmd_train)
 

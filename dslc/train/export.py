@@ -12,14 +12,24 @@ from dslc.train.contract import Contract
 from dslc.train.data import Dataset
 
 
-def export_onnx(spec: Spec, c: Contract, out: Path, val: Dataset, batch: int) -> int:
-    """Write out/model.onnx; 0 when it agrees with PyTorch within dslc verify's tolerance."""
+CONTEXT_KEY = "dslc.context"
+
+
+def export_onnx(
+    spec: Spec, c: Contract, out: Path, val: Dataset, batch: int, context: int | None = None
+) -> int:
+    """Write out/model.onnx; 0 when it agrees with PyTorch within dslc verify's tolerance.
+    `context`: a language model's tokens per window, kept in the model's metadata_props
+    (CONTEXT_KEY) for `dslc generate --onnx`, which has no spec to read it from."""
     from dslc.verify import default_atol
 
     weights = out / "best.safetensors"
     if not weights.exists():  # no epoch improved on the monitored metric (NaN losses)
         weights = out / "last.safetensors"
     model = spec.onnx_model(weights=weights)
+    if context is not None:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = CONTEXT_KEY, str(context)
     path = out / "model.onnx"
     atomic_write(path, lambda tmp: tmp.write_bytes(model.SerializeToString()))
     diff, n = parity(c, weights, path, val, batch)
@@ -36,13 +46,13 @@ def parity(c: Contract, weights: Path, onnx_path: Path, val: Dataset, batch: int
     """The largest output difference between the PyTorch module and onnxruntime, and the
     number of examples compared."""
     import torch
-    from safetensors.torch import load_file
 
     from dslc.runner import run_model
+    from dslc.train.checkpoint import load_weights
     from dslc.verify import max_abs_diff
 
     module = c.create_model()
-    module.load_state_dict(load_file(str(weights)))
+    load_weights(module, weights)
     module.eval()
     examples = val.take(slice(0, batch))
     inputs = [examples[k] for k in c.inputs]
