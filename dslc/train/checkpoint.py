@@ -60,9 +60,7 @@ def save_weights(path: Path, state_dict: dict, metadata: dict[str, str]) -> None
     from safetensors.torch import save_file
 
     aliases = tied_aliases(state_dict)
-    tensors = {
-        k: v.detach().cpu().contiguous() for k, v in state_dict.items() if k not in aliases
-    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items() if k not in aliases}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 

@@ -1,7 +1,7 @@
 """What the trainer needs from a compiled spec: the generated module's training contract
-(INPUTS, TARGETS, OUTPUTS, TOKENS, TRAINING, LOSS_INPUTS, METRICS, create_model, create_loss, penalty,
-create_optimizer, create_scheduler), read once into one object, so the loop never looks
-anything up by name. One thing the module does not state is read from the IR: whether the
+(INPUTS, TARGETS, OUTPUTS, TOKENS, TRAINING, LOSS_INPUTS, METRICS, create_model, create_loss,
+penalty, create_optimizer, create_scheduler), read once into one object, so the loop never
+looks anything up by name. One thing the module does not state is read from the IR: whether the
 loss is a batch mean or a batch sum."""
 
 from __future__ import annotations

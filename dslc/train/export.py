@@ -11,7 +11,6 @@ from dslc.train.checkpoint import atomic_write
 from dslc.train.contract import Contract
 from dslc.train.data import Dataset
 
-
 CONTEXT_KEY = "dslc.context"
 
 

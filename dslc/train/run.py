@@ -50,7 +50,7 @@ def train(opts: Options) -> int:
 
 def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, device: Any) -> int:
     settings = _settings(c, opts)
-    train_set, val_set, tokens = _datasets(c, opts)
+    train_set, val_set, tokens = _datasets(spec, c, opts)
     if world.distributed and settings.batch_size < world.size:
         raise DslcError(f"batch size {settings.batch_size} is smaller than {world.size} processes")
     if world.distributed and c.reduction == "mixed":
@@ -98,22 +98,21 @@ def _no_val(opts: Options) -> bool:
     return opts.val is None and opts.val_split == 0
 
 
-def _datasets(c: Contract, opts: Options) -> tuple[data.Dataset, Any, text.Text | None]:
+def _datasets(spec: Spec, c: Contract, opts: Options) -> tuple[data.Dataset, Any, text.Text | None]:
     """The training and validation sets, and for a language model on text its tokens."""
     if opts.val and opts.val_split:
         raise DslcError("give --val or --val-split, not both")
     fraction = 0.1 if opts.val_split is None else opts.val_split
-    tokens = None
-    if opts.tokenizer and not (c.tokens and text.is_text(opts.data)):
+    language = bool(c.tokens) and text.is_text(opts.data)
+    if opts.tokenizer and not language:
         raise DslcError(
             "--tokenizer applies to language models trained on text",
             hint=f"model {c.name} has no token input read by an embedding, or --data is no .txt",
         )
-    if c.tokens and text.is_text(opts.data):
-        tokens = _text(c, opts, fraction)
-        arrays, val = tokens.train, tokens.val
-        arrays = data.check(arrays, c.arrays, c.name, opts.data)
-        val = data.check(val, c.arrays, c.name, opts.val or opts.data) if val else None
+    tokens = _text(spec, c, opts, fraction) if language else None
+    if tokens is not None:
+        arrays = data.check(tokens.train, c.arrays, c.name, opts.data)
+        val = data.check(tokens.val, c.arrays, c.name, opts.val or opts.data) if tokens.val else None
     else:
         arrays = data.load(opts.data, c.arrays, c.name, opts.columns)
         val = data.load(opts.val, c.arrays, c.name, opts.columns) if opts.val else None
@@ -124,7 +123,9 @@ def _datasets(c: Contract, opts: Options) -> tuple[data.Dataset, Any, text.Text 
     return train, val_set, tokens
 
 
-def _text(c: Contract, opts: Options, fraction: float) -> text.Text:
+def _text(spec: Spec, c: Contract, opts: Options, fraction: float) -> text.Text:
+    """Windows of tokens; the BPE tokenizer is trained on the training text, except when
+    resuming, which takes the run's own tokenizer.json."""
     saved = opts.out / tokenizer.FILE
     return text.load(
         c,
@@ -132,7 +133,8 @@ def _text(c: Contract, opts: Options, fraction: float) -> text.Text:
         opts.val,
         fraction,
         opts.tokenizer,
-        saved if opts.resume and saved.exists() else None,  # the run's own, not a new one
+        saved if opts.resume and saved.exists() else None,
+        text.max_positions(spec.graph),
     )
 
 
@@ -206,9 +208,7 @@ def _banner(spec: Spec, c: Contract, s: Settings, n: int, val: Any, world: Any) 
     )
 
 
-def _finish(
-    spec: Spec, c: Contract, trainer: Trainer, opts: Options, context: int | None
-) -> int:
+def _finish(spec: Spec, c: Contract, trainer: Trainer, opts: Options, context: int | None) -> int:
     if not trainer.world.main:
         return 0
     rows = trainer.log.rows()

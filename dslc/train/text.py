@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dslc.errors import DslcError
 from dslc.train import tokenizer as tok
-from dslc.train.contract import Contract
+from dslc.train.contract import Contract, Signature
 
 
 @dataclass
@@ -40,18 +41,14 @@ def load(
     split: float,
     kind: str | None,
     saved: Path | None = None,
+    positions: int | None = None,
 ) -> Text:
     """The windows of `data` (and of `val`, or of the last `split` of `data`). `saved`: a
-    tokenizer.json to reuse (a resumed run) instead of making a new one."""
+    tokenizer.json to reuse (a resumed run) instead of making a new one. `positions`: the
+    longest sequence the model takes (`max_positions`)."""
     name, vocab = _token_input(c)
-    context = context_length(c)
-    text = read(data)
-    if val is None and split:
-        cut = len(text) - int(round(len(text) * split))
-        text, held = text[:cut], text[cut:]
-        _enough(held, f"--val-split {split} of {data}")
-    else:
-        held = read(val) if val else None
+    context = _context(c, positions)
+    text, held = _texts(data, val, split)
     kind = kind or c.training.get("tokenizer") or "bytes"
     t = tok.load(saved) if saved is not None else tok.create(kind, text, vocab)
     if t.vocab_size > vocab:
@@ -65,6 +62,32 @@ def load(
     return Text(arrays, val_arrays, t, context)
 
 
+def _texts(data: str, val: str | None, split: float) -> tuple[str, str | None]:
+    """The training text and the validation text (None without validation)."""
+    text = read(data)
+    if val is not None:
+        return text, read(val)
+    if not split:
+        return text, None
+    cut = len(text) - int(round(len(text) * split))
+    if cut == len(text):
+        raise DslcError(
+            f"--val-split {split} of {data} holds no text", hint="give a larger fraction"
+        )
+    return text[:cut], text[cut:]
+
+
+def _context(c: Contract, positions: int | None) -> int:
+    context = context_length(c.training, c.inputs, c.name)
+    if positions is not None and context > positions:
+        raise DslcError(
+            f"windows of {context} tokens (the train section's context) are longer than "
+            f"model {c.name}'s positional table of {positions}",
+            hint=f"set context = {positions} in the train section, or a longer table",
+        )
+    return context
+
+
 def _token_input(c: Contract) -> tuple[str, int]:
     if len(c.tokens) != 1 or len(c.inputs) != 1 or len(c.targets) != 1:
         raise DslcError(
@@ -75,19 +98,25 @@ def _token_input(c: Contract) -> tuple[str, int]:
     return next(iter(c.tokens.items()))
 
 
-def context_length(c: Contract) -> int:
+def context_length(training: dict, inputs: Signature, model: str) -> int:
     """Tokens per window: TRAINING["context"], else the token input's T when it is a number."""
-    context = c.training.get("context")
+    context = training.get("context")
     if context is None:
-        shape = next(iter(c.inputs.values()))[1]
+        shape = next(iter(inputs.values()))[1]
         context = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
     if context is None:
         raise DslcError(
-            f"model {c.name} does not say how many tokens a training window holds",
+            f"model {model} does not say how many tokens a window holds",
             hint="set `context = 64` in the train section, or give the token input a fixed "
             "length (i64[N, 64])",
         )
     return int(context)
+
+
+def max_positions(graph: Any) -> int | None:
+    """The longest sequence the model takes: its smallest positional table (None without)."""
+    sizes = [n.attrs["max_len"] for n in graph.nodes if n.op.name == "positional_embedding"]
+    return min(sizes, default=None)
 
 
 def read(path: str) -> str:
@@ -101,11 +130,6 @@ def read(path: str) -> str:
         ) from None
     except OSError as err:
         raise DslcError(f"cannot read {path}: {err.strerror}") from None
-
-
-def _enough(text: str, what: str) -> None:
-    if not text:
-        raise DslcError(f"{what} holds no text", hint="give a larger fraction, or --val FILE")
 
 
 def windows(tokens: np.ndarray, length: int, source: str, c: Contract) -> dict[str, np.ndarray]:
