@@ -112,7 +112,8 @@ def _datasets(spec: Spec, c: Contract, opts: Options) -> tuple[data.Dataset, Any
     tokens = _text(spec, c, opts, fraction) if language else None
     if tokens is not None:
         arrays = data.check(tokens.train, c.arrays, c.name, opts.data)
-        val = data.check(tokens.val, c.arrays, c.name, opts.val or opts.data) if tokens.val else None
+        held = tokens.val
+        val = data.check(held, c.arrays, c.name, opts.val or opts.data) if held else None
     else:
         arrays = data.load(opts.data, c.arrays, c.name, opts.columns)
         val = data.load(opts.val, c.arrays, c.name, opts.columns) if opts.val else None
