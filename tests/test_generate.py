@@ -115,3 +115,19 @@ def test_spec_and_onnx_are_exclusive(gpt_run, capsys):
     assert "not both" in capsys.readouterr().err
     assert cli(GPT) == 1
     assert "needs a spec and its --weights, or --onnx" in capsys.readouterr().err
+
+
+def test_generating_from_onnx_does_not_import_torch(gpt_run):
+    """Like `dslc compile --target onnx`: a deployed model.onnx needs no PyTorch install."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from dslc.cli import main; "
+        f"rc = main(['generate', '--onnx', r'{gpt_run / 'model.onnx'}', '--max-new-tokens', '3']); "
+        "assert rc == 0; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()
