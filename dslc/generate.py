@@ -130,7 +130,10 @@ def torch_model(spec_path: str, weights: str, params: dict[str, Any]) -> Model:
 
     @torch.no_grad()
     def step(window: np.ndarray) -> np.ndarray:
-        out = module(torch.from_numpy(window))
+        try:
+            out = module(torch.from_numpy(window))
+        except (ValueError, RuntimeError) as err:  # e.g. a window longer than the table
+            raise _refused(window, err) from None
         out = out[0] if isinstance(out, tuple) else out
         return out[0, -1].float().numpy()
 
@@ -142,8 +145,15 @@ def torch_model(spec_path: str, weights: str, params: dict[str, Any]) -> Model:
     return Model(step, next(iter(ns["TOKENS"].values())), min(known) if known else None)
 
 
+def _refused(window: np.ndarray, why: object) -> DslcError:
+    return DslcError(
+        f"the model refused a window of {window.shape[1]} tokens: {why}",
+        hint="a smaller --context (at most the positional table's size)",
+    )
+
+
 def onnx_model(path: str) -> Model:
-    from dslc.runner import open_session
+    from dslc.runner import _ORT_ERRORS, _ort_message, open_session
     from dslc.train.export import CONTEXT_KEY
 
     session = open_session(path)
@@ -153,7 +163,10 @@ def onnx_model(path: str) -> Model:
         raise DslcError(f"{path} is not a language model: (N, T) ids in, (N, T, V) logits out")
 
     def step(window: np.ndarray) -> np.ndarray:
-        return session.run([out.name], {x.name: window})[0][0, -1]
+        try:
+            return session.run([out.name], {x.name: window})[0][0, -1]
+        except _ORT_ERRORS as err:
+            raise _refused(window, _ort_message(err)) from None
 
     meta = session.get_modelmeta().custom_metadata_map
     context = int(meta[CONTEXT_KEY]) if CONTEXT_KEY in meta else None

@@ -110,6 +110,14 @@ def test_onnx_without_context(gpt_run, tmp_path, capsys):
     assert cli("--onnx", str(onnx_path), "--context", "64", "--max-new-tokens", "3") == 0
 
 
+def test_a_context_longer_than_the_positional_table(gpt_run, capsys):
+    common = ["--context", "100", "--max-new-tokens", "40", "--prompt", "x" * 80]
+    weights = ["--weights", str(gpt_run / "best.safetensors"), *GPT_PARAMS]
+    for args in ([GPT, *weights], ["--onnx", str(gpt_run / "model.onnx")]):
+        assert cli(*args, *common) == 1
+        assert "the model refused a window of 81 tokens" in capsys.readouterr().err
+
+
 def test_spec_and_onnx_are_exclusive(gpt_run, capsys):
     assert cli(GPT, "--onnx", str(gpt_run / "model.onnx")) == 1
     assert "not both" in capsys.readouterr().err
