@@ -115,7 +115,7 @@ def test_a_context_longer_than_the_positional_table(gpt_run, capsys):
     weights = ["--weights", str(gpt_run / "best.safetensors"), *GPT_PARAMS]
     for args in ([GPT, *weights], ["--onnx", str(gpt_run / "model.onnx")]):
         assert cli(*args, *common) == 1
-        assert "the model refused a window of 81 tokens" in capsys.readouterr().err
+        assert "the model refused a window of 80 tokens" in capsys.readouterr().err
 
 
 def test_spec_and_onnx_are_exclusive(gpt_run, capsys):
