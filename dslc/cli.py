@@ -114,6 +114,7 @@ def cmd_train(args) -> int:
             checkpoint_every=args.checkpoint_every,
             params=_params(args.param),
             columns=_columns(args.columns),
+            tokenizer=args.tokenizer,
         )
     )
 
@@ -129,6 +130,28 @@ def _columns(items: list[str]) -> dict[str, list[str]]:
             )
         out[name] = [c.strip() for c in cols.split(",")]
     return out
+
+
+def cmd_generate(args) -> int:
+    from dslc import generate
+
+    text = generate.run(
+        generate.Options(
+            spec=args.spec,
+            weights=args.weights,
+            onnx=args.onnx,
+            params=_params(args.param),
+            prompt=args.prompt,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed,
+            tokenizer=args.tokenizer,
+            context=args.context,
+        )
+    )
+    print(text)
+    return 0
 
 
 def cmd_run(args) -> int:
@@ -265,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     v.set_defaults(fn=cmd_verify)
     _train_parser(spec_command("train", "train a spec's model on data files; see docs/training.md"))
+    _generate_parser(sub.add_parser("generate", help="text from a trained language model"))
     r = sub.add_parser("run", help="run an ONNX model in onnxruntime")
     r.add_argument("model")
     r.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
@@ -304,7 +328,30 @@ def _train_parser(t: argparse.ArgumentParser) -> None:
         metavar="NAME=COL,COL",
         help="CSV columns of an array",
     )
+    t.add_argument(
+        "--tokenizer",
+        choices=("bytes", "bpe"),
+        help="language models on .txt: UTF-8 bytes, or BPE trained on the text "
+        "(default: the spec's tokenizer setting)",
+    )
     t.set_defaults(fn=cmd_train)
+
+
+def _generate_parser(g: argparse.ArgumentParser) -> None:
+    g.add_argument("spec", nargs="?", help="the .dl file (with --weights)")
+    g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    g.add_argument("--weights", help="the trained weights, e.g. runs/NAME/best.safetensors")
+    g.add_argument("--onnx", help="or the exported model, e.g. runs/NAME/model.onnx")
+    g.add_argument("--prompt", default="", help="the text to continue (default: a new line)")
+    g.add_argument("--max-new-tokens", type=_non_negative, default=200)
+    g.add_argument(
+        "--temperature", type=_tolerance, default=1.0, help="0: always the likeliest token"
+    )
+    g.add_argument("--top-k", type=_non_negative, default=0, help="sample from the K likeliest")
+    g.add_argument("--seed", type=_non_negative, default=0)
+    g.add_argument("--tokenizer", help="default: tokenizer.json beside the weights or model")
+    g.add_argument("--context", type=_positive, help="tokens the model sees (default: its own)")
+    g.set_defaults(fn=cmd_generate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,3 +58,35 @@ def check_golden(path: Path, actual: str, update: bool) -> None:
             "actual",
         )
         pytest.fail("golden mismatch (pytest --update-golden rewrites it):\n" + "".join(diff))
+
+
+# A small language model trained once per session on the repository's docs (test_train_text.py
+# checks the run, test_generate.py generates from it): tiny_gpt narrowed to one block of width
+# 32, which learns the docs' byte statistics in seconds on one thread.
+GPT_PARAMS = ["--param", "width=32", "--param", "layers=1"]
+
+
+def docs_text(limit: int | None = None) -> str:
+    text = "".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md")))
+    return text[:limit] if limit else text
+
+
+@pytest.fixture(scope="session")
+def gpt_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """runs/gpt of `dslc train specs/tiny_gpt.dl --data docs.txt --epochs 3 --export-onnx`."""
+    import torch
+
+    from dslc.cli import main
+
+    tmp = tmp_path_factory.mktemp("gpt")
+    (tmp / "docs.txt").write_text(docs_text(), encoding="utf-8")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        spec, data = str(ROOT / "specs/tiny_gpt.dl"), str(tmp / "docs.txt")
+        args = ["train", spec, "--data", data, "--out", str(tmp / "run"), "--epochs", "3"]
+        code = main([*args, "--export-onnx", *GPT_PARAMS])
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0
+    return tmp / "run"

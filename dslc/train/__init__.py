@@ -9,8 +9,21 @@ report.py      progress bars, metrics.jsonl, curves.png
 distributed.py DistributedDataParallel under torchrun
 export.py      ONNX from the trained weights, with a parity check
 run.py         the command: options in, a run directory out
+text.py        text for language models: tokens, windows, the held-out end
+tokenizer.py   bytes and BPE tokenizers, tokenizer.json
+
+`Options` and `train` are imported on first use: the runtime needs torch, but the tokenizers
+and text readers do not, and `dslc generate --onnx` uses them without it.
 """
 
-from dslc.train.run import Options, train
+from typing import Any
 
 __all__ = ["Options", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from dslc.train import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'dslc.train' has no attribute {name!r}")

@@ -55,10 +55,54 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def save_weights(path: Path, state_dict: dict, metadata: dict[str, str]) -> None:
+    """The state_dict without the aliases of tied weights: safetensors refuses tensors that
+    share memory, and the owner's key is all a loader needs (`load_weights`)."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    aliases = tied_aliases(state_dict)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items() if k not in aliases}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def tied_aliases(state_dict: dict) -> set[str]:
+    """Keys whose tensor is the same memory as an earlier key's (a tied weight, such as an
+    output head sharing the embedding matrix); the first key of each is the owner."""
+    seen: set[tuple] = set()
+    aliases = set()
+    for key, t in state_dict.items():
+        where = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride())
+        if where in seen:
+            aliases.add(key)
+        seen.add(where)
+    return aliases
+
+
+def load_weights(module: Any, path: Path) -> None:
+    """Load a safetensors file into `module`; keys missing from the file are allowed only
+    when they are tied aliases, which loading the owner fills."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise DslcError(f"cannot read weights {path}: {err}") from None
+    try:
+        result = module.load_state_dict(tensors, strict=False)
+    except RuntimeError as err:  # a shape mismatch: weights of another configuration
+        raise DslcError(
+            f"the weights in {path} do not fit the model: {str(err).splitlines()[-1].strip()}",
+            hint="give the same --param values the model was trained with",
+        ) from None
+    missing = set(result.missing_keys) - tied_aliases(module.state_dict())
+    wrong = sorted(missing) + sorted(result.unexpected_keys)
+    if wrong:
+        raise DslcError(
+            f"the weights in {path} do not fit the model: "
+            f"{len(missing)} missing and {len(result.unexpected_keys)} unexpected keys "
+            f"(first: {wrong[0]})",
+            hint="give the spec, and the --param values, the weights were trained with",
+        )
 
 
 def save_state(directory: Path, state: dict[str, Any]) -> None:

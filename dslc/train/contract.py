@@ -1,7 +1,7 @@
 """What the trainer needs from a compiled spec: the generated module's training contract
-(INPUTS, TARGETS, OUTPUTS, TRAINING, LOSS_INPUTS, METRICS, create_model, create_loss, penalty,
-create_optimizer, create_scheduler), read once into one object, so the loop never looks
-anything up by name. One thing the module does not state is read from the IR: whether the
+(INPUTS, TARGETS, OUTPUTS, TOKENS, TRAINING, LOSS_INPUTS, METRICS, create_model, create_loss,
+penalty, create_optimizer, create_scheduler), read once into one object, so the loop never
+looks anything up by name. One thing the module does not state is read from the IR: whether the
 loss is a batch mean or a batch sum."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Contract:
     penalty: Callable[[Any], Any]
     create_scheduler: Callable[[Any, int, int], Any]
     reduction: str  # how the loss reduces over the batch: "mean", "sum" or "mixed"
+    tokens: dict[str, int]  # integer inputs read by an embedding -> vocabulary (language models)
 
     def override(self, key: str, value: Any) -> None:
         """A setting from the command line, recorded where the run's settings are read."""
@@ -64,6 +65,7 @@ def contract(spec: Spec) -> Contract:
         penalty=ns["penalty"],
         create_scheduler=ns["create_scheduler"],
         reduction=_reduction(spec),
+        tokens=dict(ns.get("TOKENS", {})),
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from dslc.api import Spec, load
 from dslc.errors import DslcError
-from dslc.train import checkpoint, data, distributed, report
+from dslc.train import checkpoint, data, distributed, report, text, tokenizer
 from dslc.train.contract import Contract, contract
 from dslc.train.loop import Settings, Trainer
 
@@ -31,6 +31,7 @@ class Options:
     checkpoint_every: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, list[str]] = field(default_factory=dict)
+    tokenizer: str | None = None  # language models: bytes or bpe (None: the spec's setting)
 
 
 def train(opts: Options) -> int:
@@ -49,7 +50,7 @@ def train(opts: Options) -> int:
 
 def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, device: Any) -> int:
     settings = _settings(c, opts)
-    train_set, val_set = _datasets(c, opts)
+    train_set, val_set, tokens = _datasets(spec, c, opts)
     if world.distributed and settings.batch_size < world.size:
         raise DslcError(f"batch size {settings.batch_size} is smaller than {world.size} processes")
     if world.distributed and c.reduction == "mixed":
@@ -60,6 +61,8 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
     if settings.monitor == "val_accuracy" and (val_set is None or not c.metrics):
         raise DslcError("the spec monitors val_accuracy, which needs validation data and a metric")
     _prepare_out(opts, world)
+    if tokens is not None and world.main:
+        tokenizer.save(tokens.tokenizer, opts.out / tokenizer.FILE)
     _deterministic(device)
     trainer = Trainer(c, settings, world, device, train_set, val_set)
     if opts.resume:
@@ -73,7 +76,7 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
                 f"stopped by signal {stopped}; checkpoint in {opts.out}; continue with --resume"
             )
         return 128 + stopped
-    return _finish(spec, c, trainer, opts)
+    return _finish(spec, c, trainer, opts, tokens.context if tokens else None)
 
 
 def _settings(c: Contract, opts: Options) -> Settings:
@@ -95,16 +98,45 @@ def _no_val(opts: Options) -> bool:
     return opts.val is None and opts.val_split == 0
 
 
-def _datasets(c: Contract, opts: Options) -> tuple[data.Dataset, data.Dataset | None]:
-    arrays = data.load(opts.data, c.arrays, c.name, opts.columns)
-    val = data.load(opts.val, c.arrays, c.name, opts.columns) if opts.val else None
+def _datasets(spec: Spec, c: Contract, opts: Options) -> tuple[data.Dataset, Any, text.Text | None]:
+    """The training and validation sets, and for a language model on text its tokens."""
     if opts.val and opts.val_split:
         raise DslcError("give --val or --val-split, not both")
-    if val is None and not _no_val(opts):
-        fraction = 0.1 if opts.val_split is None else opts.val_split
-        arrays, val = data.split(arrays, fraction, opts.seed, opts.data)
+    fraction = 0.1 if opts.val_split is None else opts.val_split
+    language = bool(c.tokens) and text.is_text(opts.data)
+    if opts.tokenizer and not language:
+        raise DslcError(
+            "--tokenizer applies to language models trained on text",
+            hint=f"model {c.name} has no token input read by an embedding, or --data is no .txt",
+        )
+    tokens = _text(spec, c, opts, fraction) if language else None
+    if tokens is not None:
+        arrays = data.check(tokens.train, c.arrays, c.name, opts.data)
+        held = tokens.val
+        val = data.check(held, c.arrays, c.name, opts.val or opts.data) if held else None
+    else:
+        arrays = data.load(opts.data, c.arrays, c.name, opts.columns)
+        val = data.load(opts.val, c.arrays, c.name, opts.columns) if opts.val else None
+        if val is None and not _no_val(opts):
+            arrays, val = data.split(arrays, fraction, opts.seed, opts.data)
     train = data.to_dataset(arrays, c.arrays, opts.data)
-    return train, (data.to_dataset(val, c.arrays, opts.val or opts.data) if val else None)
+    val_set = data.to_dataset(val, c.arrays, opts.val or opts.data) if val else None
+    return train, val_set, tokens
+
+
+def _text(spec: Spec, c: Contract, opts: Options, fraction: float) -> text.Text:
+    """Windows of tokens; the BPE tokenizer is trained on the training text, except when
+    resuming, which takes the run's own tokenizer.json."""
+    saved = opts.out / tokenizer.FILE
+    return text.load(
+        c,
+        opts.data,
+        opts.val,
+        fraction,
+        opts.tokenizer,
+        saved if opts.resume and saved.exists() else None,
+        text.max_positions(spec.graph),
+    )
 
 
 def _device(kind: str) -> Any:
@@ -177,7 +209,7 @@ def _banner(spec: Spec, c: Contract, s: Settings, n: int, val: Any, world: Any) 
     )
 
 
-def _finish(spec: Spec, c: Contract, trainer: Trainer, opts: Options) -> int:
+def _finish(spec: Spec, c: Contract, trainer: Trainer, opts: Options, context: int | None) -> int:
     if not trainer.world.main:
         return 0
     rows = trainer.log.rows()
@@ -193,4 +225,5 @@ def _finish(spec: Spec, c: Contract, trainer: Trainer, opts: Options) -> int:
         return 0
     from dslc.train.export import export_onnx
 
-    return export_onnx(spec, c, opts.out, trainer.val or trainer.train, trainer.s.batch_size)
+    val = trainer.val or trainer.train
+    return export_onnx(spec, c, opts.out, val, trainer.s.batch_size, context)
