@@ -167,7 +167,8 @@ def _statement(
                         "`input tokens: i64[N, T]`, `tokens -> embedding(256, 64)`",
                         stmt.span,
                     )
-                value = el.eval(stmt.value, el.globals, Frame())
+                # The model's scope: a setting may use its parameters (`context = context`).
+                value = el.eval(stmt.value, model_scope, Frame())
                 t.settings[key] = (SETTINGS | TEXT_SETTINGS)[key].coerce(None, value)
             else:
                 names = [*SPECIAL, *SETTINGS, *TEXT_SETTINGS]

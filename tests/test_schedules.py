@@ -122,3 +122,21 @@ def test_schedule_errors(schedule, message):
     with pytest.raises(CompileError) as err:
         lrs(schedule)
     assert message in str(err.value.diagnostics.items[0].message)
+
+
+def test_cosine_survives_an_epochs_override_that_leaves_no_decay():
+    """`dslc train --epochs 1` on a spec with one warmup epoch: the whole run warms up, and
+    stepping past the end does not divide by zero."""
+    import torch
+    from conftest import ROOT
+
+    import dslc
+
+    ns = dslc.load(ROOT / "specs/tiny_gpt.dl").torch_namespace()
+    model = ns["create_model"]()
+    optimizer = ns["create_optimizer"](model)
+    scheduler = ns["create_scheduler"](optimizer, steps_per_epoch=3, epochs=1)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    assert all(torch.isfinite(torch.tensor(g["lr"])) for g in optimizer.param_groups)

@@ -170,7 +170,8 @@ def create_scheduler(optimizer, steps_per_epoch, epochs=TRAINING["epochs"]):
     def factor(t):  # the learning rate after t optimizer steps is lr * factor(t)
         if t < warmup:
             return (t + 1) / warmup
-        progress = min(1.0, (t - warmup) / (total - warmup))
+        # max(1, ...): `dslc train --epochs` may leave no steps after the warmup
+        progress = min(1.0, (t - warmup) / max(1, total - warmup))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
