@@ -209,9 +209,8 @@ def _sample_all(expected: dict[str, ParamSpec], seed: int) -> dict[str, np.ndarr
         if p.init.kind not in init.ELEMENTWISE:
             arrays[key] = init.sample(p.init, p.shape, np.random.default_rng([seed, i]))
             return
-        flat = arrays[key].reshape(-1)[j * PIECE : (j + 1) * PIECE]
-        rng = np.random.default_rng([seed, i, j])
-        flat[:] = init.sample(p.init, flat.shape, rng, fan_shape=p.shape)
+        piece = arrays[key].reshape(-1)[j * PIECE : (j + 1) * PIECE]
+        init.fill(p.init, piece, np.random.default_rng([seed, i, j]), p.shape)
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         list(pool.map(draw, pieces))
