@@ -204,8 +204,8 @@ def _sample_all(expected: dict[str, ParamSpec], seed: int) -> dict[str, np.ndarr
         )
     ]
 
-    def draw(piece: tuple[int, int, str, ParamSpec]) -> None:
-        i, j, key, p = piece
+    def draw(task: tuple[int, int, str, ParamSpec]) -> None:
+        i, j, key, p = task
         if p.init.kind not in init.ELEMENTWISE:
             arrays[key] = init.sample(p.init, p.shape, np.random.default_rng([seed, i]))
             return
