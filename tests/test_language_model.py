@@ -149,10 +149,9 @@ def test_padding_mask_hides_padding_in_both_backends():
     other = np.where(mask, tokens, rng.integers(0, 1000, tokens.shape))
 
     def outputs(tokens):
-        with torch.no_grad():
-            yield model(torch.from_numpy(tokens), torch.from_numpy(mask)).numpy()
-        for g in graphs:
-            yield g.run(None, {"tokens": tokens, "mask": mask})[0]
+        with torch.no_grad():  # not around a yield: two generators would leak no-grad mode
+            expected = model(torch.from_numpy(tokens), torch.from_numpy(mask)).numpy()
+        return [expected] + [g.run(None, {"tokens": tokens, "mask": mask})[0] for g in graphs]
 
     for a, b in zip(outputs(tokens), outputs(other), strict=True):
         np.testing.assert_allclose(a[mask], b[mask], rtol=0, atol=1e-6)

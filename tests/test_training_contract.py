@@ -26,7 +26,7 @@ def _example(signature: dict, n: int = 3) -> dict[str, torch.Tensor]:
     out = {}
     for name, (dtype, shape) in signature.items():
         dims = [n if isinstance(d, str) else d for d in shape]
-        if dtype.startswith("int"):
+        if dtype.startswith("int") or dtype == "bool":
             out[name] = torch.randint(0, 2, dims, dtype=getattr(torch, dtype))
         else:
             out[name] = torch.rand(dims, dtype=getattr(torch, dtype))
