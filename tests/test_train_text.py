@@ -83,7 +83,9 @@ def test_bpe_needs_more_than_the_bytes(tmp_path, capsys):
 
 
 def test_a_model_without_context(tmp_path, capsys):
-    source = (ROOT / "specs/tiny_gpt.dl").read_text().replace("    context = 64\n", "")
+    source = (ROOT / "specs/tiny_gpt.dl").read_text()
+    assert "context = context " in source
+    source = "\n".join(x for x in source.split("\n") if "context = context" not in x)
     (tmp_path / "gpt.dl").write_text(source)
     (tmp_path / "d.txt").write_text(docs_text(5000))
     assert train(tmp_path, str(tmp_path / "d.txt"), spec=str(tmp_path / "gpt.dl")) == 1
@@ -92,11 +94,21 @@ def test_a_model_without_context(tmp_path, capsys):
 
 
 def test_windows_longer_than_the_positional_table(tmp_path, capsys):
+    source = (
+        (ROOT / "specs/tiny_gpt.dl").read_text().replace("context = context ", "context = 128 ")
+    )
+    (tmp_path / "gpt.dl").write_text(source)
     (tmp_path / "d.txt").write_text(docs_text(5000))
-    assert train(tmp_path, str(tmp_path / "d.txt"), "--param", "context=32") == 1
+    assert train(tmp_path, str(tmp_path / "d.txt"), spec=str(tmp_path / "gpt.dl")) == 1
     err = capsys.readouterr().err
-    assert "longer than model TinyGpt's positional table of 32" in err
-    assert "set context = 32 in the train section" in err
+    assert "longer than model TinyGpt's positional table of 64" in err
+    assert "set context = 64 in the train section" in err
+
+
+def test_the_context_parameter_moves_the_windows_with_the_table(tmp_path):
+    """tiny_gpt says `context = context`: --param context=32 trains on 32-token windows."""
+    (tmp_path / "d.txt").write_text(docs_text(5000))
+    assert train(tmp_path, str(tmp_path / "d.txt"), "--param", "context=32") == 0
 
 
 def test_text_too_short_for_a_window(tmp_path, capsys):
