@@ -265,3 +265,26 @@ def test_attention_by_hand_computes_the_attention_op():
     tokens = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (3, 20)))
     with torch.no_grad():
         torch.testing.assert_close(one_op(tokens), by_hand(tokens), rtol=0, atol=1e-5)
+
+
+def test_a_query_that_sees_no_key_gets_zeros_in_every_backend():
+    """Batch 0 hides key 0, which is all its first (causal) query may see; batch 1 hides every
+    key. PyTorch gives those queries zeros; both ONNX graphs must too (softmax alone: NaN)."""
+    src = (
+        "model M { input q: f32[N, 2, T, 4]  input k: f32[N, 2, T, 4]  input v: f32[N, 2, T, 4]"
+        "  input m: bool[N, 1, 1, T]"
+        "  output y = scaled_dot_product_attention(q, k, v, m, causal=true) }"
+    )
+    spec = dslc.compile_source(src)
+    model = spec.torch_module().eval()
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 2, 5, 4)).astype(np.float32) for _ in range(3))
+    mask = np.ones((2, 1, 1, 5), bool)
+    mask[0, ..., 0] = False
+    mask[1] = False
+    feeds = {"q": q, "k": k, "v": v, "m": mask}
+    expected = run_torch(model, feeds)
+    assert not np.isnan(expected).any() and (expected[1] == 0).all()
+    for fused in (True, False):
+        (got,) = session(spec.onnx_model(weights={}, fused=fused)).run(None, feeds)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6, err_msg=f"fused={fused}")

@@ -9,8 +9,9 @@ import math
 
 from dslc.diagnostics import SpecError
 from dslc.init import Init, from_attr
+from dslc.ops.attention_parts import attend
 from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, register
-from dslc.ops.dense import INIT_ATTRS
+from dslc.ops.dense import INIT_ATTRS, project
 from dslc.types import INT_DTYPES, dim_add, dim_mul
 
 SELF_ATTENTION = '''
@@ -116,7 +117,7 @@ class Attention(OpDef):
 
     def onnx(self, node, b, ins, outs):
         c = node.inputs[0].type.shape[2]
-        qkv = _linear(node, b, ins[0], "qkv", b.temp(node, "qkv"))
+        qkv = _project(node, b, ins[0], "qkv", b.temp(node, "qkv"))
         split = b.const(node, "split", [c, c, c], "i64")
         q, k, v = (b.temp(node, n) for n in "qkv")
         b.add(node, "Split", [qkv, split], [q, k, v], axis=2)
@@ -133,18 +134,14 @@ class Attention(OpDef):
                 is_causal=int(node.attrs["causal"]),
             )
         else:
-            _decomposed(node, b, ins[0], q, k, v, mask, heads)
-        _linear(node, b, heads, "proj", outs[0])
+            _decomposed(node, b, [q, k, v], mask, heads)
+        _project(node, b, heads, "proj", outs[0])
 
 
-def _linear(node, b, x: str, key: str, out: str) -> str:
-    """x W^T + b for the projection `key` (qkv or proj)."""
-    w = b.param(node, f"{key}.weight")
-    wt = b.add(node, "Transpose", [w], [b.temp(node, f"{key}_t")], perm=[1, 0])
-    if not node.attrs["bias"]:
-        return b.add(node, "MatMul", [x, wt], [out])
-    mm = b.add(node, "MatMul", [x, wt], [b.temp(node, f"{key}_matmul")])
-    return b.add(node, "Add", [mm, b.param(node, f"{key}.bias")], [out])
+def _project(node, b, x: str, key: str, out: str) -> str:
+    weight = b.param(node, f"{key}.weight")  # first: initializers in state_dict order
+    bias = b.param(node, f"{key}.bias") if node.attrs["bias"] else None
+    return project(node, b, x, weight, bias, out, tag=f"{key}_")
 
 
 def _padding_mask(node, b, ins: list[str]) -> str:
@@ -160,46 +157,18 @@ def _padding_mask(node, b, ins: list[str]) -> str:
     return b.add(node, "Expand", [keep, shape], [b.temp(node, "mask")])
 
 
-def _decomposed(node, b, x: str, q: str, k: str, v: str, mask: str | None, out: str) -> None:
-    """softmax(q k^T / sqrt(d) masked) v, head by head, from basic ops."""
+def _decomposed(node, b, qkv: list[str], mask: str | None, out: str) -> None:
+    """Heads split from (N, T, C) to (N, H, T, C/H), attended from basic ops, merged back."""
     heads, c = node.attrs["heads"], node.inputs[0].type.shape[2]
     split_heads = b.const(node, "head_shape", [0, 0, heads, c // heads], "i64")
-    per_head = {}
-    for name, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
-        t = b.add(node, "Reshape", [locals()[name], split_heads], [b.temp(node, f"{name}_heads")])
-        per_head[name] = b.add(node, "Transpose", [t], [b.temp(node, f"{name}_t")], perm=perm)
-    scores = b.add(node, "MatMul", [per_head["q"], per_head["k"]], [b.temp(node, "scores")])
-    scale = b.const(node, "scale", 1.0 / math.sqrt(c // heads), "f32")
-    scores = b.add(node, "Mul", [scores, scale], [b.temp(node, "scaled")])
-    keep = _causal(node, b, x) if node.attrs["causal"] else None
-    if mask and keep:
-        keep = b.add(node, "And", [keep, mask], [b.temp(node, "keep_all")])
-    keep = keep or mask
-    if keep:
-        minus_inf = b.const(node, "minus_inf", -math.inf, "f32")
-        scores = b.add(node, "Where", [keep, scores, minus_inf], [b.temp(node, "masked")])
-    weights = b.add(node, "Softmax", [scores], [b.temp(node, "weights")], axis=-1)
-    if mask:  # a query that may see no key gets zeros, as in PyTorch (softmax gives NaN there)
-        zero = b.const(node, "zero", 0.0, "f32")
-        weights = b.add(node, "Where", [keep, weights, zero], [b.temp(node, "weights_kept")])
-    mixed = b.add(node, "MatMul", [weights, per_head["v"]], [b.temp(node, "mixed")])
+    per_head = []
+    for name, x in zip("qkv", qkv, strict=True):
+        t = b.add(node, "Reshape", [x, split_heads], [b.temp(node, f"{name}_heads")])
+        per_head.append(
+            b.add(node, "Transpose", [t], [b.temp(node, f"{name}_per_head")], perm=[0, 2, 1, 3])
+        )
+    mixed = b.temp(node, "mixed")
+    attend(node, b, per_head, mask, node.attrs["causal"], 1.0 / math.sqrt(c // heads), mixed)
     mixed = b.add(node, "Transpose", [mixed], [b.temp(node, "mixed_t")], perm=[0, 2, 1, 3])
     merge = b.const(node, "merge_shape", [0, 0, c], "i64")
     b.add(node, "Reshape", [mixed, merge], [out])
-
-
-def _causal(node, b, x: str) -> str:
-    """The (T, T) bool mask of positions a query may see (the lower triangle), built from x's
-    length at run time."""
-    length = b.add(node, "Shape", [x], [b.temp(node, "causal_length")], start=1, end=2)
-    square = b.add(node, "Concat", [length, length], [b.temp(node, "square")], axis=0)
-    ones = b.add(
-        node, "ConstantOfShape", [square], [b.temp(node, "ones")], value=_bool_tensor(True)
-    )
-    return b.add(node, "Trilu", [ones], [b.temp(node, "causal")], upper=0)
-
-
-def _bool_tensor(value: bool):
-    from onnx import TensorProto, helper
-
-    return helper.make_tensor("value", TensorProto.BOOL, [1], [value])

@@ -132,19 +132,40 @@ class ScaledDotProductAttention(OpDef):
         b.add(node, "Attention", ins, outs, is_causal=int(a["causal"]), **scale)
 
     def onnx_decomposed(self, node, b, ins, outs):
-        """MatMul, scale, masks as -inf, Softmax, MatMul: for runtimes without Attention."""
         a, q = node.attrs, node.inputs[0].type
-        dtype, scale = q.dtype, a["scale"] if a["scale"] is not None else 1 / math.sqrt(q.shape[3])
-        kt = b.add(node, "Transpose", [ins[1]], [b.temp(node, "k_t")], perm=[0, 1, 3, 2])
-        s = b.add(node, "MatMul", [ins[0], kt], [b.temp(node, "qk")])
-        s = b.add(node, "Mul", [s, b.const(node, "scale", scale, dtype)], [b.temp(node, "scores")])
-        if a["causal"]:
-            upper = upper_mask(node, b, s)
-            s = b.add(node, "Where", [upper, neg_inf(node, b, dtype), s], [b.temp(node, "causal")])
-        if len(ins) == 4:
-            s = b.add(node, "Where", [ins[3], s, neg_inf(node, b, dtype)], [b.temp(node, "masked")])
-        w = b.add(node, "Softmax", [s], [b.temp(node, "weights")], axis=-1)
-        b.add(node, "MatMul", [w, ins[2]], outs)
+        scale = a["scale"] if a["scale"] is not None else 1 / math.sqrt(q.shape[3])
+        mask = ins[3] if len(ins) == 4 else None
+        attend(node, b, ins[:3], mask, a["causal"], scale, outs[0])
+
+
+def attend(
+    node: Node,
+    b: OnnxBuilder,
+    qkv: list[str],
+    mask: str | None,
+    causal: bool,
+    scale: float,
+    out: str,
+) -> None:
+    """ONNX softmax(q k^T * scale) v from basic ops (MatMul, Where, Softmax), for runtimes
+    without Attention: q (N, H, T, E), k (N, H, S, E), v (N, H, S, Ev). Keys above the diagonal
+    (`causal`) and where the bool `mask` is false get -inf; a query that sees no key at all gets
+    zeros, as in PyTorch (the softmax alone would give NaN)."""
+    (q, k, v), dtype = qkv, node.inputs[0].type.dtype
+    kt = b.add(node, "Transpose", [k], [b.temp(node, "k_t")], perm=[0, 1, 3, 2])
+    s = b.add(node, "MatMul", [q, kt], [b.temp(node, "qk")])
+    s = b.add(node, "Mul", [s, b.const(node, "scale", scale, dtype)], [b.temp(node, "scores")])
+    hidden = upper_mask(node, b, s) if causal else None
+    if mask is not None:
+        masked = b.add(node, "Not", [mask], [b.temp(node, "masked")])
+        hidden = b.add(node, "Or", [hidden, masked], [b.temp(node, "hidden")]) if hidden else masked
+    if hidden:
+        s = b.add(node, "Where", [hidden, neg_inf(node, b, dtype), s], [b.temp(node, "visible")])
+    w = b.add(node, "Softmax", [s], [b.temp(node, "weights")], axis=-1)
+    if mask is not None and hidden:
+        zero = b.const(node, "zero", 0.0, dtype)
+        w = b.add(node, "Where", [hidden, zero, w], [b.temp(node, "seen")])
+    b.add(node, "MatMul", [w, v], [out])
 
 
 def _agree(name: str, t: TensorType, lo: int, hi: int, other: str, u: TensorType, what: str):

@@ -81,9 +81,15 @@ class Linear(OpDef):
         if node.inputs[0].type.rank == 2:
             b.add(node, "Gemm", [ins[0], w, *bias], outs, transB=1)
             return
-        wt = b.add(node, "Transpose", [w], [b.temp(node, "weight_t")], perm=[1, 0])
-        if not bias:
-            b.add(node, "MatMul", [ins[0], wt], outs)
-            return
-        mm = b.add(node, "MatMul", [ins[0], wt], [b.temp(node, "matmul")])
-        b.add(node, "Add", [mm, bias[0]], outs)
+        project(node, b, ins[0], w, bias[0] if bias else None, outs[0])
+
+
+def project(node, b, x: str, weight: str, bias: str | None, out: str, tag: str = "") -> str:
+    """ONNX x W^T (+ bias) for a weight (out, in) over the last dim of x, any rank: Transpose,
+    MatMul, Add (onnxruntime transposes an initializer once, when it loads the model). `tag`
+    keeps the temporaries of several projections of one node apart (attention's qkv, proj)."""
+    wt = b.add(node, "Transpose", [weight], [b.temp(node, f"{tag}weight_t")], perm=[1, 0])
+    if bias is None:
+        return b.add(node, "MatMul", [x, wt], [out])
+    mm = b.add(node, "MatMul", [x, wt], [b.temp(node, f"{tag}matmul")])
+    return b.add(node, "Add", [mm, bias], [out])
