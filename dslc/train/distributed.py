@@ -85,8 +85,14 @@ def wrap(model: Any, world: World, device: Any) -> Any:
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def close(world: World) -> None:
+def close(world: World, wait: bool = True) -> None:
+    """Leave the process group. `wait`: first wait until every process is done (rank 0 writes
+    the last checkpoint and the ONNX file after the others finish): a process that tears its
+    gloo connections down while a peer still uses them can abort at exit ("terminate called
+    without an active exception", seen once in CI)."""
     if world.distributed:
         import torch.distributed as dist
 
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()

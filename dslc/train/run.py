@@ -43,9 +43,12 @@ def train(opts: Options) -> int:
     try:
         if device.type == "cuda":
             device = _cuda(world.local_rank)  # one GPU per process under torchrun
-        return _train(spec, c, opts, world, device)
-    finally:
-        distributed.close(world)
+        status = _train(spec, c, opts, world, device)
+    except BaseException:
+        distributed.close(world, wait=False)  # a peer may be gone: waiting could hang
+        raise
+    distributed.close(world, wait=True)
+    return status
 
 
 def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, device: Any) -> int:
