@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check dslc tests bench && $(BIN)/ruff format --check dslc tests bench && $(BIN)/mypy dslc
 
 docs: $(STAMP)
-	$(BIN)/python -m dslc.docgen docs/ops.md
+	$(BIN)/python -m dslc.tools.docgen docs/ops.md
 
 # Timings need a quiet machine; the tables in docs/benchmarks.md are rewritten from the results.
 bench: $(STAMP)

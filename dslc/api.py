@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dslc import ir
 from dslc.diagnostics import CompileError, Diagnostics, SpecError
-from dslc.elaborate import Elaborator
 from dslc.errors import DslcError
-from dslc.syntax import parse
-from dslc.training import lower_training
+from dslc.frontend.parse import parse
+from dslc.ir.check import verify
+from dslc.ir.graph import Graph
+from dslc.ir.part import part
+from dslc.ir.printer import format_graph
+from dslc.lower.elaborate import Elaborator
+from dslc.lower.training import lower_training
 
 
 @dataclass
@@ -22,7 +25,7 @@ class Spec:
 
     path: str
     source: str
-    graph: ir.Graph
+    graph: Graph
 
     @property
     def name(self) -> str:
@@ -33,24 +36,24 @@ class Spec:
         return self.graph.param_count()
 
     def ir_text(self) -> str:
-        return ir.format_graph(self.graph)
+        return format_graph(self.graph)
 
     def summary(self) -> str:
-        from dslc.summary import summarize
+        from dslc.tools.summary import summarize
 
         return summarize(self.graph)
 
     def part(self, instance: str) -> Spec:
-        """One block instance (`decoder1`) as a model of its own (ir.part): compile it to ONNX
+        """One block instance (`decoder1`) as a model of its own (dslc.ir.part): compile it to ONNX
         or PyTorch like a spec. Its parameters are the instance's, without the prefix: from a
         full model's state_dict take the keys `decoder1.*` and drop `decoder1.`."""
         try:
-            return Spec(self.path, self.source, ir.part(self.graph, instance))
+            return Spec(self.path, self.source, part(self.graph, instance))
         except SpecError as err:  # no place in the spec to point at: a plain user error
             raise DslcError(err.message, err.hint) from None
 
     def torch_source(self) -> str:
-        from dslc.backends import torch as torch_backend
+        from dslc.backends.torch import model as torch_backend
 
         return torch_backend.emit(self.graph)
 
@@ -86,11 +89,12 @@ class Spec:
     ) -> OnnxExport:
         """The checked ONNX model, ready to write to a file (what `dslc compile` does) or to
         take as a ModelProto."""
-        from dslc.backends import onnx as onnx_backend
-        from dslc.backends import onnx_file
-        from dslc.backends.fold import fold_batch_norm as fold
+        from dslc.backends.onnx import file as onnx_file
+        from dslc.backends.onnx import model as onnx_backend
+        from dslc.backends.params import resolve_weights
+        from dslc.ir.fold import fold_batch_norm as fold
 
-        graph, arrays = self.graph, onnx_backend.resolve_weights(self.graph, weights, seed)
+        graph, arrays = self.graph, resolve_weights(self.graph, weights, seed)
         folded = 0
         if fold_batch_norm:
             graph, arrays, folded = fold(graph, arrays, in_place=weights is None)
@@ -113,13 +117,13 @@ class OnnxExport:
         return len(self.skeleton.graph.node)
 
     def model(self):
-        from dslc.backends import onnx_file
+        from dslc.backends.onnx import file as onnx_file
 
         return onnx_file.whole(self.skeleton, self.large)
 
     def write(self, path: str | os.PathLike) -> int:
         """One self-contained .onnx file; returns its size in bytes."""
-        from dslc.backends import onnx_file
+        from dslc.backends.onnx import file as onnx_file
 
         return onnx_file.write(Path(path), self.skeleton, self.large)
 
@@ -157,7 +161,7 @@ def _compile(source: str, path: str, params: dict[str, Any] | None, diags: Diagn
         if graph is not None and scope is not None and not diags.has_errors:
             lower_training(el, program, graph, scope, diags)
         if graph is not None and not diags.has_errors:
-            ir.verify(graph)
+            verify(graph)
             return Spec(path, source, graph)
     raise CompileError(diags)
 

@@ -63,7 +63,7 @@ def cmd_compile(args) -> int:
     if args.part:
         spec = spec.part(args.part)
     if args.target == "onnx":
-        from dslc.backends.onnx import to_text
+        from dslc.backends.onnx.model import to_text
 
         export = spec.onnx_export(
             args.weights, args.seed, fold_batch_norm=not args.no_fold, fused=not args.decompose
@@ -96,7 +96,7 @@ def _write(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def cmd_train(args) -> int:
-    from dslc.train import Options, train
+    from dslc.runtime.train import Options, train
 
     return train(
         Options(
@@ -133,7 +133,7 @@ def _columns(items: list[str]) -> dict[str, list[str]]:
 
 
 def cmd_generate(args) -> int:
-    from dslc import generate
+    from dslc.runtime import generate
 
     text = generate.run(
         generate.Options(
@@ -155,7 +155,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from dslc import runner
+    from dslc.runtime import run as runner
 
     inputs = runner.parse_input_args(args.input)
     outputs, providers = runner.run_model(args.model, inputs, args.provider)
@@ -166,7 +166,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from dslc.verify import default_atol, verify
+    from dslc.runtime.parity import default_atol, verify
 
     spec = _load(args)
     batches = _batch_sizes(args.batch_sizes)

@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT
 
 import dslc
-from dslc.verify import random_inputs
+from dslc.runtime.parity import random_inputs
 
 ATTENTION_SPECS = ["tiny_gpt_by_hand", "sdpa_block"]
 ATOL = 1e-4

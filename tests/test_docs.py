@@ -1,6 +1,6 @@
-"""The documentation stays true: docs/ops.md is what dslc.docgen generates from the registry, and
-every complete spec shown in docs/language.md compiles. A deliberately wrong example belongs in a
-```text block, which is not compiled."""
+"""The documentation stays true: docs/ops.md is what dslc.tools.docgen generates from the registry,
+and every complete spec shown in docs/language.md compiles. A deliberately wrong example belongs
+in a ```text block, which is not compiled."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 import dslc
-from dslc import docgen
 from dslc.ops import REGISTRY
+from dslc.tools import docgen
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS_MD = ROOT / "docs" / "ops.md"
 LANGUAGE_MD = ROOT / "docs" / "language.md"
-REGENERATE = "run `python -m dslc.docgen docs/ops.md` (make docs) and commit the result"
+REGENERATE = "run `python -m dslc.tools.docgen docs/ops.md` (make docs) and commit the result"
 
 
 def dl_blocks(path: Path) -> list[tuple[int, str]]:

@@ -20,7 +20,7 @@ import pytest
 
 from dslc.cli import main
 from dslc.diagnostics import Diagnostics
-from dslc.syntax import SYNTAX_ERRORS, parse
+from dslc.frontend.parse import SYNTAX_ERRORS, parse
 
 REPO = Path(__file__).resolve().parent.parent
 ERRORS = REPO / "tests" / "errors"
@@ -119,7 +119,7 @@ def _parse_error(source: str) -> str:
 
 @pytest.mark.parametrize(("label", "example"), _syntax_examples())
 def test_syntax_error_table(label: str, example: str) -> None:
-    """Every example in dslc.syntax.SYNTAX_ERRORS gives a diagnostic starting with its label."""
+    """Every example in SYNTAX_ERRORS gives a diagnostic starting with its label."""
     message = _parse_error(example)
     assert message.startswith(label), f"{example!r}\n  gave: {message}\n  want: {label}"
 

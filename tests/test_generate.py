@@ -12,7 +12,7 @@ from conftest import GPT_PARAMS, ROOT
 from test_train_data import one_thread  # noqa: F401  (autouse: one torch thread)
 
 from dslc.cli import main
-from dslc.generate import Options, generate, onnx_model, sample, torch_model
+from dslc.runtime.generate import Options, generate, onnx_model, sample, torch_model
 
 GPT = str(ROOT / "specs/tiny_gpt.dl")
 PARAMS = {"width": 32, "layers": 1}
@@ -90,7 +90,7 @@ def test_missing_tokenizer(gpt_run, tmp_path, capsys):
 def test_tokenizer_larger_than_the_vocabulary(gpt_run, tmp_path, capsys):
     from conftest import docs_text
 
-    from dslc.train import tokenizer
+    from dslc.runtime.train import tokenizer
 
     tokenizer.save(tokenizer.train_bpe(docs_text(20_000), 300), tmp_path / "bpe.json")
     args = ["--onnx", str(gpt_run / "model.onnx"), "--tokenizer", str(tmp_path / "bpe.json")]

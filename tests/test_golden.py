@@ -6,7 +6,7 @@ import pytest
 from conftest import ROOT, SPECS, check_golden
 
 import dslc
-from dslc.backends.onnx import to_text
+from dslc.backends.onnx.model import to_text
 
 
 @pytest.fixture(params=SPECS, ids=lambda p: p.stem)

@@ -10,7 +10,7 @@ import torch
 from conftest import ROOT, SPECS, params_for
 
 import dslc
-from dslc.verify import random_inputs
+from dslc.runtime.parity import random_inputs
 
 XOR_X = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 XOR_Y = torch.tensor([[0.0], [1.0], [1.0], [0.0]])

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT
 
 import dslc
-from dslc.backends import onnx_file
+from dslc.backends.onnx import file as onnx_file
 
 
 @pytest.mark.parametrize("name", ["lenet5", "tiny_unet", "vae"])

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import ROOT
 
 import dslc
-from dslc.init import fans
+from dslc.ops.init import fans
 from dslc.ops.pool import adaptive_windows
 from dslc.ops.resize import nearest_indices
 

@@ -45,7 +45,7 @@ def test_the_wheel_carries_the_grammar(tmp_path):
     elsewhere.mkdir()
     (elsewhere / "m.dl").write_text("model M { input x: f32[N, 2]  output y = x -> linear(1) }")
     code = (
-        "import dslc, dslc.syntax as s; "
+        "import dslc, dslc.frontend.parse as s; "
         "assert str(s.grammar_path()).startswith(sys.argv[1]), s.grammar_path(); "
         "print(dslc.load('m.dl').param_count)"
     )

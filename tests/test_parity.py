@@ -19,7 +19,7 @@ import torch
 from conftest import SPECS, params_for
 
 import dslc
-from dslc.verify import random_inputs
+from dslc.runtime.parity import random_inputs
 
 
 def randomize_batch_norm(model: torch.nn.Module, gen: torch.Generator, inputs=None) -> None:

@@ -10,8 +10,8 @@ import torch
 from conftest import ROOT
 
 import dslc
-from dslc import ir
 from dslc.errors import DslcError
+from dslc.ir import check as ir
 
 
 def test_vae_decoder_onnx_runs_and_matches_the_full_model():

@@ -7,7 +7,7 @@ import pytest
 from conftest import SPECS
 
 import dslc
-from dslc import ir
+from dslc.ir import check as ir
 from dslc.ops import FAMILIES, REGISTRY
 
 

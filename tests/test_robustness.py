@@ -9,7 +9,7 @@ from conftest import ROOT
 
 import dslc
 from dslc.cli import main
-from dslc.verify import max_abs_diff
+from dslc.runtime.parity import max_abs_diff
 
 
 @pytest.fixture(autouse=True)

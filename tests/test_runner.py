@@ -1,4 +1,4 @@
-"""dslc.runner: reading inputs, checking them against an ONNX model, running it in onnxruntime,
+"""dslc.runtime.run: reading inputs, checking them against an ONNX model, running it in onnxruntime,
 formatting and saving the outputs. The models are built here with onnx.helper."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dslc import runner
 from dslc.errors import DslcError
-from dslc.runner import (
+from dslc.runtime import run as runner
+from dslc.runtime.run import (
     check_inputs,
     format_outputs,
     open_session,

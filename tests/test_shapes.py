@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import dslc
-from dslc.types import Sym, dim_add, dim_floordiv, dim_mul
+from dslc.ir.types import Sym, dim_add, dim_floordiv, dim_mul
 
 
 def out_type(body: str, input_type: str = "f32[N, 3, T]") -> str:

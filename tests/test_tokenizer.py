@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, docs_text
 
 from dslc.errors import DslcError
-from dslc.train import tokenizer as tok
+from dslc.runtime.train import tokenizer as tok
 
 SAMPLE = "Grüße, 世界! naïve café 🎉\n\ttabs  and  spaces\r\nend"
 
@@ -49,7 +49,7 @@ def test_bpe_is_deterministic_across_processes(bpe, tmp_path):
     assert tok.train_bpe(docs_text(40_000), 400).to_json() == bpe.to_json()
     code = (
         "import sys; sys.path.insert(0, 'tests'); from conftest import docs_text; "
-        "from dslc.train import tokenizer as t; "
+        "from dslc.runtime.train import tokenizer as t; "
         "sys.stdout.write(t.train_bpe(docs_text(40_000), 400).to_json())"
     )
     env = {"PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "7", "RAYON_NUM_THREADS": "2"}

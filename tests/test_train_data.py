@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dslc.cli import main
-from dslc.train import data
+from dslc.runtime.train import data
 
 TINY = """
 model Tiny {

@@ -21,10 +21,10 @@ from test_train_data import (
 
 import dslc
 from dslc.cli import main
-from dslc.train import data
-from dslc.train.contract import contract
-from dslc.train.distributed import World
-from dslc.train.loop import Settings, Trainer
+from dslc.runtime.train import data
+from dslc.runtime.train.contract import contract
+from dslc.runtime.train.distributed import World
+from dslc.runtime.train.loop import Settings, Trainer
 
 
 @pytest.mark.slow  # torchrun and two more processes importing torch: 10-20 s on 2 busy cores

@@ -22,7 +22,7 @@ from test_train_data import (
 
 import dslc
 from dslc.cli import main
-from dslc.train.report import FIELDS
+from dslc.runtime.train.report import FIELDS
 
 
 def run_train(spec: str, train: str, out, *extra: str) -> int:

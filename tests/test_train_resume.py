@@ -20,7 +20,7 @@ from test_train_data import (
 )
 
 from dslc.cli import main
-from dslc.train.loop import STEP_SLEEP_ENV
+from dslc.runtime.train.loop import STEP_SLEEP_ENV
 
 # dropout makes the torch RNG state part of what a resume must restore
 SPEC = """

@@ -14,8 +14,8 @@ from test_train_data import one_thread  # noqa: F401  (autouse: one torch thread
 
 import dslc
 from dslc.cli import main
-from dslc.train import text, tokenizer
-from dslc.train.contract import contract
+from dslc.runtime.train import text, tokenizer
+from dslc.runtime.train.contract import contract
 
 GPT = str(ROOT / "specs/tiny_gpt.dl")
 

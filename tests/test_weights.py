@@ -1,4 +1,4 @@
-"""dslc.weights: torch-free, safe loading of state_dicts and safetensors files."""
+"""dslc.backends.weights: torch-free, safe loading of state_dicts and safetensors files."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from dslc.backends.weights import load_weights
 from dslc.errors import DslcError
-from dslc.weights import load_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,7 +251,7 @@ def test_loading_does_not_import_torch(tmp_path: Path) -> None:
     save_file(dict(state), tmp_path / "net.safetensors")
     code = (
         "import sys\n"
-        "from dslc.weights import load_weights\n"
+        "from dslc.backends.weights import load_weights\n"
         "for p in sys.argv[1:]:\n"
         f"    assert len(load_weights(p)) == {len(state)}, p\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

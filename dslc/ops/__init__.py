@@ -1,5 +1,6 @@
 """The op registry: importing this package registers every op, loss and optimizer."""
 
+from dslc.ir.graph import ParamSpec
 from dslc.ops import (  # noqa: F401
     activation,
     attention,
@@ -20,7 +21,7 @@ from dslc.ops import (  # noqa: F401
     stochastic,
     tensor,
 )
-from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, suggest
+from dslc.ops.base import REGISTRY, Attr, OpDef, suggest
 
 # Families of ops that are layers, applied in a model's graph; the rest belong to training.
 LAYER_FAMILIES = (

@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 
 from dslc.diagnostics import SpecError
-from dslc.init import Init, from_attr
+from dslc.ir.graph import ParamSpec
+from dslc.ir.types import INT_DTYPES, dim_add, dim_mul
 from dslc.ops.attention_parts import attend
-from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, register
+from dslc.ops.base import Attr, OpDef, expect_f32, register
 from dslc.ops.dense import INIT_ATTRS, project
-from dslc.types import INT_DTYPES, dim_add, dim_mul
+from dslc.ops.init import Init, from_attr
 
 SELF_ATTENTION = '''
 class SelfAttention(nn.Module):

@@ -7,12 +7,12 @@ import math
 from typing import TYPE_CHECKING
 
 from dslc.diagnostics import SpecError
+from dslc.ir.types import TensorType, dim_add, dim_prod
 from dslc.ops.base import Attr, OpDef, expect_float, register
-from dslc.types import TensorType, dim_add, dim_prod
 
 if TYPE_CHECKING:
-    from dslc.backends.onnx import OnnxBuilder
-    from dslc.ir import Node
+    from dslc.backends.onnx.builder import OnnxBuilder
+    from dslc.ir.graph import Node
 
 SDPA = "scaled_dot_product_attention"
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from dslc.diagnostics import SpecError
-from dslc.init import SCHEMES, Init
-from dslc.types import Dim, Sym, TensorType, dim_mul, dim_prod
+from dslc.ir.types import Dim, Sym, TensorType, dim_mul, dim_prod
+from dslc.ops.init import SCHEMES
 
 if TYPE_CHECKING:
-    from dslc.backends.onnx import OnnxBuilder
-    from dslc.ir import Node
+    from dslc.backends.onnx.builder import OnnxBuilder
+    from dslc.ir.graph import Node, ParamSpec
 
 REQUIRED: Any = object()
 FLOAT32_MAX = 3.4028234663852886e38
@@ -54,7 +54,7 @@ KINDS: dict[str, tuple[str, Any]] = {
 
 
 def _is_value(v: Any) -> bool:
-    from dslc.ir import Value
+    from dslc.ir.graph import Value
 
     return isinstance(v, Value)
 
@@ -138,17 +138,6 @@ def describe(value: Any) -> str:
     if isinstance(value, Sym):
         return f"the symbolic dim {value}"
     return getattr(value, "describe", lambda: type(value).__name__)()
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """A learned parameter (or a buffer, such as batch norm's running mean) of one node."""
-
-    shape: tuple[int, ...]
-    init: Init
-    buffer: bool = False
-    dtype: str = "f32"
-    trainable: bool = True  # False: a frozen parameter (given in the spec, never updated)
 
 
 class HasAttrs(Protocol):

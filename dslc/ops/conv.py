@@ -6,11 +6,11 @@ import math
 from typing import Any
 
 from dslc.diagnostics import SpecError
-from dslc.init import Init, from_attr
+from dslc.ir.graph import ParamSpec
+from dslc.ir.types import Dim, TensorType, dim_add, dim_floordiv
 from dslc.ops.base import (
     Attr,
     OpDef,
-    ParamSpec,
     expect_f32,
     expect_rank,
     ntuple,
@@ -18,7 +18,7 @@ from dslc.ops.base import (
     weighted_macs,
 )
 from dslc.ops.dense import INIT_ATTRS
-from dslc.types import Dim, TensorType, dim_add, dim_floordiv
+from dslc.ops.init import Init, from_attr
 
 
 def window_out(

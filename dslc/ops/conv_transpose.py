@@ -7,11 +7,11 @@ import math
 from typing import Any
 
 from dslc.diagnostics import SpecError
-from dslc.init import Init, from_attr
+from dslc.ir.graph import ParamSpec
+from dslc.ir.types import Dim, dim_add, dim_mul
 from dslc.ops.base import (
     Attr,
     OpDef,
-    ParamSpec,
     expect_f32,
     expect_rank,
     ntuple,
@@ -20,7 +20,7 @@ from dslc.ops.base import (
 )
 from dslc.ops.conv import compact
 from dslc.ops.dense import INIT_ATTRS
-from dslc.types import Dim, dim_add, dim_mul
+from dslc.ops.init import Init, from_attr
 
 WINDOW = ("kernel", "stride", "padding", "output_padding", "dilation")
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dslc.diagnostics import SpecError
-from dslc.init import Init, from_attr
-from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, register, weighted_macs
+from dslc.ir.graph import ParamSpec
+from dslc.ops.base import Attr, OpDef, expect_f32, register, weighted_macs
+from dslc.ops.init import Init, from_attr
 
 INIT_ATTRS = (
     Attr(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dslc.diagnostics import SpecError
+from dslc.ir.types import INT_DTYPES, Dim, TensorType
 from dslc.ops.base import Attr, OpDef, register
-from dslc.types import INT_DTYPES, Dim, TensorType
 
 
 def broadcast(op: str, a: TensorType, b: TensorType) -> TensorType:

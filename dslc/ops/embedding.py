@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from dslc.diagnostics import SpecError
-from dslc.init import Init, from_attr
-from dslc.ops.base import Attr, OpDef, ParamSpec, expect_f32, register
-from dslc.types import INT_DTYPES, TensorType
+from dslc.ir.graph import ParamSpec
+from dslc.ir.types import INT_DTYPES, TensorType
+from dslc.ops.base import Attr, OpDef, expect_f32, register
+from dslc.ops.init import Init, from_attr
 
 
 @register

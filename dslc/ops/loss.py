@@ -4,8 +4,8 @@ such as an autoencoder's image); gaussian_kl binds two model outputs."""
 from __future__ import annotations
 
 from dslc.diagnostics import SpecError
+from dslc.ir.types import FLOAT_DTYPES, INT_DTYPES, TensorType
 from dslc.ops.base import Attr, OpDef, register
-from dslc.types import FLOAT_DTYPES, INT_DTYPES, TensorType
 
 SCALAR = TensorType("f32", ())
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dslc.diagnostics import SpecError
-from dslc.init import Init
-from dslc.ops.base import REGISTRY, Attr, OpDef, ParamSpec, expect_f32, expect_rank, register
+from dslc.ir.graph import ParamSpec
+from dslc.ops.base import REGISTRY, Attr, OpDef, expect_f32, expect_rank, register
+from dslc.ops.init import Init
 
 
 @register

@@ -6,16 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 from dslc.diagnostics import SpecError
-from dslc.init import Init
+from dslc.ir.graph import ParamSpec
 from dslc.ops.base import (
     Attr,
     OpDef,
-    ParamSpec,
     expect_f32,
     expect_float,
     expect_rank,
     register,
 )
+from dslc.ops.init import Init
 
 EPS = Attr("eps", "float", 1e-5, "added to the variance", positive=True)
 

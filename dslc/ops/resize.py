@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from dslc.diagnostics import SpecError
+from dslc.ir.types import dim_add, dim_mul
 from dslc.ops.base import Attr, OpDef, expect_float, expect_rank, ntuple, register
 from dslc.ops.conv import compact
-from dslc.types import dim_add, dim_mul
 
 # mode -> the input rank it needs (None: any); PyTorch ties each linear mode to one rank
 MODES = {"nearest": None, "linear": 3, "bilinear": 4, "trilinear": 5}

@@ -6,8 +6,8 @@ from collections import Counter
 from typing import cast
 
 from dslc.diagnostics import SpecError
+from dslc.ir.types import Dim, Sym, TensorType, dim_add, dim_prod
 from dslc.ops.base import Attr, OpDef, register
-from dslc.types import Dim, Sym, TensorType, dim_add, dim_prod
 
 
 def _norm_axis(op: str, axis: int, rank: int) -> int:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dslc.diagnostics import SpecError
+from dslc.ir.types import Dim, TensorType, dim_prod
 from dslc.ops.base import Attr, OpDef, expect_float, register
 from dslc.ops.shape import _norm_axis
-from dslc.types import Dim, TensorType, dim_prod
 
 
 def _permuted(x: TensorType, perm: list[int]) -> TensorType:

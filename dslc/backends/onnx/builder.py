@@ -1,0 +1,81 @@
+"""What an op's `onnx` method builds with: OnnxBuilder appends nodes, initializers and
+constants for one IR node at a time, naming them after the node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from dslc.ir.graph import Graph, Node
+from dslc.ir.types import DTYPES, TensorType, numpy_dtype
+
+OPSET = 21  # the default; a model that uses a newer op gets the opset that defines it
+# ONNX ops newer than OPSET that ops emit, and the opset that defines them. The IR version is
+# the lowest that holds the opset (10 for 21, 11 for 23): onnxruntime 1.31 reads up to 13.
+NEWER_OPS = {"Attention": 23, "RMSNormalization": 23}
+
+
+class OnnxBuilder:
+    """What an op's `onnx` method builds with. `fused`: emit onnxruntime's fused kernels
+    (LayerNormalization, Gelu, Attention, RMSNormalization) where an op can; False decomposes
+    them into basic ops (MatMul, Softmax, ReduceMean, ...) for runtimes without them."""
+
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], fused: bool = True) -> None:
+        self.graph = graph
+        self.weights = weights
+        self.fused = fused
+        self.opset = OPSET
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: dict[str, np.ndarray] = {}
+        self.aliases: dict[str, str] = {}
+        self.node_names: set[str] = set()
+
+    def resolve(self, name: str) -> str:
+        return self.aliases.get(name, name)
+
+    def add(
+        self, node: Node, op_type: str, inputs: list[str], outputs: list[str], **attrs: Any
+    ) -> str:
+        """Append an ONNX node for IR node `node`; returns its first output's name."""
+        name, k = f"{node.name}/{op_type}", 1
+        while name in self.node_names:
+            k += 1
+            name = f"{node.name}/{op_type}_{k}"
+        self.node_names.add(name)
+        self.opset = max(self.opset, NEWER_OPS.get(op_type, OPSET))
+        proto = helper.make_node(
+            op_type, [self.resolve(i) for i in inputs], outputs, name=name, **attrs
+        )
+        source = f"{node.span.path}:{node.span.line}:{node.span.column}"
+        proto.metadata_props.add(key="dslc.source", value=source)
+        self.nodes.append(proto)
+        return outputs[0]
+
+    def param(self, node: Node, key: str) -> str:
+        """The initializer of a node's parameter (for a tied one, its owner's: stored once)."""
+        name = node.tied().get(key, f"{node.name}.{key}")
+        if name not in self.initializers:
+            dtype = node.params[key].dtype if key in node.params else "f32"
+            self.initializers[name] = np.asarray(self.weights[name], dtype=numpy_dtype(dtype))
+        return name
+
+    def const(self, node: Node, suffix: str, value: Any, dtype: str) -> str:
+        name = f"{node.name}.{suffix}"
+        self.initializers[name] = np.asarray(value, dtype=numpy_dtype(dtype))
+        return name
+
+    def temp(self, node: Node, suffix: str) -> str:
+        return f"{node.name}/{suffix}"
+
+    def alias(self, out: str, inp: str) -> None:
+        self.aliases[out] = self.resolve(inp)
+
+
+def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
+    elem = getattr(TensorProto, DTYPES[t.dtype][2])
+    return helper.make_tensor_value_info(
+        name, elem, [d if isinstance(d, int) else str(d) for d in t.shape]
+    )

@@ -1,0 +1,65 @@
+"""The IR's text form: one line per node, parameters indented below; the golden tests diff it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dslc.ir.graph import Graph, Training
+from dslc.ir.types import Sym
+
+
+def fmt_attr(v: Any) -> str:
+    if isinstance(v, Sym):
+        return str(v)
+    if isinstance(v, tuple):
+        return "[" + ", ".join(fmt_attr(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return repr(v)
+
+
+def format_graph(g: Graph) -> str:
+    """A compact, diff-friendly text form: one line per node, parameters indented below."""
+    sig = ", ".join(f"{v.name}: {v.type}" for v in g.inputs)
+    lines = [f"model {g.name}({sig}) {{  # {g.path}"]
+    for n in g.nodes:
+        outs = ", ".join(v.name for v in n.outputs)
+        attrs = " ".join(
+            f"{k}={fmt_attr(v)}" for k, v in n.attrs.items() if v not in (None, "default")
+        )
+        types = ", ".join(str(v.type) for v in n.outputs)
+        ins = ", ".join(v.name for v in n.inputs)
+        lines.append(f"  {outs} = {n.op.name}({ins}){' ' + attrs if attrs else ''} : {types}")
+        lines.append(f"      # {n.name} @{n.span.line}:{n.span.column}")
+        for k, p in n.params.items():
+            kind = "buffer" if p.buffer else "param"
+            init = p.init.kind + (f"({p.init.value})" if p.init.kind == "constant" else "")
+            init += fmt_attr(p.init.values) if p.init.values is not None else ""
+            frozen = " frozen" if not p.trainable else ""
+            lines.append(f"      {kind} {k}: {p.dtype}{list(p.shape)} init={init}{frozen}")
+    outs = ", ".join(f"{k} = {v.name}" if k != v.name else k for k, v in g.outputs.items())
+    lines.append(f"  return {outs}")
+    lines.append(f"}}  # {g.param_count():,} parameters")
+    if g.training:
+        lines += _format_training(g.training)
+    return "\n".join(lines) + "\n"
+
+
+def _format_training(t: Training) -> list[str]:
+    lines = ["train {"]
+    lines += [f"  target {v.name}: {v.type}" for v in t.targets]
+    for term in [*t.loss, *t.penalties]:
+        attrs = ", ".join(
+            [*(v.name for v in term.inputs), *(f"{k}={fmt_attr(v)}" for k, v in term.attrs.items())]
+        )
+        lines.append(f"  loss += {term.weight!r} * {term.op.name}({attrs})")
+    for key, setting in (("optimizer", t.optimizer), ("schedule", t.schedule)):
+        if setting:
+            kw = ", ".join(f"{k}={fmt_attr(v)}" for k, v in setting[1].items())
+            lines.append(f"  {key} = {setting[0].name}({kw})")
+    # An unset setting (None: grad_clip, early_stopping) is left out, as in the spec.
+    lines += [f"  {k} = {fmt_attr(v)}" for k, v in t.settings.items() if v is not None]
+    lines.append("}")
+    return lines

@@ -1,0 +1,187 @@
+"""Evaluation of expressions during lowering: compile-time values (`width * 4`, `a if c else
+b`, comparisons), tensor arithmetic (`a + b` becomes an add node), and pipelines (`x -> f`),
+whose stages are calls that the Elaborator (dslc.lower.elaborate) resolves to ops and blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from dslc.diagnostics import Span, SpecError
+from dslc.frontend import ast
+from dslc.ir.graph import Value
+from dslc.ir.types import Sym, dim_add, dim_mul
+from dslc.lower.binding import Arg
+from dslc.lower.scope import Frame, Scope
+from dslc.ops.base import REGISTRY, describe
+
+MAX_REPEAT = 10_000
+
+
+class Evaluator:
+    """The expression half of the Elaborator, which supplies `call` and `apply`."""
+
+    # Supplied by the Elaborator: resolve a call to an op or block, and add an op's node.
+    call: Callable[..., Any]
+    apply: Callable[..., Value | tuple]
+
+    # ---- expressions
+    def eval(self, e: ast.Expr, scope: Scope, frame: Frame) -> Any:
+        match e:
+            case ast.Literal():
+                return e.value
+            case ast.Ref():
+                return scope.lookup(e.name, e.span)
+            case ast.ListExpr():
+                return [self.eval(i, scope, frame) for i in e.items]
+            case ast.Neg():
+                v = self.eval(e.operand, scope, frame)
+                return (
+                    self.arith("*", v, -1, e.span, frame)
+                    if isinstance(v, Value)
+                    else self.arith("-", 0, v, e.span, frame)
+                )
+            case ast.BinOp():
+                left, right = self.eval(e.left, scope, frame), self.eval(e.right, scope, frame)
+                return self.arith(e.op, left, right, e.span, frame)
+            case ast.Call():
+                return self.call(
+                    e.name,
+                    e.name_span,
+                    e.span,
+                    self.args(e.args, scope, frame),
+                    self.kwargs(e.kwargs, scope, frame),
+                    None,
+                    frame,
+                )
+            case ast.Pipe():
+                return self.stage(self.eval(e.source, scope, frame), e.stage, scope, frame)
+            case ast.IfElse():
+                taken = e.then if self.condition(e.cond, scope, frame) else e.other
+                return self.eval(taken, scope, frame)
+            case ast.Logic():
+                left = self.condition(e.left, scope, frame)
+                if e.op == "not":
+                    return not left
+                # short-circuit, as in Python
+                if (e.op == "and") != left:
+                    return left
+                assert e.right is not None  # only "not" has no right operand
+                return self.condition(e.right, scope, frame)
+            case ast.Compare():
+                return self.compare(e, scope, frame)
+        raise AssertionError(f"unknown expression {e!r}")
+
+    def condition(self, e: ast.Expr, scope: Scope, frame: Frame) -> bool:
+        value = self.eval(e, scope, frame)
+        if not isinstance(value, bool):
+            raise SpecError(
+                f"a condition must be true or false, got {describe(value)}", span=e.span
+            )
+        return value
+
+    def compare(self, e: ast.Compare, scope: Scope, frame: Frame) -> bool:
+        left, right = self.eval(e.left, scope, frame), self.eval(e.right, scope, frame)
+        if isinstance(left, Value) or isinstance(right, Value):
+            raise SpecError("comparisons are on compile-time values, not tensors", span=e.span)
+        if e.op in ("==", "!="):
+            return (left == right) == (e.op == "==")
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (left, right))
+        if not numbers:
+            raise SpecError(
+                f"'{e.op}' compares numbers, not {describe(left)} and {describe(right)}",
+                span=e.span,
+            )
+        return {"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[
+            e.op
+        ]
+
+    def args(self, exprs: tuple[ast.Expr, ...], scope: Scope, frame: Frame) -> list[Arg]:
+        return [Arg(self.eval(x, scope, frame), x.span) for x in exprs]
+
+    def kwargs(self, kws: tuple[ast.Kwarg, ...], scope: Scope, frame: Frame) -> dict[str, Arg]:
+        out: dict[str, Arg] = {}
+        for kw in kws:
+            if kw.name in out:
+                raise SpecError(f"argument '{kw.name}' is given twice", span=kw.span)
+            out[kw.name] = Arg(self.eval(kw.value, scope, frame), kw.span)
+        return out
+
+    def stage(self, value: Any, st: ast.Stage, scope: Scope, frame: Frame) -> Any:
+        match st:
+            case ast.StageCall():
+                return self.call(
+                    st.name,
+                    st.span,
+                    st.span,
+                    self.args(st.args, scope, frame),
+                    self.kwargs(st.kwargs, scope, frame),
+                    Arg(value, st.span),
+                    frame,
+                )
+            case ast.StageSeq():
+                for inner in st.stages:
+                    value = self.stage(value, inner, scope, frame)
+                return value
+            case ast.StageRepeat():
+                n = self.eval(st.count, scope, frame)
+                if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                    raise SpecError(
+                        f"a repeat count must be a positive integer, got {describe(n)}",
+                        span=st.count.span,
+                    )
+                if n > MAX_REPEAT:
+                    raise SpecError(
+                        f"a repeat count of {n:,} is beyond dslc's limit of {MAX_REPEAT:,}",
+                        span=st.count.span,
+                    )
+                for _ in range(n):
+                    value = self.stage(value, st.stage, scope, frame)
+                return value
+        raise AssertionError(f"unknown stage {st!r}")
+
+    def arith(self, op: str, left: Any, right: Any, span: Span, frame: Frame) -> Any:
+        if isinstance(left, Value) or isinstance(right, Value):
+            return self.tensor_arith(op, left, right, span, frame)
+        for v in (left, right):
+            if isinstance(v, bool) or not isinstance(v, int | float | Sym):
+                raise SpecError(f"cannot apply '{op}' to {describe(v)}", span=span)
+        if isinstance(left, Sym) or isinstance(right, Sym):
+            if any(isinstance(v, float) for v in (left, right)):
+                raise SpecError("symbolic dims combine with integers only", span=span)
+            if op in "+-":
+                return dim_add(left, right, 1 if op == "+" else -1)
+            if op == "*":
+                return dim_mul(left, right)
+            raise SpecError("symbolic dims can be added, subtracted and multiplied only", span=span)
+        if op == "/":
+            if right == 0:
+                raise SpecError("division by zero", span=span)
+            exact = isinstance(left, int) and isinstance(right, int) and left % right == 0
+            return left // right if exact else left / right
+        return {"+": left + right, "-": left - right, "*": left * right}[op]
+
+    def tensor_arith(self, op: str, left: Any, right: Any, span: Span, frame: Frame) -> Value:
+        name = {"+": "add", "-": "sub", "*": "mul", "/": "div"}[op]
+        if isinstance(left, Value) and isinstance(right, Value):
+            return cast(  # binary ops have one output
+                Value,
+                self.apply(
+                    REGISTRY[name], [left, right], {"scalar": None, "reverse": False}, span, frame
+                ),
+            )
+        tensor, number = (left, right) if isinstance(left, Value) else (right, left)
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise SpecError(f"cannot apply '{op}' to a tensor and {describe(number)}", span=span)
+        reverse = not isinstance(left, Value)
+        scalar_attr = next(a for a in REGISTRY[name].attrs if a.name == "scalar")
+        try:
+            number = scalar_attr.coerce(f"'{op}'", float(number))
+        except SpecError as err:
+            raise SpecError(err.message, err.hint, span) from None
+        return cast(
+            Value,
+            self.apply(
+                REGISTRY[name], [tensor], {"scalar": float(number), "reverse": reverse}, span, frame
+            ),
+        )

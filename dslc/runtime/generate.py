@@ -1,0 +1,174 @@
+"""`dslc generate`: text from a trained language model, run by PyTorch (a spec and its
+weights) or by onnxruntime (the model.onnx of `dslc train --export-onnx`).
+
+Both paths give the same text for the same seed: a model here is only a function from a window
+of token ids to the next token's logits, and one NumPy function (`sample`) picks the token.
+Logits are float32 in both runtimes and differ by about 1e-6, so greedy decoding agrees; a
+sampled token could differ only when a uniform draw falls within that distance of a boundary
+between two tokens' cumulative probabilities, which is vanishingly rare.
+
+The window is the last `context` tokens: the spec's TRAINING["context"] (or its input's fixed
+T), or for ONNX the model's metadata_props entry "dslc.context", which the export writes
+(or the input's fixed T). `--context` overrides either. An empty prompt starts from a newline,
+which is not printed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dslc.errors import DslcError
+from dslc.runtime.train import tokenizer as tok
+
+START = "\n"  # what an empty prompt starts from: a line break is how most text begins anew
+
+
+@dataclass
+class Options:
+    spec: str | None = None
+    weights: str | None = None
+    onnx: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
+    max_new_tokens: int = 200
+    temperature: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    tokenizer: str | None = None
+    context: int | None = None
+
+
+@dataclass
+class Model:
+    """The next token's logits (V,) of a (1, T) window of ids; its vocabulary and context."""
+
+    step: Callable[[np.ndarray], np.ndarray]
+    vocab: int
+    context: int | None
+
+
+def sample(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> int:
+    """The next token: argmax for temperature 0; otherwise a draw from softmax(logits / t) in
+    float64 over the `top_k` largest logits (all for 0)."""
+    if temperature == 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    if 0 < top_k < z.size:
+        kth = np.partition(z, -top_k)[-top_k]
+        z = np.where(z < kth, -np.inf, z)
+    p = np.exp(z - z.max())
+    return int(rng.choice(z.size, p=p / p.sum()))
+
+
+def generate(model: Model, ids: list[int], context: int, o: Options) -> list[int]:
+    """`ids` followed by `o.max_new_tokens` more, each from the last `context` before it."""
+    rng = np.random.default_rng(o.seed)
+    ids = list(ids)
+    for _ in range(o.max_new_tokens):
+        window = np.asarray(ids[-context:], dtype=np.int64)[None, :]
+        ids.append(sample(model.step(window), o.temperature, o.top_k, rng))
+    return ids
+
+
+def run(o: Options) -> str:
+    """The prompt and the generated text."""
+    model, beside = _open(o)
+    tokenizer = tok.load(Path(o.tokenizer) if o.tokenizer else beside.parent / tok.FILE)
+    context = o.context or model.context
+    if context is None:
+        raise DslcError(
+            "the model does not say how many tokens of context it takes",
+            hint="give --context N (the positional table's size, e.g. 64)",
+        )
+    start = tokenizer.encode(o.prompt or START).tolist()
+    _check_ids(start, model.vocab, tokenizer)
+    ids = generate(model, start, context, o)
+    return tokenizer.decode(ids if o.prompt else ids[len(start) :])
+
+
+def _open(o: Options) -> tuple[Model, Path]:
+    """The model, and the file beside which its tokenizer.json is."""
+    if o.onnx:
+        if o.spec or o.weights:
+            raise DslcError("give a spec and --weights, or --onnx, not both")
+        return onnx_model(o.onnx), Path(o.onnx)
+    if not o.spec or not o.weights:
+        raise DslcError(
+            "dslc generate needs a spec and its --weights, or --onnx MODEL",
+            hint="dslc generate specs/tiny_gpt.dl --weights runs/NAME/best.safetensors",
+        )
+    return torch_model(o.spec, o.weights, o.params), Path(o.weights)
+
+
+def _check_ids(ids: list[int], vocab: int, tokenizer: tok.Tokenizer) -> None:
+    if tokenizer.vocab_size > vocab or max(ids, default=0) >= vocab:
+        raise DslcError(
+            f"the {tokenizer.kind} tokenizer has {tokenizer.vocab_size} tokens, "
+            f"but the model knows {vocab}",
+            hint="use the tokenizer.json of the run that trained the model",
+        )
+
+
+def torch_model(spec_path: str, weights: str, params: dict[str, Any]) -> Model:
+    import torch
+
+    from dslc.api import load
+    from dslc.runtime.train.checkpoint import load_weights
+    from dslc.runtime.train.text import context_length, max_positions
+
+    spec = load(spec_path, params)
+    ns = spec.torch_namespace()
+    if len(ns.get("TOKENS", {})) != 1:
+        raise DslcError(f"model {spec.name} is not a language model (one token input)")
+    module = ns["create_model"]()
+    load_weights(module, Path(weights))
+    module.eval()
+
+    @torch.no_grad()
+    def step(window: np.ndarray) -> np.ndarray:
+        try:
+            out = module(torch.from_numpy(window))
+        except (ValueError, RuntimeError) as err:  # e.g. a window longer than the table
+            raise _refused(window, err) from None
+        out = out[0] if isinstance(out, tuple) else out
+        return out[0, -1].float().numpy()
+
+    try:
+        context: int | None = context_length(ns.get("TRAINING", {}), ns["INPUTS"], spec.name)
+    except DslcError:  # the positional table or --context may still say it
+        context = None
+    known = [n for n in (context, max_positions(spec.graph)) if n]  # longer cannot run
+    return Model(step, next(iter(ns["TOKENS"].values())), min(known) if known else None)
+
+
+def _refused(window: np.ndarray, why: object) -> DslcError:
+    return DslcError(
+        f"the model refused a window of {window.shape[1]} tokens: {why}",
+        hint="a smaller --context (at most the positional table's size)",
+    )
+
+
+def onnx_model(path: str) -> Model:
+    from dslc.runtime.run import _ORT_ERRORS, _ort_message, open_session
+    from dslc.runtime.train.export import CONTEXT_KEY
+
+    session = open_session(path)
+    (x,), out = session.get_inputs(), session.get_outputs()[0]
+    vocab = out.shape[-1]
+    if len(x.shape) != 2 or not isinstance(vocab, int):
+        raise DslcError(f"{path} is not a language model: (N, T) ids in, (N, T, V) logits out")
+
+    def step(window: np.ndarray) -> np.ndarray:
+        try:
+            return session.run([out.name], {x.name: window})[0][0, -1]
+        except _ORT_ERRORS as err:
+            raise _refused(window, _ort_message(err)) from None
+
+    meta = session.get_modelmeta().custom_metadata_map
+    context = int(meta[CONTEXT_KEY]) if CONTEXT_KEY in meta else None
+    fixed = x.shape[1] if isinstance(x.shape[1], int) else None
+    return Model(step, vocab, context or fixed)

@@ -1,0 +1,29 @@
+"""`dslc train`: the training runtime for compiled specs.
+
+contract.py    what the generated module provides (INPUTS, create_loss, ...), read once
+formats.py     data files to arrays: .npz, .csv, MNIST IDX, text
+data.py        arrays checked against the spec (shapes, dtypes), splits, tensors
+loop.py        the seeded, resumable training loop
+checkpoint.py  atomic checkpoints: safetensors weights, a weights-only trainer state
+report.py      progress bars, metrics.jsonl, curves.png
+distributed.py DistributedDataParallel under torchrun
+export.py      ONNX from the trained weights, with a parity check
+run.py         the command: options in, a run directory out
+text.py        text for language models: tokens, windows, the held-out end
+tokenizer.py   bytes and BPE tokenizers, tokenizer.json
+
+`Options` and `train` are imported on first use: the runtime needs torch, but the tokenizers
+and text readers do not, and `dslc generate --onnx` uses them without it.
+"""
+
+from typing import Any
+
+__all__ = ["Options", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from dslc.runtime.train import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'dslc.runtime.train' has no attribute {name!r}")

@@ -1,0 +1,156 @@
+"""Training data: read a file (formats.py), check every array against the spec's declared inputs
+and targets before any training, and hold the result as tensors.
+
+Dtype rules (`convert`): an array of the declared dtype is taken as is; float arrays into a
+float input of another width, and integer arrays into an integer input of another width (when
+every value fits), are converted; integer arrays into a float input are converted to that
+float (no scaling; IDX images are the one exception, scaled to [0, 1] by the reader).
+Refused: floats into an integer input (labels must be integers), bools into or from anything
+but bool. Symbolic dims (N, T, ...) bind to one size across all arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dslc.errors import DslcError
+from dslc.runtime.train import formats
+from dslc.runtime.train.contract import Signature
+
+_NUMPY = {"bfloat16": "float32"}  # numpy has no bfloat16: hold f32, torch converts
+
+
+def load(
+    text: str, signature: Signature, model: str, columns: dict[str, list[str]] | None = None
+) -> dict[str, np.ndarray]:
+    """The checked arrays of data file `text`, keyed and ordered as `signature`."""
+    arrays = formats.read(text, signature, columns or {})
+    return check(arrays, signature, model, text)
+
+
+def check(
+    arrays: dict[str, np.ndarray], signature: Signature, model: str, source: str
+) -> dict[str, np.ndarray]:
+    extra = [k for k in arrays if k not in signature]
+    if extra:
+        raise DslcError(
+            f"{source}: array '{extra[0]}' is not an input or target of model {model}",
+            hint=f"the arrays are {', '.join(signature)}",
+        )
+    bound: dict[str, tuple[int, str]] = {}  # symbol -> (size, the array that fixed it)
+    out = {}
+    for name, (dtype, shape) in signature.items():
+        if name not in arrays:
+            raise DslcError(
+                f"{source} has no array '{name}' "
+                f"(model {model} declares {_declared(name, dtype, shape)})",
+                hint=f"it holds {', '.join(arrays) or 'nothing'}; "
+                f"the arrays are {', '.join(signature)}",
+            )
+        array = arrays[name]
+        _check_shape(array, name, dtype, shape, bound, source)
+        out[name] = convert(array, name, dtype, source)
+    return out
+
+
+def _declared(name: str, dtype: str, shape: tuple) -> str:
+    return f"{name}: {dtype}[{', '.join(str(d) for d in shape)}]"
+
+
+def _check_shape(
+    array: np.ndarray,
+    name: str,
+    dtype: str,
+    shape: tuple,
+    bound: dict[str, tuple[int, str]],
+    source: str,
+) -> None:
+    def fail(why: str) -> DslcError:
+        return DslcError(
+            f"{source}: array '{name}' has shape {tuple(array.shape)}, but the spec declares "
+            f"{_declared(name, dtype, shape)}",
+            hint=why,
+        )
+
+    if array.ndim != len(shape):
+        raise fail(f"it needs {len(shape)} dimensions, the array has {array.ndim}")
+    for i, (size, dim) in enumerate(zip(array.shape, shape, strict=True)):
+        if isinstance(dim, int) and size != dim:
+            raise fail(f"dimension {i} must be {dim}")
+        if isinstance(dim, str) and dim.isidentifier():
+            first = bound.setdefault(dim, (size, name))
+            if first[0] != size:
+                raise fail(f"{dim} is {first[0]} in array '{first[1]}' but {size} here")
+    if array.ndim and array.shape[0] == 0:
+        raise fail("the data set is empty")
+
+
+def convert(array: np.ndarray, name: str, dtype: str, source: str) -> np.ndarray:
+    want = np.dtype(_NUMPY.get(dtype, dtype))
+    have = array.dtype
+    if have == want:
+        return array
+    refused = (
+        (want.kind in "iu" and have.kind not in "iu")
+        or (want.kind == "b") != (have.kind == "b")
+        or have.kind not in "iufb"
+    )
+    if want.kind in "iu" and not refused and array.size:
+        info = np.iinfo(want)
+        refused = bool(array.min() < info.min or array.max() > info.max)
+    if refused:
+        raise DslcError(
+            f"{source}: array '{name}' has dtype {have}, but the spec declares {dtype}",
+            hint=_dtype_hint(want),
+        )
+    return array.astype(want)
+
+
+def _dtype_hint(want: np.dtype) -> str:
+    if want.kind in "iu":
+        return f"integer data (class labels, token ids) that fits {want}; floats are refused"
+    if want.kind == "b":
+        return "bool data"
+    return "float or integer data (integers are converted, not scaled)"
+
+
+@dataclass
+class Dataset:
+    """Tensors of one length, keyed by array name."""
+
+    tensors: dict
+    source: str
+
+    def __len__(self) -> int:
+        return int(next(iter(self.tensors.values())).shape[0])
+
+    def take(self, index) -> dict:
+        return {k: t[index] for k, t in self.tensors.items()}
+
+
+def to_dataset(arrays: dict[str, np.ndarray], signature: Signature, source: str) -> Dataset:
+    import torch
+
+    tensors = {
+        k: torch.from_numpy(np.ascontiguousarray(a)).to(getattr(torch, signature[k][0]))
+        for k, a in arrays.items()
+    }
+    return Dataset(tensors, source)
+
+
+def split(
+    arrays: dict[str, np.ndarray], fraction: float, seed: int, source: str
+) -> tuple[dict, dict]:
+    """A fixed random `fraction` of the examples held out for validation."""
+    n = len(next(iter(arrays.values())))
+    held = int(round(n * fraction))
+    if held < 1 or held >= n:
+        raise DslcError(
+            f"--val-split {fraction} of {n} examples in {source} leaves "
+            f"{held} for validation and {n - held} for training",
+            hint="give a fraction that keeps both sides non-empty, or --val FILE",
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    val, train = np.sort(order[:held]), np.sort(order[held:])
+    return {k: a[train] for k, a in arrays.items()}, {k: a[val] for k, a in arrays.items()}

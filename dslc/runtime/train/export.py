@@ -1,0 +1,72 @@
+"""`dslc train --export-onnx`: the ONNX model of the best weights, checked against the PyTorch
+module (eval mode) on a batch of validation data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dslc.api import Spec
+from dslc.runtime.train import report
+from dslc.runtime.train.checkpoint import atomic_write
+from dslc.runtime.train.contract import Contract
+from dslc.runtime.train.data import Dataset
+
+CONTEXT_KEY = "dslc.context"
+
+
+def export_onnx(
+    spec: Spec, c: Contract, out: Path, val: Dataset, batch: int, context: int | None = None
+) -> int:
+    """Write out/model.onnx; 0 when it agrees with PyTorch within dslc verify's tolerance,
+    relative to the outputs' magnitude when above 1: float32 keeps about 7 digits, so trained
+    logits of size 10 differ by 1e-5 between two correct runtimes. `context`: a language
+    model's tokens per window, kept in the model's metadata_props (CONTEXT_KEY) for
+    `dslc generate --onnx`, which has no spec to read it from."""
+    from dslc.runtime.parity import default_atol
+
+    weights = out / "best.safetensors"
+    if not weights.exists():  # no epoch improved on the monitored metric (NaN losses)
+        weights = out / "last.safetensors"
+    model = spec.onnx_model(weights=weights)
+    if context is not None:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = CONTEXT_KEY, str(context)
+    path = out / "model.onnx"
+    atomic_write(path, lambda tmp: tmp.write_bytes(model.SerializeToString()))
+    diff, n, scale = parity(c, weights, path, val, batch)
+    atol = default_atol(spec)
+    ok = diff <= atol * max(1.0, scale)
+    scaled = f" times the largest output, {scale:.3g}" if scale > 1 else ""
+    report.say(
+        f"wrote {path} from {weights.name}: max |torch - onnxruntime| = {diff:.2e} on {n} "
+        f"validation examples ({'agree' if ok else 'DISAGREE'}, tolerance {atol:g}){scaled}"
+    )
+    return 0 if ok else 1
+
+
+def parity(c: Contract, weights: Path, onnx_path: Path, val: Dataset, batch: int) -> tuple:
+    """The largest output difference between the PyTorch module and onnxruntime, the number
+    of examples compared, and the largest output magnitude."""
+    import torch
+
+    from dslc.runtime.parity import max_abs_diff
+    from dslc.runtime.run import run_model
+    from dslc.runtime.train.checkpoint import load_weights
+
+    module = c.create_model()
+    load_weights(module, weights)
+    module.eval()
+    examples = val.take(slice(0, batch))
+    inputs = [examples[k] for k in c.inputs]
+    with torch.no_grad():
+        expected = module(*inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    got, _ = run_model(
+        str(onnx_path), {k: t.numpy() for k, t in zip(c.inputs, inputs, strict=True)}, "cpu"
+    )
+    diffs = [
+        max_abs_diff(e.float().numpy(), got[name])
+        for name, e in zip(c.outputs, expected, strict=True)
+    ]
+    scale = max(float(e.float().abs().max()) for e in expected)
+    return max(diffs), len(inputs[0]), scale

@@ -1,0 +1,292 @@
+"""The training loop: seeded, deterministic, resumable at any step boundary.
+
+Randomness has three sources, all seeded and all checkpointed: torch's CPU (and CUDA) generator,
+which the model's initializers and dropout draw from; and a separate torch.Generator that draws
+each epoch's shuffling permutation. A checkpoint keeps that generator's state at the start of
+the current epoch, so a resumed run redraws the same permutation and skips the steps already
+done; with the model, optimizer, scheduler and RNG states restored, it then repeats the
+uninterrupted run's arithmetic exactly."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dslc.runtime.train import checkpoint, distributed, report
+from dslc.runtime.train.contract import Contract
+from dslc.runtime.train.data import Dataset
+
+# Test-only: seconds to sleep after each step, so a test can kill a run mid-epoch.
+STEP_SLEEP_ENV = "DSLC_TRAIN_STEP_SLEEP"
+
+
+@dataclass
+class Position:
+    """Where a run is: epochs done, steps done in the current epoch, and the running state."""
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    best: float | None = None
+    bad_epochs: int = 0  # epochs since the monitored metric last improved
+    loss_sum: float = 0.0  # this epoch's example losses summed, so far
+    examples: int = 0
+    seconds: float = 0.0  # time spent in this epoch before an interruption
+    stopped_early: bool = False
+
+
+@dataclass
+class Settings:
+    batch_size: int
+    epochs: int
+    seed: int
+    out: Path
+    checkpoint_every: int | None = None
+    monitor: str = "val_loss"
+
+
+class Trainer:
+    def __init__(
+        self,
+        c: Contract,
+        s: Settings,
+        world: distributed.World,
+        device: torch.device,
+        train: Dataset,
+        val: Dataset | None,
+    ) -> None:
+        self.c, self.s, self.world, self.device = c, s, world, device
+        self.train, self.val = train, val
+        torch.manual_seed(s.seed)  # the initializers draw from it, as in create_model's docs
+        self.module = c.create_model().to(device)
+        self.model = distributed.wrap(self.module, world, device)
+        self.loss_fn = c.create_loss().to(device)
+        self.optimizer = c.create_optimizer(self.module)
+        self.steps = math.ceil(len(train) / s.batch_size)
+        self.scheduler = c.create_scheduler(self.optimizer, self.steps, s.epochs)
+        self.generator = torch.Generator().manual_seed(s.seed)
+        self.shuffle_state = self.generator.get_state()
+        self.pos = Position()
+        self.signal: int | None = None
+        self.log = report.MetricsLog(s.out)
+        self.sleep = float(os.environ.get(STEP_SLEEP_ENV, "0") or 0)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> int | None:
+        """Train to the last epoch or an early stop (None), or the signal that stopped it."""
+        handlers = self._catch_signals()
+        try:
+            while self.pos.epoch < self.s.epochs and not self.pos.stopped_early:
+                if not self._epoch():
+                    return self.signal
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        return None
+
+    def _epoch(self) -> bool:
+        """One epoch from the current position; False when a signal stopped it."""
+        start = time.perf_counter() - self.pos.seconds
+        self.shuffle_state = self.generator.get_state()
+        order = torch.randperm(len(self.train), generator=self.generator)
+        bar = report.Progress(
+            self.pos.epoch, self.s.epochs, self.steps, self.pos.step, self.world.main
+        )
+        self.model.train()
+        try:
+            for step in range(self.pos.step, self.steps):
+                index = order[step * self.s.batch_size : (step + 1) * self.s.batch_size]
+                self._count(self._step(index), len(index))
+                self.pos.step, self.pos.global_step = step + 1, self.pos.global_step + 1
+                bar.update(self.pos.loss_sum / self.pos.examples, self._rate(start))
+                if self._after_step(start):
+                    return False
+        finally:
+            bar.close()
+        self._end_epoch(time.perf_counter() - start)
+        return True
+
+    def _step(self, index: torch.Tensor) -> float:
+        """One optimizer step on a global batch; returns this rank's summed example losses."""
+        local = self.world.shard(index)
+        share = len(local) / len(index)
+        if len(local) == 0:  # a last batch smaller than the world: take part, add nothing
+            local, share = index[:1], 0.0
+        batch = self._to_device(self.train.take(local))
+        loss, penalty, _ = self._loss(self.model, batch)
+        objective = self._objective(loss, penalty, share)
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        if self.c.training["grad_clip"] is not None:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.c.training["grad_clip"])
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return self._total(loss, len(local)) if share else 0.0
+
+    def _objective(self, loss: torch.Tensor, penalty: Any, share: float) -> torch.Tensor:
+        """What this rank differentiates. DistributedDataParallel averages gradients over the
+        K ranks, so a rank holding `share` of the global batch scales a batch-mean loss by
+        share * K and a batch-sum loss by K; the penalty, counted once, like a mean."""
+        if not self.world.distributed:
+            return loss if penalty is None else loss + penalty
+        k = self.world.size
+        data = loss * (k if self.c.reduction == "sum" else share * k)
+        return data if penalty is None else data + penalty * (share * k)
+
+    def _total(self, loss: torch.Tensor, examples: int) -> float:
+        """The batch's loss summed over its examples (a batch mean times the examples)."""
+        return loss.item() if self.c.reduction == "sum" else loss.item() * examples
+
+    def _count(self, loss_sum: float, examples: int) -> None:
+        (loss_sum,) = self.world.sum([loss_sum], self.device)
+        self.pos.loss_sum += loss_sum
+        self.pos.examples += examples
+
+    def _after_step(self, start: float) -> bool:
+        """Checkpoint when due; True when a signal asks the run to stop (checkpointed)."""
+        if self.sleep:
+            time.sleep(self.sleep)
+        every = self.s.checkpoint_every
+        stop = self.world.any(self.signal is not None, self.device)
+        if stop or (every and self.pos.global_step % every == 0):
+            self.pos.seconds = time.perf_counter() - start
+            self.save()
+        return stop
+
+    def _loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any, dict]:
+        """The spec's loss on a batch, its penalty (None without one), and every named tensor."""
+        outputs = model(*(batch[k] for k in self.c.inputs))
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        values = {**batch, **dict(zip(self.c.outputs, outputs, strict=True))}
+        loss = self.loss_fn(*(values[k] for k in self.c.loss_inputs))
+        return loss, self.c.penalty(self.module), values
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: t.to(self.device, non_blocking=True) for k, t in batch.items()}
+
+    def _rate(self, start: float) -> float:
+        return self.pos.examples / max(time.perf_counter() - start, 1e-9)
+
+    # -- the end of an epoch ---------------------------------------------------------------
+
+    def _end_epoch(self, seconds: float) -> None:
+        val_loss, val_accuracy = self.validate()
+        row = {
+            "epoch": self.pos.epoch + 1,
+            "step": self.pos.global_step,
+            "train_loss": self.pos.loss_sum / max(self.pos.examples, 1),
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": round(seconds, 3),
+        }
+        row = self.world.from_main(row)  # one decision for every rank
+        improved = self._monitor(row)
+        if self.world.main:
+            self.log.append(row)
+            report.say(report.summary(row, self.s.epochs, self.pos.examples / max(seconds, 1e-9)))
+            if improved:
+                self._save_weights("best.safetensors", row)
+        self.pos.epoch, self.pos.step, self.pos.loss_sum = row["epoch"], 0, 0.0
+        self.pos.examples, self.pos.seconds = 0, 0.0
+        self.save()
+
+    def _monitor(self, row: dict[str, Any]) -> bool:
+        value = row[self.s.monitor]
+        sign = -1.0 if self.s.monitor == "val_accuracy" else 1.0  # lower is better for losses
+        improved = not math.isnan(value) and (
+            self.pos.best is None or sign * value < sign * self.pos.best
+        )
+        if improved:
+            self.pos.best, self.pos.bad_epochs = value, 0
+        else:
+            self.pos.bad_epochs += 1
+        patience = self.c.training["early_stopping"]
+        self.pos.stopped_early = patience is not None and self.pos.bad_epochs >= patience
+        return improved
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float | None, float | None]:
+        """The mean loss over the validation set, and the accuracy when the spec has one."""
+        if self.val is None:
+            return None, None
+        self.module.eval()
+        total, right, counted = 0.0, 0.0, 0
+        for start in range(0, len(self.val), self.s.batch_size):
+            batch = self._to_device(self.val.take(slice(start, start + self.s.batch_size)))
+            loss, _, values = self._loss(self.module, batch)
+            total += self._total(loss, len(next(iter(batch.values()))))
+            if "accuracy" in self.c.metrics:  # the first classifier's; later ones unreported
+                output, target = self.c.metrics["accuracy"]
+                hits, n = accuracy(values[output], values[target])
+                right, counted = right + hits, counted + n
+        self.module.train()
+        return total / len(self.val), (right / counted if counted else None)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def save(self) -> None:
+        if not self.world.main:
+            return
+        shuffle = self.shuffle_state if self.pos.step else self.generator.get_state()
+        state = {
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "rng": checkpoint.rng_state(shuffle, self.device.type == "cuda"),
+            "position": asdict(self.pos),
+            "settings": {
+                "batch_size": self.s.batch_size,
+                "seed": self.s.seed,
+                "epochs": self.s.epochs,
+            },
+        }
+        self._save_weights("last.safetensors", None)
+        checkpoint.save_state(self.s.out, state)
+
+    def _save_weights(self, name: str, row: dict[str, Any] | None) -> None:
+        meta = {
+            "model": self.c.name,
+            "epoch": str(self.pos.epoch),
+            "step": str(self.pos.global_step),
+        }
+        if row is not None:
+            meta = {**meta, "epoch": str(row["epoch"]), self.s.monitor: repr(row[self.s.monitor])}
+        checkpoint.save_weights(self.s.out / name, self.module.state_dict(), meta)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        checkpoint.restore_rng(state["rng"])
+        self.generator.set_state(state["rng"]["shuffle"])
+        self.pos = Position(**state["position"])
+
+    def _catch_signals(self) -> dict[int, Any]:
+        """SIGINT and SIGTERM stop the run at the next step boundary, checkpointed; a second
+        one stops it at once (the last checkpoint stays valid)."""
+
+        def stop(signum: int, _frame: Any) -> None:
+            if self.signal is not None:
+                raise KeyboardInterrupt
+            self.signal = signum
+
+        return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def accuracy(logits: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
+    """Examples whose argmax over the class dim (1) equals the target, and the count."""
+    predicted = logits.argmax(dim=1)
+    if predicted.shape != target.shape:  # class dim last, as in (N, T, V) language models
+        predicted = logits.argmax(dim=-1)
+    return float((predicted == target).sum().item()), target.numel()

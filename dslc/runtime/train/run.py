@@ -1,0 +1,232 @@
+"""`dslc train`: compile a spec in-process, load and check its data, train, and leave a run
+directory behind (checkpoints, metrics.jsonl, curves.png, optionally model.onnx)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dslc.api import Spec, load
+from dslc.errors import DslcError
+from dslc.runtime.train import checkpoint, data, distributed, report, text, tokenizer
+from dslc.runtime.train.contract import Contract, contract
+from dslc.runtime.train.loop import Settings, Trainer
+
+
+@dataclass
+class Options:
+    spec: str
+    data: str
+    out: Path
+    val: str | None = None
+    val_split: float | None = None  # None: 0.1 when there is no --val
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    resume: bool = False
+    device: str = "cpu"
+    export_onnx: bool = False
+    checkpoint_every: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, list[str]] = field(default_factory=dict)
+    tokenizer: str | None = None  # language models: bytes or bpe (None: the spec's setting)
+
+
+def train(opts: Options) -> int:
+    """Exit status: 0 done, 1 ONNX parity failed, 128 + signal when stopped by one."""
+    spec = load(opts.spec, opts.params)
+    c = contract(spec)
+    device = _device(opts.device)  # checks CUDA before joining a process group
+    world = distributed.init(opts.device)
+    try:
+        if device.type == "cuda":
+            device = _cuda(world.local_rank)  # one GPU per process under torchrun
+        status = _train(spec, c, opts, world, device)
+    except BaseException:
+        distributed.close(world, wait=False)  # a peer may be gone: waiting could hang
+        raise
+    distributed.close(world, wait=True)
+    return status
+
+
+def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, device: Any) -> int:
+    settings = _settings(c, opts)
+    train_set, val_set, tokens = _datasets(spec, c, opts)
+    if world.distributed and settings.batch_size < world.size:
+        raise DslcError(f"batch size {settings.batch_size} is smaller than {world.size} processes")
+    if world.distributed and c.reduction == "mixed":
+        raise DslcError(
+            "data-parallel training needs the loss terms reduced alike (all mean or all sum)",
+            hint="give every loss term the same reduction=, or train in one process",
+        )
+    if settings.monitor == "val_accuracy" and (val_set is None or not c.metrics):
+        raise DslcError("the spec monitors val_accuracy, which needs validation data and a metric")
+    _prepare_out(opts, world)
+    if tokens is not None and world.main:
+        tokenizer.save(tokens.tokenizer, opts.out / tokenizer.FILE)
+    _deterministic(device)
+    trainer = Trainer(c, settings, world, device, train_set, val_set)
+    if opts.resume:
+        _resume(trainer, opts.out, settings)
+    if world.main:
+        report.say(_banner(spec, c, settings, len(train_set), val_set, world))
+    stopped = trainer.run()
+    if stopped is not None:
+        if world.main:
+            report.say(
+                f"stopped by signal {stopped}; checkpoint in {opts.out}; continue with --resume"
+            )
+        return 128 + stopped
+    return _finish(spec, c, trainer, opts, tokens.context if tokens else None)
+
+
+def _settings(c: Contract, opts: Options) -> Settings:
+    for key in ("epochs", "batch_size"):
+        if getattr(opts, key):
+            c.override(key, getattr(opts, key))
+    monitor = c.training["monitor"]
+    return Settings(
+        batch_size=opts.batch_size or c.training["batch_size"],
+        epochs=opts.epochs or c.training["epochs"],
+        seed=opts.seed,
+        out=opts.out,
+        checkpoint_every=opts.checkpoint_every,
+        monitor="train_loss" if monitor == "val_loss" and _no_val(opts) else monitor,
+    )
+
+
+def _no_val(opts: Options) -> bool:
+    return opts.val is None and opts.val_split == 0
+
+
+def _datasets(spec: Spec, c: Contract, opts: Options) -> tuple[data.Dataset, Any, text.Text | None]:
+    """The training and validation sets, and for a language model on text its tokens."""
+    if opts.val and opts.val_split:
+        raise DslcError("give --val or --val-split, not both")
+    fraction = 0.1 if opts.val_split is None else opts.val_split
+    language = bool(c.tokens) and text.is_text(opts.data)
+    if opts.tokenizer and not language:
+        raise DslcError(
+            "--tokenizer applies to language models trained on text",
+            hint=f"model {c.name} has no token input read by an embedding, or --data is no .txt",
+        )
+    tokens = _text(spec, c, opts, fraction) if language else None
+    if tokens is not None:
+        arrays = data.check(tokens.train, c.arrays, c.name, opts.data)
+        held = tokens.val
+        val = data.check(held, c.arrays, c.name, opts.val or opts.data) if held else None
+    else:
+        arrays = data.load(opts.data, c.arrays, c.name, opts.columns)
+        val = data.load(opts.val, c.arrays, c.name, opts.columns) if opts.val else None
+        if val is None and not _no_val(opts):
+            arrays, val = data.split(arrays, fraction, opts.seed, opts.data)
+    train = data.to_dataset(arrays, c.arrays, opts.data)
+    val_set = data.to_dataset(val, c.arrays, opts.val or opts.data) if val else None
+    return train, val_set, tokens
+
+
+def _text(spec: Spec, c: Contract, opts: Options, fraction: float) -> text.Text:
+    """Windows of tokens; the BPE tokenizer is trained on the training text, except when
+    resuming, which takes the run's own tokenizer.json."""
+    saved = opts.out / tokenizer.FILE
+    return text.load(
+        c,
+        opts.data,
+        opts.val,
+        fraction,
+        opts.tokenizer,
+        saved if opts.resume and saved.exists() else None,
+        text.max_positions(spec.graph),
+    )
+
+
+def _device(kind: str) -> Any:
+    import torch
+
+    if kind == "cuda":
+        return _cuda(0)
+    return torch.device("cpu")
+
+
+def _cuda(index: int) -> Any:
+    import torch
+
+    if not torch.cuda.is_available():
+        why = "torch was built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+        raise DslcError(f"--device cuda: CUDA is not available ({why})", hint="use --device cpu")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def _deterministic(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":  # cuBLAS is deterministic only with a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    # torch.use_deterministic_algorithms also sets an option of the compiler, whose import costs
+    # seconds; dslc never compiles, so it flips the switch underneath directly.
+    torch._C._set_deterministic_algorithms(True, warn_only=device.type == "cuda")
+
+
+def _prepare_out(opts: Options, world: distributed.World) -> None:
+    state = opts.out / checkpoint.STATE
+    if not opts.resume and (state.exists() or (opts.out / report.METRICS).exists()):
+        raise DslcError(
+            f"{opts.out} already holds a run",
+            hint="continue it with --resume, or give another --out",
+        )
+    if world.main:
+        try:
+            opts.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DslcError(f"cannot create {opts.out}: {err.strerror}") from None
+
+
+def _resume(trainer: Trainer, out: Path, settings: Settings) -> None:
+    state = checkpoint.load_state(out)
+    saved = state.get("settings", {})
+    keys = ("batch_size", "seed", "epochs") if trainer.scheduler else ("batch_size", "seed")
+    for key in keys:  # a schedule is laid out over the epochs it was built for
+        if saved.get(key) != getattr(settings, key):
+            raise DslcError(
+                f"--resume: the run in {out} used {key} {saved.get(key)}, "
+                f"not {getattr(settings, key)}",
+                hint=f"resume with the same --{key.replace('_', '-')}",
+            )
+    trainer.restore(state)
+    if trainer.world.main:
+        trainer.log.keep(trainer.pos.epoch)
+        p = trainer.pos
+        report.say(f"resuming {out} at epoch {p.epoch + 1}, step {p.step} of {trainer.steps}")
+
+
+def _banner(spec: Spec, c: Contract, s: Settings, n: int, val: Any, world: Any) -> str:
+    where = f", {world.size} processes" if world.distributed else ""
+    held = f", {len(val)} validation" if val is not None else ""
+    return (
+        f"training {spec.name} ({spec.param_count:,} parameters) on {n} examples{held}: "
+        f"{s.epochs} epochs, batch {s.batch_size}, seed {s.seed}{where}"
+    )
+
+
+def _finish(spec: Spec, c: Contract, trainer: Trainer, opts: Options, context: int | None) -> int:
+    if not trainer.world.main:
+        return 0
+    rows = trainer.log.rows()
+    if rows:
+        report.plot(rows, opts.out / report.PLOT, spec.name)
+    p = trainer.pos
+    why = "stopped early" if p.stopped_early else "done"
+    best = "none" if p.best is None else f"{p.best:.4f}"
+    report.say(
+        f"{why} after {p.epoch} epochs: best {trainer.s.monitor} {best}; files in {opts.out}"
+    )
+    if not opts.export_onnx:
+        return 0
+    from dslc.runtime.train.export import export_onnx
+
+    val = trainer.val or trainer.train
+    return export_onnx(spec, c, opts.out, val, trainer.s.batch_size, context)
