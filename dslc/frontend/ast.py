@@ -121,6 +121,17 @@ class StageRepeat(Stage):
     count: Expr
 
 
+@dataclass(frozen=True)
+class StageNamed(Stage):
+    """`-> stage as name`: the name the stage's module takes in the generated PyTorch (and so in
+    the state_dict): a layer's attribute, a block instance, an nn.Sequential of a parenthesized
+    sequence, or the container of a repetition."""
+
+    stage: Stage
+    name: str
+    name_span: Span
+
+
 # ---- declarations and statements ---------------------------------------------------------------
 
 

@@ -343,3 +343,6 @@ class _ToAst(Transformer):
 
     def stage_repeat(self, meta, c):
         return ast.StageRepeat(self._span(meta), c[0], c[1])
+
+    def stage_named(self, meta, c):
+        return ast.StageNamed(self._span(meta), c[0], str(c[1]), self._tok(c[1]))

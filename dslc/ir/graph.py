@@ -33,6 +33,7 @@ class Value:
     name: str  # unique in its graph; also the ONNX value name
     type: TensorType
     user_named: bool = False  # named by the spec (an input, target or assignment)
+    hint: str = ""  # the spec name of the statement that made it (generated code names it so)
 
     def describe(self) -> str:
         return f"a tensor {self.type}"
@@ -47,6 +48,9 @@ class Node:
     outputs: list[Value]
     span: Span
     params: dict[str, ParamSpec] = field(default_factory=dict)
+    # attribute -> (Python source of the call site's argument, the value given), for the
+    # attributes the spec gave (lower.codes): generated block classes may write the source.
+    codes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @property
     def output(self) -> Value:
@@ -99,6 +103,7 @@ class Graph:
     # For a part of a model (ir.part): the prefix its parameters carry in the full model's
     # state_dict, so the full model's weights can be given as they are.
     weight_prefix: str = ""
+    root: Any = None  # the model's ir.structure.Instance: the block structure, for PyTorch
 
     def parameters(self, buffers: bool = False) -> list[tuple[str, ParamSpec]]:
         """(state_dict key, spec) for every parameter, in module order."""

@@ -27,6 +27,7 @@ def _signature(op: OpDef) -> str:
 class Arg:
     value: Any
     span: Span
+    code: Any = None  # the argument as Python source over the definition's names (lower.codes)
 
 
 def bind(

@@ -16,10 +16,14 @@ import numpy as np
 
 from dslc.diagnostics import Diagnostics, Span, SpecError
 from dslc.frontend import ast
+from dslc.ir import structure as st
 from dslc.ir.graph import Graph, Node, ParamSpec, Value
 from dslc.ir.types import DTYPES, Sym, TensorType
+from dslc.lower import codes
 from dslc.lower.binding import Arg, bind, count
-from dslc.lower.evaluate import Evaluator
+from dslc.lower.evaluate import MAX_REPEAT, Evaluator
+from dslc.lower.names import key as site_key
+from dslc.lower.names import module_sites, site_names, snake
 from dslc.lower.scope import POISON, Frame, Poisoned, Scope
 from dslc.ops import LAYER_FAMILIES
 from dslc.ops.base import REGISTRY, OpDef, describe, suggest
@@ -70,6 +74,8 @@ class Elaborator(Evaluator):
         self.blocks: dict[str, ast.Definition] = {}
         self.active: list[str] = []  # blocks being expanded, to catch recursion
         self.globals = Scope()
+        self.sites: dict[str, Any] = {}  # block name -> its static layer names
+        self.hint = ""  # the name the current statement defines
 
     # ---- diagnostics
     def report(self, err: SpecError, span: Span, frame: Frame | None = None) -> None:
@@ -111,17 +117,42 @@ class Elaborator(Evaluator):
         scope = Scope(self.globals)
         try:
             self.bind_params(model, [], dict(overrides), scope, model.span, overrides_given=True)
+            sites = site_names(model.body, set(self.blocks))
         except SpecError as err:
             self.report(err, model.span)
             return None, None
+        scope.codes = {k: c for k, v in scope.vars.items() if (c := codes.constant(v)) is not None}
+        root = self.instance(model, "", scope, {})
         graph = Graph(model.name, self.program.path, [], {}, self.nodes, blocks=self.instances)
-        outputs = self.body(model, Frame(), scope, None, graph)
+        graph.root = root
+        outputs = self.body(model, Frame(sites=sites, items=root.items), scope, None, graph)
         graph.outputs = {k: v for k, v in outputs.items() if isinstance(v, Value)}
+        root.inputs, root.outputs = list(graph.inputs), list(graph.outputs.values())
+        root.input_names = [v.name for v in graph.inputs]
+        root.output_names = list(graph.outputs)
         if not outputs and not self.diags.has_errors:
             self.diags.error(
                 model.span, f"model {model.name} declares no output", "add `output name`"
             )
         return graph, scope
+
+    def instance(
+        self, d: ast.Definition, path: str, scope: Scope, param_codes: dict[str, str]
+    ) -> st.Instance:
+        """The record of one instance of `d` (the model: path "")."""
+        defaults = {}
+        for p in d.params:
+            if isinstance(p.default, ast.Literal):
+                defaults[p.name] = p.default.value
+        return st.Instance(
+            d.name,
+            path,
+            {p.name: scope.vars.get(p.name) for p in d.params},
+            param_codes,
+            doc_comment(self.program.source, d.span.line),
+            defaults=defaults,
+            param_types={p.name: p.type for p in d.params},
+        )
 
     def collect_blocks(self) -> None:
         for d in self.program.definitions:
@@ -160,6 +191,8 @@ class Elaborator(Evaluator):
         self, stmt: ast.Stmt, scope: Scope, frame: Frame, inputs: Any, outputs: dict
     ) -> None:
         start = len(self.nodes)
+        names = stmt.names if isinstance(stmt, ast.Assign) else (getattr(stmt, "name", ""),)
+        self.hint = names[0]
         try:
             match stmt:
                 case ast.InputDecl():
@@ -231,6 +264,10 @@ class Elaborator(Evaluator):
         for name, v in zip(names, values, strict=True):
             self.name_value(v, frame.path + name, start)
             scope.define(name, v, stmt.span)
+            if len(names) == 1 and not isinstance(v, Value | tuple | list):
+                code = codes.translate(stmt.value, scope.all_codes(), v)
+                if code is not None:
+                    scope.codes[name] = code
 
     def name_value(self, v: Any, name: str, start: int) -> None:
         """Give a tensor made by this statement the name the spec gives it."""
@@ -238,6 +275,7 @@ class Elaborator(Evaluator):
         if isinstance(v, Value) and made_here and not v.user_named:
             self.used_names.discard(v.name)
             v.name, v.user_named = self.fresh(name), True
+            v.hint = name.rsplit(".", 1)[-1]
 
     def output(
         self, stmt: ast.OutputDecl, scope: Scope, frame: Frame, outputs: dict, start: int
@@ -324,8 +362,128 @@ class Elaborator(Evaluator):
                 f"in the train section (`{op.example}`)",
                 span=name_span,
             )
-        tensors, attrs = bind(op, args, kwargs, span)
-        return self.apply(op, tensors, attrs, span, frame)
+        lead = next((i for i, a in enumerate(args) if not isinstance(a.value, Value)), len(args))
+        given = attr_codes(op, args[lead:], kwargs)
+        tensors, attrs = bind(op, list(args), kwargs, span)
+        return self.apply(op, tensors, attrs, span, frame, site=site_key(span), given=given)
+
+    # ---- structure: the Evaluator's stages and conditions, recorded for the backends
+    def args(self, exprs: tuple[ast.Expr, ...], scope: Scope, frame: Frame) -> list[Arg]:
+        out = super().args(exprs, scope, frame)
+        table = scope.all_codes()
+        for arg, e in zip(out, exprs, strict=True):
+            arg.code = codes.translate(e, table, arg.value)
+        return out
+
+    def kwargs(self, kws: tuple[ast.Kwarg, ...], scope: Scope, frame: Frame) -> dict[str, Arg]:
+        out = super().kwargs(kws, scope, frame)
+        table = scope.all_codes()
+        for kw in kws:
+            out[kw.name].code = codes.translate(kw.value, table, out[kw.name].value)
+        return out
+
+    def eval(self, e: ast.Expr, scope: Scope, frame: Frame) -> Any:
+        if not isinstance(e, ast.IfElse) or frame.items is None:
+            return super().eval(e, scope, frame)
+        taken = self.condition(e.cond, scope, frame)
+        outer, frame.items = frame.items, []
+        try:
+            value = self.eval(e.then if taken else e.other, scope, frame)
+        finally:
+            inner, frame.items = frame.items, outer
+        if isinstance(value, Value):
+            code = codes.source(codes.translate(e.cond, scope.all_codes(), taken))
+            outer.append(st.CondItem(site_key(e.span), code, taken, inner, value, self.hint))
+        else:
+            outer.extend(inner)
+        return value
+
+    def stage(self, value: Any, stage: ast.Stage, scope: Scope, frame: Frame) -> Any:
+        match stage:
+            case ast.StageNamed():
+                return self.named_stage(value, stage, scope, frame)
+            case ast.StageRepeat():
+                return self.repeat(value, stage, scope, frame, None)
+            case ast.StageSeq() if frame.seq is not None or len(stage.stages) == 1:
+                for inner in stage.stages:
+                    value = self.stage(value, inner, scope, frame)
+                return value
+        return super().stage(value, stage, scope, frame)
+
+    def named_stage(self, value: Any, stage: ast.StageNamed, scope: Scope, frame: Frame) -> Any:
+        inner = stage.stage
+        while isinstance(inner, ast.StageSeq) and len(inner.stages) == 1:
+            inner = inner.stages[0]
+        if isinstance(inner, ast.StageRepeat) and frame.seq is None:
+            return self.repeat(value, inner, scope, frame, site_key(inner.span))
+        if isinstance(inner, ast.StageSeq | ast.StageRepeat):
+            return self.sequence(value, inner, scope, frame, site_key(inner.span))
+        return self.stage(value, inner, scope, frame)
+
+    def sequence(self, value: Any, stage: ast.Stage, scope: Scope, frame: Frame, site) -> Any:
+        """`(a -> b) as name`: an nn.Sequential whose stages are named name.0, name.1, ..."""
+        path = frame.module_name(site, "layers")
+        item = st.SeqItem(path.rsplit(".", 1)[-1], [], value, hint=self.hint)
+        inner = frame.within(path + ".", items=item.items, seq=[0])
+        if isinstance(stage, ast.StageRepeat):
+            value = self.repeat(value, stage, scope, inner, None)
+        else:
+            value = self.stage(value, stage, scope, inner)
+        item.output = value if isinstance(value, Value) else None
+        if frame.items is not None:
+            frame.items.append(item)
+        return value
+
+    def repeat_count(self, stage: ast.StageRepeat, scope: Scope, frame: Frame) -> int:
+        n = self.eval(stage.count, scope, frame)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise SpecError(
+                f"a repeat count must be a positive integer, got {describe(n)}",
+                span=stage.count.span,
+            )
+        if n > MAX_REPEAT:
+            raise SpecError(
+                f"a repeat count of {n:,} is beyond dslc's limit of {MAX_REPEAT:,}",
+                span=stage.count.span,
+            )
+        return n
+
+    def repeat(self, value: Any, stage: ast.StageRepeat, scope: Scope, frame: Frame, named) -> Any:
+        """`stage * n`: n copies in a container named by the spec or after its layers."""
+        n = self.repeat_count(stage, scope, frame)
+        if frame.seq is not None:  # inside an nn.Sequential the copies' layers join it
+            joined = st.RepeatItem("", n, None, sequential=True)
+            joined.count_code = codes.source(codes.translate(stage.count, scope.all_codes(), n))
+            for _ in range(n):
+                copy = st.Copy([], value)
+                value = self.stage(
+                    value,
+                    stage.stage,
+                    scope,
+                    frame.within(frame.path, items=copy.items, seq=frame.seq),
+                )
+                copy.output = value if isinstance(value, Value) else None
+                joined.copies.append(copy)
+            if frame.items is not None:
+                frame.items.append(joined)
+            return value
+        site = named or site_key(stage.span)
+        container = frame.path + frame.sites.names.get(site, frame.sites.auto("layer"))
+        code = codes.source(codes.translate(stage.count, scope.all_codes(), n))
+        several = module_sites(stage.stage, set(self.blocks)) > 1
+        item = st.RepeatItem(container.rsplit(".", 1)[-1], n, code, sequential=several)
+        seq = [0] if several else None
+        for i in range(n):
+            copy = st.Copy([], value)
+            path = f"{container}." if several else f"{container}.{i}."
+            single = None if several else f"{container}.{i}"
+            inner = frame.within(path, items=copy.items, seq=seq, single=single)
+            value = self.stage(value, stage.stage, scope, inner)
+            copy.output = value if isinstance(value, Value) else None
+            item.copies.append(copy)
+        if frame.items is not None:
+            frame.items.append(item)
+        return value
 
     def takes_several(self, name: str) -> bool:
         if name in self.blocks:
@@ -334,7 +492,14 @@ class Elaborator(Evaluator):
         return op is not None and len(op.inputs) > 1
 
     def apply(
-        self, op: OpDef, tensors: list[Value], attrs: dict, span: Span, frame: Frame
+        self,
+        op: OpDef,
+        tensors: list[Value],
+        attrs: dict,
+        span: Span,
+        frame: Frame,
+        site: tuple | None = None,
+        given: dict | None = None,
     ) -> Value | tuple:
         in_types = [t.type for t in tensors]
         try:
@@ -353,12 +518,26 @@ class Elaborator(Evaluator):
                     f"elements, beyond the {MAX_ELEMENTS:,} a tensor can hold",
                     span=span,
                 )
-        name = frame.name(op.node_prefix)
+        named = site is not None and site in frame.sites.names
+        as_module = not op.module and (named or frame.seq is not None)
+        if op.module or as_module:
+            name = frame.module_name(site, op.node_prefix)
+        else:
+            name = frame.name(op.node_prefix)
         values = [
-            Value(self.fresh(name if len(outs) == 1 else f"{name}_{i}"), t)
+            Value(self.fresh(name if len(outs) == 1 else f"{name}_{i}"), t, hint=self.hint)
             for i, t in enumerate(outs)
         ]
-        self.nodes.append(Node(op, name, tensors, attrs, values, span, params))
+        node = Node(op, name, tensors, attrs, values, span, params, codes=given or {})
+        if as_module and op.torch_layer(node) is None:
+            raise SpecError(
+                f"{op.name} has no nn.Module form, so it cannot be named or stand in a named "
+                "sequence",
+                hint="name the layers around it, or leave the sequence unnamed",
+            )
+        self.nodes.append(node)
+        if frame.items is not None:
+            frame.items.append(st.OpItem(node, as_module))
         return values[0] if len(values) == 1 else tuple(values)
 
     def tie(self, op: OpDef, in_types: list[TensorType], attrs: dict) -> dict:
@@ -401,13 +580,20 @@ class Elaborator(Evaluator):
             raise SpecError(f"block {d.name} calls itself", span=span)
         scope = Scope(self.globals)
         self.bind_params(d, args[n_in:], kwargs, scope, span)
-        inner = frame.child(d.name, span)
-        self.instances[inner.path[:-1]] = d.name
+        scope.codes = {p.name: pyname(p.name) for p in d.params}
+        path = frame.module_name(site_key(span), snake(d.name))
+        instance = self.instance(d, path, scope, param_codes(d, args[n_in:], kwargs))
+        instance.inputs = list(tensors)
+        instance.input_names = [s.name for s in d.body if isinstance(s, ast.InputDecl)]
+        inner = Frame(path + ".", self.block_sites(d), instance.items, (d.name, span), frame)
+        self.instances[path] = d.name
         self.active.append(d.name)
+        hint = self.hint
         try:
             outputs = self.body(d, inner, scope, list(tensors), None)
         finally:
             self.active.pop()
+            self.hint = hint
         if any(v is POISON for v in outputs.values()):
             raise Poisoned()
         if not outputs:
@@ -415,7 +601,15 @@ class Elaborator(Evaluator):
                 f"block {d.name} declares no output", "add `output y = ...` to the block", d.span
             )
         values = tuple(outputs.values())
+        instance.outputs, instance.output_names = list(values), list(outputs)
+        if frame.items is not None:
+            frame.items.append(st.CallItem(instance, hint))
         return values[0] if len(values) == 1 else values
+
+    def block_sites(self, d: ast.Definition):
+        if d.name not in self.sites:
+            self.sites[d.name] = site_names(d.body, set(self.blocks))
+        return self.sites[d.name]
 
     def bind_params(
         self,
@@ -511,3 +705,36 @@ def _check_values(op: OpDef, key: str, p: ParamSpec, span: Span) -> None:
             hint="give a nested list of that shape, or one that broadcasts to it",
             span=span,
         )
+
+
+def attr_codes(op: OpDef, args: list[Arg], kwargs: dict[str, Arg]) -> dict[str, tuple]:
+    """attribute -> (the call site's Python source, the value given) for the attributes the
+    call gives; the PyTorch backend may write the source instead of the value."""
+    out = {a.name: (arg.code, arg.value) for a, arg in zip(op.attrs, args, strict=False)}
+    out |= {k: (arg.code, arg.value) for k, arg in kwargs.items()}
+    return {k: (codes.source(c), v) for k, (c, v) in out.items() if c is not None}
+
+
+def param_codes(d: ast.Definition, args: list[Arg], kwargs: dict) -> dict[str, str]:
+    """The Python source a call site gives for each parameter it passes."""
+    out = {p.name: a.code for p, a in zip(d.params, args, strict=False)}
+    out |= {k: a.code for k, a in kwargs.items() if isinstance(a, Arg)}
+    return {k: codes.source(c) for k, c in out.items() if c is not None}
+
+
+def pyname(name: str):
+    import ast as py
+
+    return py.Name(codes.name(name), py.Load())
+
+
+def doc_comment(source: str, line: int) -> str:
+    """The comment lines right above line `line` (1-based), without their `#`: a block's
+    docstring in the generated code."""
+    lines = source.splitlines()
+    out: list[str] = []
+    i = line - 2
+    while 0 <= i < len(lines) and lines[i].lstrip().startswith("#"):
+        out.insert(0, lines[i].lstrip()[1:].strip())
+        i -= 1
+    return "\n".join(out)

@@ -1,13 +1,13 @@
 """Names during elaboration: lexical scopes of values, and frames that name nodes and values
-uniquely (`conv1`, `res2.conv1`)."""
+uniquely (`conv1`, `layer1.0.conv1`) and record what each block instance holds."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from dslc.diagnostics import Span, SpecError
+from dslc.lower.names import Key, Sites
 from dslc.ops.base import suggest
 
 
@@ -31,6 +31,15 @@ class Scope:
     parent: Scope | None = None
     vars: dict[str, Any] = field(default_factory=dict)
     spans: dict[str, Span] = field(default_factory=dict)
+    codes: dict[str, Any] = field(default_factory=dict)  # name -> Python source (lower.codes)
+
+    def all_codes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        scope: Scope | None = self
+        while scope is not None:
+            out = {**scope.codes, **out}
+            scope = scope.parent
+        return out
 
     def lookup(self, name: str, span: Span) -> Any:
         scope: Scope | None = self
@@ -63,32 +72,62 @@ class Scope:
         return out
 
 
-def snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
-
-
 @dataclass
 class Frame:
-    """One instance of a model or block: the dotted path of its nodes, counters per prefix, and
-    where it was called from (for notes on errors inside blocks)."""
+    """Where the nodes being built go: the dotted path of their names, the static names of the
+    definition's module sites, the list that records the instance's items, and where it was
+    called from (for notes on errors inside blocks).
+
+    Inside a named sequence (or a repetition of several layers) `seq` holds the next index, so
+    each stage is named `features.0`, `features.1`, ...; in a copy of a repetition of one
+    module, `single` is the name that module takes (`blocks.3`)."""
 
     path: str = ""
+    sites: Sites = field(default_factory=Sites)
+    items: list | None = None
     call_site: tuple[str, Span] | None = None
     parent: Frame | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    taken: set[str] = field(default_factory=set)
+    seq: list[int] | None = None
+    single: str | None = None
 
     def name(self, prefix: str) -> str:
-        self.counters[prefix] = self.counters.get(prefix, 0) + 1
-        return f"{self.path}{prefix}{self.counters[prefix]}"
+        """A fresh name for a node that is no module (its IR and ONNX name only)."""
+        while True:
+            self.counters[prefix] = self.counters.get(prefix, 0) + 1
+            name = f"{prefix}{self.counters[prefix]}"
+            if name not in self.taken and name not in self.sites.taken:
+                self.taken.add(name)
+                return self.path + name
 
-    def child(self, block: str, span: Span) -> Frame:
-        return Frame(self.name(snake(block)) + ".", (block, span), self)
+    def module_name(self, site: Key | None, prefix: str) -> str:
+        """The name of a module made at `site`: its index in a sequence, a repetition's slot,
+        or its static name."""
+        if self.seq is not None:
+            index = self.seq[0]
+            self.seq[0] += 1
+            return f"{self.path}{index}"
+        if self.single is not None:
+            name, self.single = self.single, None
+            return name
+        if site is not None and site in self.sites.names:
+            return self.path + self.sites.names[site]
+        return self.name(prefix)
+
+    def within(self, path: str, **changes: Any) -> Frame:
+        """A frame for the stages of a repetition copy or a sequence, in the same definition."""
+        frame = Frame(path, self.sites, self.items, self.call_site, self.parent)
+        for k, v in changes.items():
+            setattr(frame, k, v)
+        return frame
 
     def note(self) -> str | None:
         sites: list[str] = []
         frame: Frame | None = self
-        while frame is not None and frame.call_site is not None:
-            block, span = frame.call_site
-            sites.append(f"in block {block} called at line {span.line}")
+        while frame is not None:
+            if frame.call_site is not None:
+                block, span = frame.call_site
+                sites.append(f"in block {block} called at line {span.line}")
             frame = frame.parent
         return "; ".join(sites) or None

@@ -7,6 +7,7 @@ from typing import Any
 
 from dslc.diagnostics import SpecError
 from dslc.ops.base import Attr, OpDef, expect_float, register
+from dslc.ops.pycode import attr, ctor
 
 
 class Activation(OpDef):
@@ -18,8 +19,13 @@ class Activation(OpDef):
         expect_float(self.name, ins[0])
         return ins[0]
 
+    layer: str = ""  # the nn.Module form: nn.ReLU
+
     def torch_call(self, node, args, module):
         return self.torch_fmt.format(x=args[0], **node.attrs)
+
+    def torch_layer(self, node):
+        return ctor(self.layer, *(attr(node, a.name) for a in self.attrs)) if self.layer else None
 
     def onnx_attrs(self, a: dict[str, Any]) -> dict[str, Any]:
         return {}
@@ -33,12 +39,14 @@ def activation(
     doc: str,
     torch_fmt: str,
     onnx_op: str,
+    layer: str,
     attrs: tuple[Attr, ...] = (),
     onnx_attrs=None,
     example: str = "",
 ) -> None:
     body: dict[str, Any] = {
         "name": name,
+        "layer": layer,
         "doc": doc,
         "torch_fmt": torch_fmt,
         "onnx_op": onnx_op,
@@ -50,14 +58,15 @@ def activation(
     register(type(name.title().replace("_", ""), (Activation,), body))
 
 
-activation("relu", "max(x, 0).", "torch.relu({x})", "Relu")
-activation("sigmoid", "1 / (1 + exp(-x)).", "torch.sigmoid({x})", "Sigmoid")
-activation("tanh", "Hyperbolic tangent.", "torch.tanh({x})", "Tanh")
+activation("relu", "max(x, 0).", "torch.relu({x})", "Relu", "nn.ReLU")
+activation("sigmoid", "1 / (1 + exp(-x)).", "torch.sigmoid({x})", "Sigmoid", "nn.Sigmoid")
+activation("tanh", "Hyperbolic tangent.", "torch.tanh({x})", "Tanh", "nn.Tanh")
 activation(
     "leaky_relu",
     "x for x > 0, negative_slope * x otherwise.",
     "F.leaky_relu({x}, {negative_slope!r})",
     "LeakyRelu",
+    "nn.LeakyReLU",
     (Attr("negative_slope", "float", 0.01, "slope for x < 0"),),
     onnx_attrs=lambda a: {"alpha": a["negative_slope"]},
     example="x -> leaky_relu(0.2)",
@@ -71,6 +80,9 @@ class Gelu(Activation):
     example = "x -> gelu"
     attrs = (Attr("approximate", "str", "none", "none (erf) or tanh", choices=("none", "tanh")),)
     onnx_op = "Gelu"
+
+    def torch_layer(self, node):
+        return ctor("nn.GELU", approximate=attr(node, "approximate", default="none"))
 
     def torch_call(self, node, args, module):
         approx = node.attrs["approximate"]
@@ -123,6 +135,9 @@ def _half_x_times_one_plus(node, b, x: str, t: str, outs: list[str]) -> None:
 class SoftmaxLike(Activation):
     attrs = (Attr("axis", "int", -1, "the dim that sums to one"),)
 
+    def torch_layer(self, node):
+        return ctor(self.layer, dim=attr(node, "axis"))
+
     def resolve(self, ins, a):
         r = ins[0].rank
         if not -r <= a["axis"] < r:
@@ -145,6 +160,7 @@ for _name, _fn, _op in (
                 "name": _name,
                 "torch_fmt": f"F.{_fn}({{x}}, dim={{axis}})",
                 "onnx_op": _op,
+                "layer": f"nn.{_op}",
                 "doc": ("exp(x) / sum exp(x)" if _name == "softmax" else "x - log(sum exp(x))")
                 + " along axis.",
                 "example": f"x -> {_name}",

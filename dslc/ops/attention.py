@@ -14,12 +14,14 @@ from dslc.ops.attention_parts import attend
 from dslc.ops.base import Attr, OpDef, expect_f32, register
 from dslc.ops.dense import INIT_ATTRS, project
 from dslc.ops.init import Init, from_attr
+from dslc.ops.pycode import attr, ctor, dim
 
 SELF_ATTENTION = '''
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over (B, T, C): one projection makes every head's queries,
-    keys and values, scaled dot-product attention mixes the positions, a second projection
-    mixes the heads. `mask` (B, T): true (or 1) where a position may be attended to."""
+    """Multi-head self-attention over (batch, time, channels): one projection makes every head's
+    queries, keys and values, scaled dot-product attention mixes the positions, a second
+    projection mixes the heads. `mask` (batch, time): true (or 1) where a position may be
+    attended to."""
 
     def __init__(self, width, heads, causal=False, dropout=0.0, bias=True):
         super().__init__()
@@ -28,18 +30,18 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(width, width, bias=bias)
 
     def forward(self, x, mask=None):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
-        causal = self.causal  # (B, H, T, C/H) each
+        b, t, c = x.shape  # batch, time, channels
+        q, k, v = self.qkv(x).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        causal = self.causal  # (b, heads, t, c / heads) each
         if mask is not None:
-            mask = mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+            mask = mask.bool()[:, None, None, :]  # (b, 1, 1, t)
             if causal:  # PyTorch takes a mask or is_causal, not both
-                mask = mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+                mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
                 causal = False
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
 '''
 
 
@@ -48,6 +50,8 @@ class Attention(OpDef):
     name = "attention"
     family = "attention"
     prefix = "attn"
+    module = True
+    torch_helpers = {"SelfAttention": SELF_ATTENTION}
     doc = (
         "Multi-head self-attention over (N, T, width): queries, keys and values from one "
         "projection (parameters qkv), softmax(q k^T / sqrt(width/heads)) v per head, and an "
@@ -104,17 +108,18 @@ class Attention(OpDef):
         projections = dim_mul(t, 4 * c * c)  # qkv (3 c^2) and proj (c^2) per position
         return dim_add(projections, dim_mul(dim_mul(t, t), 2 * c))  # q k^T and weights @ v
 
-    def torch_helper(self, node):
-        return SELF_ATTENTION
-
     def torch_module(self, node):
-        a = node.attrs
-        extra = "".join(
-            f", {k}={a[k]!r}"
-            for k, d in (("causal", False), ("dropout", 0.0), ("bias", True))
-            if a[k] != d
+        return ctor(
+            "SelfAttention",
+            dim(node, 0, 2),
+            attr(node, "heads"),
+            causal=attr(node, "causal", default=False),
+            dropout=attr(node, "dropout", default=0.0),
+            bias=attr(node, "bias", default=True),
         )
-        return f"SelfAttention({node.inputs[0].type.shape[2]}, {a['heads']}{extra})"
+
+    def torch_param(self, node, key):
+        return "nn.Linear", key.split(".")[-1]  # qkv.weight: the weight of an nn.Linear
 
     def onnx(self, node, b, ins, outs):
         c = node.inputs[0].type.shape[2]

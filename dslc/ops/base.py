@@ -16,6 +16,7 @@ from dslc.ops.init import SCHEMES
 if TYPE_CHECKING:
     from dslc.backends.onnx.builder import OnnxBuilder
     from dslc.ir.graph import Node, ParamSpec
+    from dslc.ops.pycode import Ctor
 
 REQUIRED: Any = object()
 FLOAT32_MAX = 3.4028234663852886e38
@@ -188,18 +189,30 @@ class OpDef:
         return 0
 
     # ---- PyTorch
-    def torch_module(self, node: Node) -> str | None:
-        """The nn.Module constructor expression, for ops that hold parameters or state."""
+    # The op's PyTorch form is a module attribute built by torch_module (layers with parameters
+    # or state: linear, conv, batch norm, dropout); otherwise a function call in forward.
+    module: ClassVar[bool] = False
+    # Generated helper classes that torch_module constructs: name -> source, emitted once per
+    # file before the model (an op whose forward is more than one expression, like attention).
+    torch_helpers: ClassVar[dict[str, str]] = {}
+
+    def torch_module(self, node: Node) -> Ctor | None:
+        """The nn.Module constructor, for ops with `module` set."""
         return None
+
+    def torch_layer(self, node: Node) -> Ctor | None:
+        """The nn.Module form of a functional op (nn.ReLU() for relu), so that it can stand in
+        an nn.Sequential; None where torch has none."""
+        return self.torch_module(node)
+
+    def torch_param(self, node: Node, key: str) -> tuple[str, str]:
+        """The module class that holds parameter `key` and its attribute there, for grouping
+        initializers by module type: ("nn.Conv2d", "weight")."""
+        made = self.torch_module(node)
+        return (made.func if made else self.name), key
 
     def torch_call(self, node: HasAttrs, args: list[str], module: str | None) -> str:
         return f"{module}({', '.join(args)})"
-
-    def torch_helper(self, node: Node) -> str | None:
-        """Source of an nn.Module class that torch_module constructs, for ops whose forward is
-        more than one expression (attention); emitted once per generated file, before the
-        model class."""
-        return None
 
     # ---- ONNX
     def onnx(self, node: Node, b: OnnxBuilder, ins: list[str], outs: list[str]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from dslc.diagnostics import SpecError
 from dslc.ir.graph import ParamSpec
 from dslc.ir.types import Dim, TensorType, dim_add, dim_floordiv
+from dslc.ops import pycode
 from dslc.ops.base import (
     Attr,
     OpDef,
@@ -104,6 +105,7 @@ class ConvNd(OpDef):
     family = "conv"
     prefix = "conv"
     affine_axis = 0
+    module = True
     attrs = (
         Attr("out_channels", "int", doc="number of filters", positive=True),
         Attr("kernel", "ints", doc="kernel size, one int or one per spatial dim", positive=True),
@@ -160,24 +162,18 @@ class ConvNd(OpDef):
 
     def torch_module(self, node):
         a, n = node.attrs, self.dims
-        args = [
-            str(node.inputs[0].type.shape[1]),
-            str(a["out_channels"]),
-            f"kernel_size={compact(a['kernel'])}",
-        ]
-        if a["stride"] != (1,) * n:
-            args.append(f"stride={compact(a['stride'])}")
-        if a["same"]:
-            args.append('padding="same"')
-        elif any(a["padding"]):
-            args.append(f"padding={compact(a['padding'][:n])}")
-        if a["dilation"] != (1,) * n:
-            args.append(f"dilation={compact(a['dilation'])}")
-        if a["groups"] != 1:
-            args.append(f"groups={a['groups']}")
-        if not a["bias"]:
-            args.append("bias=False")
-        return f"nn.Conv{n}d({', '.join(args)})"
+        padding = "same" if a["same"] else pycode.compact(a["padding"][:n])
+        return pycode.ctor(
+            f"nn.Conv{n}d",
+            pycode.dim(node, 0, 1),
+            pycode.attr(node, "out_channels"),
+            kernel_size=pycode.attr(node, "kernel", pycode.compact(a["kernel"])),
+            stride=pycode.attr(node, "stride", pycode.compact(a["stride"]), default=1),
+            padding=pycode.attr(node, "padding", padding, default=0),
+            dilation=pycode.attr(node, "dilation", pycode.compact(a["dilation"]), default=1),
+            groups=pycode.attr(node, "groups", default=1),
+            bias=pycode.attr(node, "bias", default=True),
+        )
 
     def onnx(self, node, b, ins, outs):
         a = node.attrs

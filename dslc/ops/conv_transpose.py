@@ -9,6 +9,7 @@ from typing import Any
 from dslc.diagnostics import SpecError
 from dslc.ir.graph import ParamSpec
 from dslc.ir.types import Dim, dim_add, dim_mul
+from dslc.ops import pycode
 from dslc.ops.base import (
     Attr,
     OpDef,
@@ -18,7 +19,6 @@ from dslc.ops.base import (
     register,
     weighted_macs,
 )
-from dslc.ops.conv import compact
 from dslc.ops.dense import INIT_ATTRS
 from dslc.ops.init import Init, from_attr
 
@@ -40,6 +40,7 @@ class ConvTransposeNd(OpDef):
     dims: int
     family = "conv"
     prefix = "deconv"
+    module = True
     affine_axis = 1  # weight (C_in, C_out / groups, *k): folding needs groups == 1
     attrs = (
         Attr("out_channels", "int", doc="number of output channels", positive=True),
@@ -158,19 +159,23 @@ class ConvTransposeNd(OpDef):
         return weighted_macs(node.inputs[0].type, taps)
 
     def torch_module(self, node):
-        a, n = node.attrs, self.dims
-        args = [str(node.inputs[0].type.shape[1]), str(a["out_channels"])]
-        args.append(f"kernel_size={compact(a['kernel'])}")
-        for key, default in (("stride", 1), ("padding", 0), ("output_padding", 0)):
-            if a[key] != (default,) * n:
-                args.append(f"{key}={compact(a[key])}")
-        if a["groups"] != 1:
-            args.append(f"groups={a['groups']}")
-        if not a["bias"]:
-            args.append("bias=False")
-        if a["dilation"] != (1,) * n:
-            args.append(f"dilation={compact(a['dilation'])}")
-        return f"nn.ConvTranspose{n}d({', '.join(args)})"
+        a = node.attrs
+
+        def window(key: str, default: int) -> pycode.Arg:
+            return pycode.attr(node, key, pycode.compact(a[key]), default=default)
+
+        return pycode.ctor(
+            f"nn.ConvTranspose{self.dims}d",
+            pycode.dim(node, 0, 1),
+            pycode.attr(node, "out_channels"),
+            kernel_size=window("kernel", -1),
+            stride=window("stride", 1),
+            padding=window("padding", 0),
+            output_padding=window("output_padding", 0),
+            groups=pycode.attr(node, "groups", default=1),
+            bias=pycode.attr(node, "bias", default=True),
+            dilation=window("dilation", 1),
+        )
 
     def onnx(self, node, b, ins, outs):
         a = node.attrs

@@ -6,6 +6,7 @@ from dslc.diagnostics import SpecError
 from dslc.ir.graph import ParamSpec
 from dslc.ops.base import Attr, OpDef, expect_f32, register, weighted_macs
 from dslc.ops.init import Init, from_attr
+from dslc.ops.pycode import attr, ctor, dim
 
 INIT_ATTRS = (
     Attr(
@@ -43,6 +44,7 @@ class Linear(OpDef):
         *INIT_ATTRS,
     )
     ties = {"tie": "weight"}
+    module = True
 
     def infer(self, ins, a):
         (x,) = ins
@@ -72,9 +74,12 @@ class Linear(OpDef):
         return weighted_macs(node.output.type, node.inputs[0].type.shape[-1])
 
     def torch_module(self, node):
-        n_in = node.inputs[0].type.shape[-1]
-        bias = "" if node.attrs["bias"] else ", bias=False"
-        return f"nn.Linear({n_in}, {node.attrs['out_features']}{bias})"
+        return ctor(
+            "nn.Linear",
+            dim(node, 0, -1),
+            attr(node, "out_features"),
+            bias=attr(node, "bias", default=True),
+        )
 
     def onnx(self, node, b, ins, outs):
         w = b.param(node, "weight")

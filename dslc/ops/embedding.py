@@ -10,6 +10,7 @@ from dslc.ir.graph import ParamSpec
 from dslc.ir.types import INT_DTYPES, TensorType
 from dslc.ops.base import Attr, OpDef, expect_f32, register
 from dslc.ops.init import Init, from_attr
+from dslc.ops.pycode import attr, ctor, dim, lit
 
 
 @register
@@ -17,6 +18,7 @@ class Embedding(OpDef):
     name = "embedding"
     family = "embedding"
     prefix = "embed"
+    module = True
     doc = (
         "Looks up a learned vector for each token id: integer ids (N, ...) -> (N, ..., dim) "
         "(torch.nn.Embedding). Ids must lie in 0 .. num_embeddings - 1."
@@ -47,7 +49,7 @@ class Embedding(OpDef):
         return node.attrs["num_embeddings"]
 
     def torch_module(self, node):
-        return f"nn.Embedding({node.attrs['num_embeddings']}, {node.attrs['dim']})"
+        return ctor("nn.Embedding", attr(node, "num_embeddings"), attr(node, "dim"))
 
     def onnx(self, node, b, ins, outs):
         b.add(node, "Gather", [b.param(node, "weight"), ins[0]], outs, axis=0)
@@ -92,6 +94,8 @@ class PositionalEmbedding(OpDef):
     name = "positional_embedding"
     family = "embedding"
     prefix = "pos"
+    module = True
+    torch_helpers = {"PositionalEmbedding": POSITIONS}
     doc = (
         "Adds a position vector to each position of (N, T, D): a learned table (GPT-2) or fixed "
         "sinusoids (the Transformer's). Sequences may be up to max_len long."
@@ -122,13 +126,13 @@ class PositionalEmbedding(OpDef):
         init = from_attr(a["init"], Init("torch_normal"))
         return {"weight": ParamSpec((a["max_len"], ins[0].shape[2]), init)}
 
-    def torch_helper(self, node):
-        return POSITIONS
-
     def torch_module(self, node):
-        learned = "" if node.attrs["kind"] == "learned" else ", learned=False"
-        return (
-            f"PositionalEmbedding({node.attrs['max_len']}, {node.inputs[0].type.shape[2]}{learned})"
+        learned = node.attrs["kind"] == "learned"
+        return ctor(
+            "PositionalEmbedding",
+            attr(node, "max_len"),
+            dim(node, 0, 2),
+            learned=lit(learned, default=True),
         )
 
     def onnx(self, node, b, ins, outs):

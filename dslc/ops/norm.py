@@ -6,6 +6,7 @@ from dslc.diagnostics import SpecError
 from dslc.ir.graph import ParamSpec
 from dslc.ops.base import REGISTRY, Attr, OpDef, expect_f32, expect_rank, register
 from dslc.ops.init import Init
+from dslc.ops.pycode import Arg, attr, ctor, dim, lit
 
 
 @register
@@ -13,6 +14,7 @@ class BatchNorm(OpDef):
     name = "batch_norm"
     family = "norm"
     prefix = "bn"
+    module = True
     doc = (
         "Batch normalization over dim 1 of (N, C, ...) (torch.nn.BatchNorm1d/2d/3d by rank); "
         "in inference (eval mode, ONNX) it uses the running statistics."
@@ -41,11 +43,16 @@ class BatchNorm(OpDef):
         }
 
     def torch_module(self, node):
-        x, a = node.inputs[0].type, node.attrs
-        extra = "".join(
-            f", {k}={a[k]!r}" for k, d in (("eps", 1e-5), ("momentum", 0.1)) if a[k] != d
+        return ctor(
+            f"nn.BatchNorm{max(node.inputs[0].type.rank - 2, 1)}d",
+            dim(node, 0, 1),
+            eps=attr(node, "eps", default=1e-5),
+            momentum=attr(node, "momentum", default=0.1),
         )
-        return f"nn.BatchNorm{max(x.rank - 2, 1)}d({x.shape[1]}{extra})"
+
+    def affine_params(self, node) -> tuple[str, ...]:
+        """The parameters and buffers that folding into the layer before consumes."""
+        return tuple(node.params)
 
     def inference_affine(self, node, weights):
         """Eval-mode batch norm as y = scale * x + shift per channel (float64, for folding)."""
@@ -66,6 +73,7 @@ class LayerNorm(OpDef):
     name = "layer_norm"
     family = "norm"
     prefix = "ln"
+    module = True
     doc = (
         "Layer normalization over the last `dims` dims, with a learned scale and shift "
         "(torch.nn.LayerNorm)."
@@ -96,9 +104,7 @@ class LayerNorm(OpDef):
         }
 
     def torch_module(self, node):
-        shape = node.inputs[0].type.shape[-node.attrs["dims"] :]
-        eps = f", eps={node.attrs['eps']!r}" if node.attrs["eps"] != 1e-5 else ""
-        return f"nn.LayerNorm({shape[0] if len(shape) == 1 else list(shape)}{eps})"
+        return ctor("nn.LayerNorm", _normalized(node), eps=attr(node, "eps", default=1e-5))
 
     def onnx(self, node, b, ins, outs):
         w, bias = b.param(node, "weight"), b.param(node, "bias")
@@ -120,6 +126,13 @@ class LayerNorm(OpDef):
         b.add(node, "Add", [shifted, bias], outs)
 
 
+def _normalized(node) -> Arg:
+    """normalized_shape: the last dim (as a number), or the last `dims` dims (a list)."""
+    if node.attrs["dims"] == 1:
+        return dim(node, 0, -1)
+    return lit(list(node.inputs[0].type.shape[-node.attrs["dims"] :]))
+
+
 def _last(node, b, dims: int) -> str:
     return b.const(node, "axes", list(range(-dims, 0)), "i64")
 
@@ -139,6 +152,7 @@ class RmsNorm(OpDef):
     name = "rms_norm"
     family = "norm"
     prefix = "rms"
+    module = True
     doc = (
         "Root-mean-square normalization over the last `dims` dims: x / sqrt(mean(x^2) + eps) "
         "times a learned scale, no centring or shift (torch.nn.RMSNorm; LLaMA's norm)."
@@ -153,9 +167,7 @@ class RmsNorm(OpDef):
         return {"weight": ParamSpec(tuple(ins[0].shape[-a["dims"] :]), Init("torch_ones"))}
 
     def torch_module(self, node):
-        shape = node.inputs[0].type.shape[-node.attrs["dims"] :]
-        size = shape[0] if len(shape) == 1 else list(shape)
-        return f"nn.RMSNorm({size}, eps={node.attrs['eps']!r})"
+        return ctor("nn.RMSNorm", _normalized(node), eps=attr(node, "eps"))
 
     def onnx(self, node, b, ins, outs):
         w, dims = b.param(node, "weight"), node.attrs["dims"]
@@ -172,6 +184,7 @@ class Dropout(OpDef):
     name = "dropout"
     family = "norm"
     prefix = "drop"
+    module = True
     doc = (
         "Zeroes elements with probability p while training, scaling the rest by 1/(1-p); "
         "identity in inference."
@@ -185,7 +198,7 @@ class Dropout(OpDef):
         return ins[0]
 
     def torch_module(self, node):
-        return f"nn.Dropout({node.attrs['p']!r})"
+        return ctor("nn.Dropout", attr(node, "p"))
 
     def onnx(self, node, b, ins, outs):
         b.alias(outs[0], ins[0])

@@ -16,6 +16,7 @@ from dslc.ops.base import (
     register,
 )
 from dslc.ops.init import Init
+from dslc.ops.pycode import attr, ctor, dim
 
 EPS = Attr("eps", "float", 1e-5, "added to the variance", positive=True)
 
@@ -43,16 +44,12 @@ def scale_and_bias(node, b) -> list[str]:
     return [b.const(node, "ones", np.ones(c), "f32"), b.const(node, "zeros", np.zeros(c), "f32")]
 
 
-def options(a, defaults: dict) -> str:
-    """`, eps=0.001, affine=False`: the keyword arguments that differ from PyTorch's defaults."""
-    return "".join(f", {k}={a[k]!r}" for k, d in defaults.items() if a[k] != d)
-
-
 @register
 class GroupNorm(OpDef):
     name = "group_norm"
     family = "norm"
     prefix = "gn"
+    module = True
     doc = (
         "Group normalization: the channels of (N, C, ...) split into `groups`, each normalized "
         "over its channels and positions per example, then a per-channel scale and shift "
@@ -78,8 +75,13 @@ class GroupNorm(OpDef):
         return affine_params(ins, a)
 
     def torch_module(self, node):
-        a, c = node.attrs, node.inputs[0].type.shape[1]
-        return f"nn.GroupNorm({a['groups']}, {c}{options(a, {'eps': 1e-5, 'affine': True})})"
+        return ctor(
+            "nn.GroupNorm",
+            attr(node, "groups"),
+            dim(node, 0, 1),
+            eps=attr(node, "eps", default=1e-5),
+            affine=attr(node, "affine", default=True),
+        )
 
     def onnx(self, node, b, ins, outs):
         a = node.attrs
@@ -98,6 +100,7 @@ class InstanceNorm(OpDef):
     name = "instance_norm"
     family = "norm"
     prefix = "inorm"
+    module = True
     doc = (
         "Instance normalization: each channel of each example normalized over its positions "
         "(torch.nn.InstanceNorm1d/2d/3d by rank, without running statistics)."
@@ -116,9 +119,12 @@ class InstanceNorm(OpDef):
         return affine_params(ins, a)
 
     def torch_module(self, node):
-        x = node.inputs[0].type
-        extra = options(node.attrs, {"eps": 1e-5, "affine": False})
-        return f"nn.InstanceNorm{x.rank - 2}d({x.shape[1]}{extra})"
+        return ctor(
+            f"nn.InstanceNorm{node.inputs[0].type.rank - 2}d",
+            dim(node, 0, 1),
+            eps=attr(node, "eps", default=1e-5),
+            affine=attr(node, "affine", default=False),
+        )
 
     def onnx(self, node, b, ins, outs):
         inputs = [ins[0], *scale_and_bias(node, b)]
@@ -140,6 +146,7 @@ class LocalResponseNorm(OpDef):
     name = "local_response_norm"
     family = "norm"
     prefix = "lrn"
+    module = True
     doc = (
         "Local response normalization across channels, as in AlexNet: "
         "x / (k + alpha/size * sum of x^2 over `size` neighbouring channels)^beta "
@@ -161,8 +168,11 @@ class LocalResponseNorm(OpDef):
         return x
 
     def torch_module(self, node):
-        a = node.attrs
-        return f"nn.LocalResponseNorm({a['size']}{options(a, LRN_DEFAULTS)})"
+        return ctor(
+            "nn.LocalResponseNorm",
+            attr(node, "size"),
+            **{k: attr(node, k, default=d) for k, d in LRN_DEFAULTS.items()},
+        )
 
     def onnx(self, node, b, ins, outs):
         a, x = node.attrs, node.inputs[0].type

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dslc.diagnostics import SpecError
+from dslc.ops import pycode
 from dslc.ops.base import Attr, OpDef, expect_float, expect_rank, ntuple, register
 from dslc.ops.conv import compact, output_spatial, resolve_window
 
@@ -45,6 +46,16 @@ class PoolNd(OpDef):
         if a["ceil_mode"]:
             parts.append("ceil_mode=True")
         return f"F.{self.kind}_pool{n}d({', '.join(parts)})"
+
+    def torch_layer(self, node):
+        a, n = node.attrs, self.dims
+        return pycode.ctor(
+            f"nn.{self.kind.title()}Pool{n}d",
+            pycode.attr(node, "kernel", pycode.compact(a["kernel"])),
+            stride=pycode.attr(node, "stride", pycode.compact(a["stride"]), default=a["kernel"]),
+            padding=pycode.attr(node, "padding", pycode.compact(a["padding"][:n]), default=0),
+            ceil_mode=pycode.attr(node, "ceil_mode", default=False),
+        )
 
     def onnx(self, node, b, ins, outs):
         a = node.attrs
@@ -155,6 +166,10 @@ class AdaptiveAvgPoolNd(OpDef):
                 hint="only output_size 1 (a global average) works with symbolic sizes",
             )
         return x.with_shape((*x.shape[:2], *out))
+
+    def torch_layer(self, node):
+        out = pycode.compact(node.attrs["output_size"])
+        return pycode.ctor(f"nn.AdaptiveAvgPool{self.dims}d", pycode.attr(node, "output_size", out))
 
     def torch_call(self, node, args, module):
         return f"F.adaptive_avg_pool{self.dims}d({args[0]}, {compact(node.attrs['output_size'])})"

@@ -8,6 +8,7 @@ from typing import cast
 from dslc.diagnostics import SpecError
 from dslc.ir.types import Dim, Sym, TensorType, dim_add, dim_prod
 from dslc.ops.base import Attr, OpDef, register
+from dslc.ops.pycode import attr, ctor
 
 
 def _norm_axis(op: str, axis: int, rank: int) -> int:
@@ -33,6 +34,9 @@ class Flatten(OpDef):
 
     def torch_call(self, node, args, module):
         return f"torch.flatten({args[0]}, {node.attrs['start']})"
+
+    def torch_layer(self, node):
+        return ctor("nn.Flatten", attr(node, "start", default=1))
 
     def onnx(self, node, b, ins, outs):
         start = node.attrs["start"]
@@ -167,6 +171,9 @@ class Identity(OpDef):
 
     def torch_call(self, node, args, module):
         return args[0]
+
+    def torch_layer(self, node):
+        return ctor("nn.Identity")
 
     def onnx(self, node, b, ins, outs):
         b.alias(outs[0], ins[0])

@@ -1,0 +1,81 @@
+"""The initializers the spec asks for, grouped as torchvision writes them: where every module of
+one type starts its parameter the same way, one clause of a loop over self.modules(); per-layer
+statements only for the layers that differ from the rest of their type. Frozen parameters and
+tied weights follow, so that a tied weight is the shared tensor after initialization."""
+
+from __future__ import annotations
+
+from dslc.ir.graph import Graph
+from dslc.ops import init
+
+Group = tuple[str, str]  # (module class, attribute)
+
+
+def attribute_path(key: str) -> str:
+    """`layer1.0.conv1.weight` -> `self.layer1[0].conv1.weight`."""
+    parts = ["self"]
+    for part in key.split("."):
+        parts.append(f"[{part}]" if part.isdigit() else f".{part}")
+    return "".join(parts)
+
+
+def _statements(g: Graph) -> tuple[dict[Group, list[str | None]], dict[str, Group]]:
+    """For each (module class, attribute): the init statement of each parameter of that kind
+    (None: the module's own default), and each parameter's group."""
+    groups: dict[Group, list[str | None]] = {}
+    where: dict[str, Group] = {}
+    for n in g.nodes:
+        if not n.op.module:
+            continue
+        for key, p in n.params.items():
+            if p.buffer:
+                continue
+            group = n.op.torch_param(n, key)
+            groups.setdefault(group, []).append(init.torch_statement(p.init, "m." + group[1]))
+            where[f"{n.name}.{key}"] = group
+    return groups, where
+
+
+def weight_init(g: Graph) -> list[str]:
+    """Lines at the end of the model's __init__ (8 spaces of indent)."""
+    groups, where = _statements(g)
+    shared = {grp: s[0] for grp, s in groups.items() if s[0] and len(set(s)) == 1}
+    lines: list[str] = []
+    clauses = _clauses(shared)
+    if clauses:
+        lines += ["        for m in self.modules():", *clauses]
+    single = []
+    for n in g.nodes:
+        for key, p in n.params.items():
+            full = f"{n.name}.{key}"
+            if p.buffer or full not in where or where[full] in shared:
+                continue
+            stmt = init.torch_statement(p.init, attribute_path(full))
+            if stmt:
+                single.append(stmt)
+    if any(".copy_(" in stmt for stmt in single):  # copying values into a parameter
+        lines += ["        with torch.no_grad():", *(f"            {x}" for x in single)]
+    else:
+        lines += [f"        {x}" for x in single]
+    frozen = [f"{n.name}.{k}" for n in g.nodes for k, p in n.params.items() if not p.trainable]
+    if frozen:
+        lines.append("        # frozen: given in the spec (trainable=false), never trained")
+        lines += [f"        {attribute_path(k)}.requires_grad_(False)" for k in frozen]
+    for sharer, owner in g.ties().items():
+        lines.append(f"        {attribute_path(sharer)} = {attribute_path(owner)}  # tied")
+    return lines
+
+
+def _clauses(shared: dict[Group, str | None]) -> list[str]:
+    by_class: dict[str, list[str]] = {}
+    for (cls, attr), stmt in shared.items():
+        assert stmt is not None
+        guarded = stmt if attr == "weight" else f"if m.{attr} is not None:\n{stmt}"
+        by_class.setdefault(cls, []).append(guarded)
+    out: list[str] = []
+    for i, (cls, stmts) in enumerate(by_class.items()):
+        out.append(f"            {'if' if i == 0 else 'elif'} isinstance(m, {cls}):")
+        for stmt in stmts:
+            for k, part in enumerate(stmt.split("\n")):
+                out.append("                " + "    " * k + part)
+    return out

@@ -1,0 +1,53 @@
+"""Python names for what a spec names: every name the user writes reaches the generated module
+either unchanged or renamed so that it is legal, follows PEP 8 (ruff's N rules) and shadows no
+builtin and none of the names the module defines itself (after torch.fx's _Namespace)."""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+
+# What the generated module defines or imports at its top level.
+MODULE_NAMES = frozenset(
+    "torch nn F math INPUTS OUTPUTS TARGETS TOKENS LOSS_INPUTS METRICS TRAINING Loss "
+    "create_model create_loss create_optimizer create_scheduler penalty".split()
+)
+RESERVED = frozenset(vars(builtins)) | MODULE_NAMES | {"self", "super"}
+
+
+def variable(name: str) -> str:
+    """A legal lower-case local name for a spec name: `X` -> `x`, `next` -> `next_`."""
+    base = re.sub(r"\W", "_", name)
+    if base.startswith("__") and base.endswith("__"):
+        base = base.strip("_") + "_"
+    base = base.lower() or "x"
+    if base[0].isdigit():
+        base = "v_" + base
+    if keyword.iskeyword(base) or keyword.issoftkeyword(base) or base in RESERVED:
+        base += "_"
+    return base
+
+
+def class_name(name: str) -> str:
+    """CapWords for a block or model name: `tiny_gpt` -> `TinyGpt`; `ResNet18` is kept."""
+    parts = [p for p in re.split(r"[\W_]+", name) if p]
+    base = "".join(p[0].upper() + p[1:] for p in parts) or "Model"
+    if base[0].isdigit():
+        base = "M" + base
+    return base
+
+
+class Namespace:
+    """Unique names within one scope: a taken name gets _2, _3, ..."""
+
+    def __init__(self, taken: set[str] | frozenset[str] = frozenset()) -> None:
+        self.taken: set[str] = set(taken)
+
+    def create(self, base: str) -> str:
+        candidate, k = base, 1
+        while candidate in self.taken:
+            k += 1
+            candidate = f"{base}_{k}" if not base.endswith("_") else f"{base}{k}"
+        self.taken.add(candidate)
+        return candidate

@@ -1,0 +1,142 @@
+"""Which Python expression gives a value in every instance of a block.
+
+A class is written once for all instances of a block definition, so each number in it (a
+constructor argument, a channel count) must be an expression that is right in every instance:
+`in_channels`, `width * 4`, or a literal when every instance agrees. Each instance proposes the
+expressions that are right for it, best first (`Cands`); the class takes the first one that
+every instance proposes (`choose`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dslc.ir.graph import Node, Value
+from dslc.ir.structure import Instance
+from dslc.ops.pycode import Arg, py
+
+Cands = list[str]
+
+
+class NotGeneric(Exception):
+    """The instances of a block differ where one class cannot express the difference."""
+
+
+def norm(v: Any) -> Any:
+    return tuple(norm(x) for x in v) if isinstance(v, list | tuple) else v
+
+
+def choose(cands: list[Cands], what: str) -> str:
+    """The first expression of the first instance's list that every instance proposes."""
+    for code in cands[0]:
+        if all(code in c for c in cands[1:]):
+            return code
+    raise NotGeneric(what)
+
+
+@dataclass
+class Occ:
+    """One occurrence of a definition's items: an instance (copies of a repetition in it share
+    its tables). `vars`: the Python variable of each value; `dims`: each value's candidate
+    expressions per dim; `uses`: the uses each value has left."""
+
+    instance: Instance
+    generic: bool
+    vars: dict[int, str] = field(default_factory=dict)
+    dims: dict[int, list[Cands]] = field(default_factory=dict)
+    uses: dict[int, int] = field(default_factory=dict)
+
+    def dim_cands(self, v: Value, d: int) -> Cands:
+        found = self.dims.get(id(v))
+        size = v.type.shape[d]
+        base = found[d] if found and d < len(found) else []
+        return [*base, py(size)] if isinstance(size, int) else base
+
+    def arg_cands(self, node: Node, arg: Arg) -> Cands:
+        """Expressions for one constructor argument of `node`."""
+        out: Cands = []
+        if self.generic and arg.attr is not None and arg.attr in node.codes:
+            code, given = node.codes[arg.attr]
+            if norm(given) == norm(arg.value):
+                out.append(code)
+        if arg.dim is not None:
+            k, d = arg.dim
+            return [*out, *self.dim_cands(node.inputs[k], d)]
+        return [*out, py(arg.value)]
+
+
+def input_dims(occ: Occ, dim_names: dict[tuple[int, int], str]) -> None:
+    """Candidates for the dims of a block instance's inputs: a parameter of equal value, then
+    the constructor argument that names the dim (`in_channels`)."""
+    inst = occ.instance
+    for i, v in enumerate(inst.inputs):
+        per_dim: list[Cands] = []
+        for d, size in enumerate(v.type.shape):
+            cands: Cands = []
+            if occ.generic and isinstance(size, int) and d > 0:
+                cands += [
+                    p
+                    for p, val in inst.params.items()
+                    if isinstance(val, int) and not isinstance(val, bool) and val == size
+                ]
+                cands.append(dim_names.setdefault((i, d), dim_arg(inst, i, d)))
+            per_dim.append(cands)
+        occ.dims[id(v)] = per_dim
+
+
+def dim_arg(inst: Instance, i: int, d: int) -> str:
+    """The constructor argument for dim d of input i: in_channels, in_features, ..."""
+    rank = inst.inputs[i].type.rank
+    what = "channels" if d == 1 and rank >= 3 else "features" if d == rank - 1 else f"dim{d}"
+    if len(inst.inputs) == 1:
+        return f"in_{what}"
+    return f"{inst.input_names[i]}_{what}"
+
+
+def output_dims(occ: Occ, node: Node) -> None:
+    """Candidates for a node's output dims, from its inputs' and its attributes' expressions."""
+    if not occ.generic:
+        return
+    for out in node.outputs:
+        per_dim: list[Cands] = []
+        for d, size in enumerate(out.type.shape):
+            cands: Cands = []
+            if isinstance(size, int):
+                for v in node.inputs:
+                    if v.type.rank == out.type.rank and v.type.shape[d] == size:
+                        cands += occ.dims.get(id(v), [[]] * v.type.rank)[d]
+                cands += [c for c, given in node.codes.values() if given == size]
+                cands += _concat(occ, node, d, size)
+            per_dim.append(cands)
+        occ.dims[id(out)] = per_dim
+
+
+def _concat(occ: Occ, node: Node, d: int, size: int) -> Cands:
+    if node.op.name != "concat" or node.attrs.get("axis") != d:
+        return []
+    parts = [occ.dim_cands(v, d) for v in node.inputs]
+    if not all(parts):
+        return []
+    return [" + ".join(p[0] for p in parts)]
+
+
+def call_dims(occ: Occ, inst: Instance) -> None:
+    """Candidates for a nested instance's output dims: its call site's parameter expressions of
+    equal value, or its input's dim where it is unchanged."""
+    if not occ.generic:
+        return
+    for out in inst.outputs:
+        per_dim: list[Cands] = []
+        for d, size in enumerate(out.type.shape):
+            cands: Cands = []
+            if isinstance(size, int):
+                for v in inst.inputs:
+                    if v.type.rank == out.type.rank and v.type.shape[d] == size:
+                        cands += occ.dims.get(id(v), [[]] * v.type.rank)[d]
+                cands += [
+                    code
+                    for p, code in inst.param_codes.items()
+                    if inst.params.get(p) == size and not isinstance(inst.params.get(p), bool)
+                ]
+            per_dim.append(cands)
+        occ.dims[id(out)] = per_dim

@@ -1,0 +1,115 @@
+"""Compile-time expressions of a spec as Python source over a definition's parameters.
+
+`conv2d(width * 4, 1)` in block Bottleneck(width) gives out_channels 256 in one instance and 512
+in another; the generated Bottleneck class writes `width * 4`. Each name in scope carries the
+source that stands for it (a block parameter: its own name; a model parameter or a file
+constant: its value; a local compile-time value: its defining expression), and `translate`
+builds the source of an expression from them. Anything that is not a compile-time expression
+(a tensor, an unknown construct) has no source (None)."""
+
+from __future__ import annotations
+
+import ast as py
+import copy
+import json
+import keyword
+from typing import Any
+
+from dslc.frontend import ast
+
+_OPS = {"+": py.Add(), "-": py.Sub(), "*": py.Mult()}
+_COMPARE = {
+    "==": py.Eq(),
+    "!=": py.NotEq(),
+    "<": py.Lt(),
+    ">": py.Gt(),
+    "<=": py.LtE(),
+    ">=": py.GtE(),
+}
+
+
+def name(identifier: str) -> str:
+    """A spec parameter's name in Python: keywords and builtins get a trailing underscore."""
+    import builtins
+
+    if keyword.iskeyword(identifier) or identifier in vars(builtins) or identifier == "self":
+        return identifier + "_"
+    return identifier
+
+
+def constant(value: Any) -> py.expr | None:
+    if isinstance(value, bool | int | float | str):
+        return py.Constant(value)
+    if isinstance(value, list | tuple):
+        items = [constant(v) for v in value]
+        return None if any(i is None for i in items) else py.List([*items], py.Load())  # type: ignore[list-item]
+    return None
+
+
+def translate(e: ast.Expr, codes: dict[str, py.expr], value: Any = None) -> py.expr | None:
+    """The Python expression for `e`, given the expressions of the names in scope; `value` is
+    what `e` evaluated to (it decides whether `/` divided exactly)."""
+    match e:
+        case ast.Literal():
+            return py.Constant(e.value)
+        case ast.Ref():
+            return codes.get(e.name)
+        case ast.ListExpr():
+            items = [translate(i, codes) for i in e.items]
+            return None if None in items else py.List(items, py.Load())  # type: ignore[arg-type]
+        case ast.Neg():
+            inner = translate(e.operand, codes)
+            return None if inner is None else py.UnaryOp(py.USub(), inner)
+        case ast.BinOp():
+            return _binop(e, codes, value)
+        case ast.Compare():
+            left, right = translate(e.left, codes), translate(e.right, codes)
+            if left is None or right is None:
+                return None
+            return py.Compare(left, [_COMPARE[e.op]], [right])
+        case ast.Logic():
+            return _logic(e, codes)
+        case ast.IfElse():
+            parts = [translate(x, codes) for x in (e.cond, e.then, e.other)]
+            if None in parts:
+                return None
+            return py.IfExp(parts[0], parts[1], parts[2])  # type: ignore[arg-type]
+    return None
+
+
+def _binop(e: ast.BinOp, codes: dict[str, py.expr], value: Any) -> py.expr | None:
+    left, right = translate(e.left, codes), translate(e.right, codes)
+    if left is None or right is None:
+        return None
+    if e.op == "/":  # .dl's / is exact on integers that divide, else a float
+        op: py.operator = py.FloorDiv() if isinstance(value, int) else py.Div()
+    else:
+        op = _OPS[e.op]
+    return py.BinOp(left, op, right)
+
+
+def _logic(e: ast.Logic, codes: dict[str, py.expr]) -> py.expr | None:
+    left = translate(e.left, codes)
+    if left is None:
+        return None
+    if e.op == "not":
+        return py.UnaryOp(py.Not(), left)
+    right = translate(e.right, codes) if e.right is not None else None
+    if right is None:
+        return None
+    return py.BoolOp(py.And() if e.op == "and" else py.Or(), [left, right])
+
+
+class _DoubleQuotes(py.NodeTransformer):
+    """Strings in double quotes, as ruff format writes them."""
+
+    def visit_Constant(self, node: py.Constant) -> py.AST:  # noqa: N802 (ast's method name)
+        if isinstance(node.value, str):
+            return py.Name(json.dumps(node.value), py.Load())
+        return node
+
+
+def source(code: py.expr | None) -> str | None:
+    if code is None:
+        return None
+    return py.unparse(_DoubleQuotes().visit(copy.deepcopy(code)))
