@@ -167,6 +167,16 @@ def test_resume_refuses_a_position_with_unknown_fields(run_copy, capsys):
     refused(run_copy, capsys, "a position that does not fit (`lap`)")
 
 
+@pytest.mark.parametrize("schedule", ["one_cycle(max_lr=0.5)", "cosine(warmup=1)"])
+def test_resume_checks_the_schedule(tmp_path, capsys, schedule):
+    spec = TINY.replace("epochs = 3", f"epochs = 2\n    schedule = {schedule}")
+    write_tiny(tmp_path, spec, n=16)
+    assert train(tmp_path) == 0
+    assert train(tmp_path, "--resume") == 0  # a finished run: restored, nothing left to do
+    tamper(tmp_path, lambda s: s["scheduler"].update(last_epoch="x"))
+    refused(tmp_path, capsys, "a learning-rate schedule whose `last_epoch` is of type str, not int")
+
+
 def test_resume_refuses_a_trainer_pt_that_is_not_a_zip(run_copy, capsys):
     (run_copy / "run" / "trainer.pt").write_bytes(b"not a checkpoint at all")
     assert train(run_copy, "--resume") == 1
@@ -533,3 +543,37 @@ def test_a_huge_data_pkl_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("DSLC_MAX_PICKLE_BYTES", "10")
     with pytest.raises(DslcError, match=r"member \S*data\.pkl is .* for pickle files"):
         load_weights(tmp_path / "w.pt")
+
+
+# -- ONNX external data ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["../secret.bin", "absolute", "link.bin"])
+def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path, capsys, where):
+    """docs/limits.md says onnxruntime refuses these; `dslc run` reports it as exit 1."""
+    (tmp_path / "secret.bin").write_bytes(np.ones(2, np.float32).tobytes())
+    (tmp_path / "model").mkdir()
+    if where == "link.bin":
+        (tmp_path / "model" / "link.bin").symlink_to(tmp_path / "secret.bin")
+    location = str(tmp_path / "secret.bin") if where == "absolute" else where
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2], [0.0, 0.0])
+    w.ClearField("float_data")
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "8")):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "model" / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    np.save(tmp_path / "x.npy", np.zeros(2, np.float32))
+    assert main(["run", str(path), "--input", f"x={tmp_path / 'x.npy'}"]) == 1
+    err = error(capsys)
+    assert "onnxruntime cannot load" in err and "External data path" in err

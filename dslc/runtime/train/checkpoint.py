@@ -344,17 +344,23 @@ def _check_moments(state: dict, groups: list, optimizer: Any, path: Path) -> Non
 
 def check_scheduler(saved: dict[str, Any] | None, scheduler: Any, path: Path) -> None:
     """A saved schedule's values have the types of this schedule's (a torch scheduler's
-    load_state_dict takes any dict, and a string for last_epoch breaks the next step)."""
+    load_state_dict takes any dict, and a string for last_epoch breaks the next step). Keys
+    only one side has, and values that are None on either, are left to torch: a new torch
+    may add state that an older checkpoint lacks."""
     if scheduler is None or saved is None:
         return
     for key, value in scheduler.state_dict().items():
-        if key not in saved:
-            raise refuse(path, f"holds a learning-rate schedule without `{key}`")
+        if key not in saved or value is None or saved[key] is None:
+            continue
         numbers = all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in (value, saved[key])
         )
         if type(saved[key]) is not type(value) and not numbers:
-            raise refuse(path, f"holds a learning-rate schedule whose `{key}` is garbage")
+            raise refuse(
+                path,
+                f"holds a learning-rate schedule whose `{key}` is of type "
+                f"{type(saved[key]).__name__}, not {type(value).__name__}",
+            )
 
 
 def rng_state(shuffle_state: Any, cuda: bool) -> dict[str, Any]:
