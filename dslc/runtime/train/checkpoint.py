@@ -8,10 +8,14 @@
 trainer.pt holds the weights as well so that resuming reads a single file that is always
 consistent: a kill between writing two files could otherwise pair weights of one step with the
 optimizer of another. It holds only tensors and plain values, and is read with
-torch.load(weights_only=True), which refuses anything else.
+torch.load(weights_only=True), which refuses anything else, after its size and zip members
+are checked (dslc.runtime.untrusted); its parts are then checked against the model, optimizer,
+schedule and run before any is used (docs/limits.md).
 
 Every file is written to a temporary name in the same directory, fsynced, then moved over the
-old one with os.replace, so a kill at any moment leaves the old file or the new, never half."""
+old one with os.replace, so a kill at any moment leaves the old file or the new, never half;
+the temporary files a killed process leaves are removed when a run starts or resumes. The
+.safetensors files are written by dslc itself, so identical runs give identical bytes."""
 
 from __future__ import annotations
 
