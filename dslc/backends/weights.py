@@ -11,7 +11,9 @@ turns each tensor into a numpy array. `.safetensors` files go through safetensor
 from __future__ import annotations
 
 import collections
+import functools
 import io
+import math
 import operator
 import os
 import pickle
@@ -22,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dslc.errors import DslcError
+from dslc.runtime import untrusted
 
 _SAVE_HINT = "save only the weights: torch.save(model.state_dict(), path), or a .safetensors file"
 _LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)  # pre-1.6 torch.save files
@@ -53,8 +56,40 @@ _STORAGE_TYPES = {
 }
 
 
-def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any) -> np.ndarray:
-    """Stand-in for `torch._utils._rebuild_tensor_v2`: a contiguous copy of a strided view."""
+# A tensor view may hold more elements than its storage (a stride-0 view, as of expand())
+# only up to this many: past it, a 1 KB file could ask for gigabytes (docs/limits.md).
+MAX_EXPANDED_ELEMENTS = 1 << 24
+# All the tensors together may take at most this many times the bytes of their storages, plus
+# MAX_EXPANDED_ELEMENTS float64s: tied weights are views of one storage under two keys.
+MAX_SHARING = 4
+
+
+class _Refused(ValueError):
+    """A tensor layout that is well formed but would materialize too much; said as refused,
+    not as corrupt."""
+
+
+class _Budget:
+    """The bytes the tensors may still take, so that many views of one storage cannot add up
+    to more than MAX_SHARING times the file's data."""
+
+    def __init__(self, storage_bytes: int) -> None:
+        self.left = MAX_SHARING * storage_bytes + MAX_EXPANDED_ELEMENTS * 8
+
+    def spend(self, nbytes: int, shape: tuple[int, ...]) -> None:
+        self.left -= nbytes
+        if self.left < 0:
+            raise _Refused(
+                f"its tensors (the last of shape {shape}) would take more than {MAX_SHARING} "
+                "times the bytes of the storages they view"
+            )
+
+
+def _rebuild_tensor(
+    storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any, budget: _Budget
+) -> np.ndarray:
+    """Stand-in for `torch._utils._rebuild_tensor_v2`: a contiguous copy of a strided view,
+    after the view's extent and element count are checked, before anything is allocated."""
     if not isinstance(storage, _Storage):
         raise ValueError("a tensor refers to something other than a storage")
     offset = operator.index(offset)
@@ -63,7 +98,15 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: A
     if len(shape) != len(steps) or min((offset, *shape, *steps)) < 0:
         raise ValueError(f"bad tensor layout: offset {offset}, size {shape}, stride {steps}")
     data = storage.data
-    if 0 in shape:
+    numel = math.prod(shape)
+    if numel > data.size and numel > MAX_EXPANDED_ELEMENTS:
+        raise _Refused(
+            f"a tensor of shape {shape} views a storage of {data.size} elements (stride "
+            f"{steps}); a view may expand its storage to at most {MAX_EXPANDED_ELEMENTS:,} "
+            "elements"
+        )
+    budget.spend(numel * data.itemsize * (2 if storage.bfloat16 else 1), shape)
+    if numel == 0:
         array = np.zeros(shape, data.dtype)
     else:
         end = offset + sum((n - 1) * s for n, s in zip(shape, steps, strict=True)) + 1
@@ -97,13 +140,19 @@ _GLOBALS: dict[tuple[str, str], Any] = {
 class _StateDictUnpickler(pickle.Unpickler):
     """Unpickles `data.pkl`, resolving only `_GLOBALS` and reading storages from the zip."""
 
-    def __init__(self, archive: zipfile.ZipFile, prefix: str, path: Path) -> None:
-        self._pickle = archive.read(prefix + "data.pkl")
+    def __init__(self, archive: zipfile.ZipFile, prefix: str, path: Path, data_bytes: int) -> None:
+        info = archive.getinfo(prefix + "data.pkl")
+        if info.file_size > untrusted.limit("pickle"):
+            raise untrusted.too_large(f"{path}: member {info.filename}", info.file_size, "pickle")
+        self._pickle = archive.read(info)
         super().__init__(io.BytesIO(self._pickle))
         self._archive, self._prefix, self._path = archive, prefix, path
         self._storages: dict[str, _Storage] = {}
+        self._budget = _Budget(data_bytes)
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):  # counted against the budget
+            return functools.partial(_rebuild_tensor, budget=self._budget)
         if (module, name) in _GLOBALS:
             return _GLOBALS[(module, name)]
         whole_model = module.startswith("torch.nn.") or b"torch.nn.modules" in self._pickle
@@ -142,6 +191,7 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     tensors (a pickle that would need arbitrary classes is refused, never executed)."""
     path = Path(path)
     try:
+        untrusted.check_size(path, "weights")
         with path.open("rb") as f:
             head = f.read(16)
     except FileNotFoundError:
@@ -180,11 +230,18 @@ def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def _load_torch_zip(path: Path) -> dict[str, np.ndarray]:
+    """The state_dict of a torch.save zip: its members' declared sizes and compression are
+    checked before any is read, each tensor's layout before it is copied out."""
     try:
         with zipfile.ZipFile(path) as archive:
-            result = _StateDictUnpickler(archive, _archive_prefix(archive, path), path).load()
+            data_bytes = untrusted.check_zip(archive, path, "weights")
+            prefix = _archive_prefix(archive, path)
+            result = _StateDictUnpickler(archive, prefix, path, data_bytes).load()
     except DslcError:
         raise
+    except _Refused as exc:
+        hint = "save contiguous tensors: {k: v.contiguous() for k, v in state_dict.items()}"
+        raise DslcError(f"{path}: {exc}; refused", hint=hint) from None
     except Exception as exc:  # a damaged archive or pickle fails in many ways; report them all
         msg = f"{path} is not a readable torch.save file (truncated or corrupt?): {exc}"
         raise DslcError(msg) from None

@@ -76,6 +76,8 @@ def generate(model: Model, ids: list[int], context: int, o: Options) -> list[int
 
 def run(o: Options) -> str:
     """The prompt and the generated text."""
+    if o.context is not None:
+        check_context(o.context, "--context")
     model, beside = _open(o)
     tokenizer = tok.load(Path(o.tokenizer) if o.tokenizer else beside.parent / tok.FILE)
     context = o.context or model.context
@@ -95,7 +97,7 @@ def _open(o: Options) -> tuple[Model, Path]:
     if o.onnx:
         if o.spec or o.weights:
             raise DslcError("give a spec and --weights, or --onnx, not both")
-        return onnx_model(o.onnx), Path(o.onnx)
+        return onnx_model(o.onnx, o.context), Path(o.onnx)
     if not o.spec or not o.weights:
         raise DslcError(
             "dslc generate needs a spec and its --weights, or --onnx MODEL",
@@ -152,15 +154,13 @@ def _refused(window: np.ndarray, why: object) -> DslcError:
     )
 
 
-def onnx_model(path: str) -> Model:
+def onnx_model(path: str, context: int | None = None) -> Model:
+    """The model.onnx of a language model; its context is `context` (--context) when given,
+    else the model's metadata (dslc.context), else its input's fixed T."""
     from dslc.runtime.run import _ORT_ERRORS, _ort_message, open_session
-    from dslc.runtime.train.export import CONTEXT_KEY
 
     session = open_session(path)
-    (x,), out = session.get_inputs(), session.get_outputs()[0]
-    vocab = out.shape[-1]
-    if len(x.shape) != 2 or not isinstance(vocab, int):
-        raise DslcError(f"{path} is not a language model: (N, T) ids in, (N, T, V) logits out")
+    x, out = _lm_signature(path, session)
 
     def step(window: np.ndarray) -> np.ndarray:
         try:
@@ -168,7 +168,56 @@ def onnx_model(path: str) -> Model:
         except _ORT_ERRORS as err:
             raise _refused(window, _ort_message(err)) from None
 
+    fixed = x.shape[1] if isinstance(x.shape[1], int) and x.shape[1] > 0 else None
+    return Model(step, out.shape[-1], context or _metadata_context(path, session) or fixed)
+
+
+def _lm_signature(path: str, session: Any) -> tuple[Any, Any]:
+    """The one (N, T) i64 input and the (N, T, V) logits output of a language model."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = "(N, T) int64 token ids in, (N, T, V) logits out"
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        raise DslcError(
+            f"{path} is not a language model: it takes {len(inputs)} inputs ({names}), "
+            f"not one: {shape}",
+            hint="dslc generate runs the model.onnx of `dslc train --export-onnx` on a spec "
+            "with one token input",
+        )
+    x, out = inputs[0], outputs[0]
+    vocab = out.shape[-1] if out.shape else None
+    if len(x.shape) != 2 or x.type != "tensor(int64)" or len(out.shape) != 3:
+        raise DslcError(f"{path} is not a language model: {shape}")
+    if not isinstance(vocab, int) or vocab < 1:
+        raise DslcError(f"{path}: the vocabulary (the logits' last dim) is not a fixed number")
+    return x, out
+
+
+def _metadata_context(path: str, session: Any) -> int | None:
+    from dslc.runtime.train.export import CONTEXT_KEY
+
     meta = session.get_modelmeta().custom_metadata_map
-    context = int(meta[CONTEXT_KEY]) if CONTEXT_KEY in meta else None
-    fixed = x.shape[1] if isinstance(x.shape[1], int) else None
-    return Model(step, vocab, context or fixed)
+    if CONTEXT_KEY not in meta:
+        return None
+    return check_context(meta[CONTEXT_KEY], f"{path}: metadata {CONTEXT_KEY}")
+
+
+MAX_CONTEXT = 1 << 20  # tokens in a window: far past any positional table dslc builds
+
+
+def check_context(value: object, where: str) -> int:
+    """A context (from a model's metadata or --context): a whole number from 1 to
+    MAX_CONTEXT; a model file could say anything, and "1e9" or "abc" is no context."""
+    text = str(value).strip()
+    if not text.isdecimal() or not text.isascii():
+        raise DslcError(
+            f"{where} is {value!r}, not a whole number of tokens",
+            hint="give --context N (the positional table's size, e.g. 64)",
+        )
+    n = int(text)
+    if not 1 <= n <= MAX_CONTEXT:
+        raise DslcError(
+            f"{where} is {n} tokens; dslc takes 1 to {MAX_CONTEXT:,}",
+            hint="give --context N (the positional table's size, e.g. 64)",
+        )
+    return n

@@ -42,6 +42,25 @@ class Contract:
         """What a data set holds: the model inputs, then the targets."""
         return {**self.inputs, **self.targets}
 
+    @property
+    def classes(self) -> dict[str, tuple[str, int]]:
+        """Class-index array -> (the prediction it indexes, how many classes), for every
+        classification term of the loss (METRICS lists them). The class dim is dim 1, or the
+        last where the target drops that one (a language model's (N, T, V) logits); when
+        both fit, the two dims have the same size. A symbolic class dim is left out."""
+        found: dict[str, tuple[str, int]] = {}
+        for output, target in self.metrics.values():
+            if output not in self.outputs or target not in self.arrays:
+                continue
+            shape, drops = self.outputs[output][1], self.arrays[target][1]
+            if len(shape) < 2:
+                continue
+            dim = 1 if (shape[0], *shape[2:]) == tuple(drops) else -1
+            count = shape[dim]
+            if isinstance(count, int) and (target not in found or count < found[target][1]):
+                found[target] = (output, count)
+        return found
+
 
 def contract(spec: Spec) -> Contract:
     """The training contract of `spec`; a DslcError if the spec has no train section."""

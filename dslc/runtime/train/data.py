@@ -54,6 +54,31 @@ def check(
     return out
 
 
+def check_classes(
+    arrays: dict[str, np.ndarray], classes: dict[str, tuple[str, int]], model: str, source: str
+) -> None:
+    """Class labels within the prediction's classes, before training: F.cross_entropy would
+    fail mid-epoch on the first batch holding one past the end (an IndexError, or a CUDA
+    assert), and silently skip -100. `classes`: Contract.classes."""
+    for name, (output, count) in classes.items():
+        labels = arrays.get(name)
+        if labels is None or labels.size == 0 or labels.dtype.kind not in "iu":
+            continue
+        low, high = labels.min(), labels.max()
+        if low >= 0 and high < count:
+            continue
+        value = high if high >= count else low
+        where = np.unravel_index(int(np.argmax(labels == value)), labels.shape)
+        at = where[0] if labels.ndim == 1 else tuple(int(i) for i in where)
+        raise DslcError(
+            f"{source}: array '{name}' holds class {value} at index {at} (its labels span "
+            f"{low} to {high}), but model {model}'s output '{output}' has {count} classes, "
+            f"0 to {count - 1}",
+            hint="give the model as many classes as the data has (a spec parameter such as "
+            "--param classes=N), or relabel the data",
+        )
+
+
 def _declared(name: str, dtype: str, shape: tuple) -> str:
     return f"{name}: {dtype}[{', '.join(str(d) for d in shape)}]"
 

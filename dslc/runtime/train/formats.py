@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import zipfile
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from dslc.errors import DslcError
+from dslc.runtime import untrusted
 from dslc.runtime.train.contract import Signature
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, after its zip members and .npy headers are checked against the
+    limits and the bytes there (untrusted.py), so a small file cannot allocate terabytes."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with untrusted.open_npz(path) as z:
             return {k: z[k] for k in z.files}  # reading every member finds a truncated file
     except FileNotFoundError:
         raise DslcError(f"data file {path} does not exist") from None
@@ -76,6 +81,7 @@ def read_csv(path: Path, signature: Signature, columns: dict[str, list[str]]) ->
 
 def _csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     try:
+        untrusted.check_size(path, "csv")
         with path.open(newline="", encoding="utf-8-sig") as f:
             rows = [r for r in csv.reader(f) if r]
     except FileNotFoundError:
@@ -151,24 +157,39 @@ def _idx_paths(text: str) -> list[Path]:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file: 2 zero bytes, a type code, the rank, big-endian u32 dims, the data."""
+    """An IDX file: 2 zero bytes, a type code, the rank, big-endian u32 dims, the data. A .gz
+    file is decompressed as a stream, the header first: no more than the header promises is
+    read, so a gzip bomb stops at the data limit."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        packed = untrusted.check_size(path, "data")
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            return _idx_body(path, f, packed if path.suffix != ".gz" else None)
     except FileNotFoundError:
         raise DslcError(f"data file {path} does not exist") from None
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise _corrupt(path, err) from None
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_TYPES:
+
+
+def _idx_body(path: Path, f: IO[bytes], file_size: int | None) -> np.ndarray:
+    """The array after the header; `file_size` is None for a compressed file."""
+    head = f.read(4)
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_TYPES:
         raise DslcError(f"{path} is not an IDX file (bad magic number)")
-    rank = raw[3]
-    dims = tuple(int(d) for d in np.frombuffer(raw[4 : 4 + 4 * rank], ">u4"))
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    size = int(np.prod(dims)) * dtype.itemsize
-    body = raw[4 + 4 * rank :]
+    rank = head[3]
+    raw_dims = f.read(4 * rank)
+    dims = tuple(int(d) for d in np.frombuffer(raw_dims[: len(raw_dims) // 4 * 4], ">u4"))
+    dtype = np.dtype(_IDX_TYPES[head[2]])
+    size = math.prod(dims) * dtype.itemsize
+    if file_size is None and size > untrusted.limit("data"):
+        raise untrusted.too_large(f"{path} (decompressed, as its header declares)", size, "data")
+    have = file_size - 4 - len(raw_dims) if file_size is not None else None
+    body = f.read(size + 1) if have is None or have == size else b""
     if len(dims) != rank or len(body) != size:
+        held = len(body) if have is None else have
         raise DslcError(
             f"{path}: the header promises {size} bytes of data for shape {dims}, "
-            f"the file holds {len(body)} (truncated or corrupt?)"
+            f"the file holds {'more' if held > size else held} (truncated or corrupt?)"
         )
     return np.frombuffer(body, dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
@@ -179,6 +200,7 @@ def read_text(path: Path, signature: Signature) -> dict[str, np.ndarray]:
     (x, (_, xshape)), (y, _) = _text_pair(path, signature)
     length = xshape[1]
     try:
+        untrusted.check_size(path, "text")
         tokens = np.frombuffer(path.read_bytes(), np.uint8).astype(np.int64)
     except FileNotFoundError:
         raise DslcError(f"data file {path} does not exist") from None

@@ -13,7 +13,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +241,7 @@ class Trainer:
         state = {
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "optimizer_class": type(self.optimizer).__name__,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "rng": checkpoint.rng_state(shuffle, self.device.type == "cuda"),
             "position": asdict(self.pos),
@@ -263,14 +264,43 @@ class Trainer:
             meta = {**meta, "epoch": str(row["epoch"]), self.s.monitor: repr(row[self.s.monitor])}
         checkpoint.save_weights(self.s.out / name, self.module.state_dict(), meta)
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        checkpoint.restore_rng(state["rng"])
-        self.generator.set_state(state["rng"]["shuffle"])
-        self.pos = Position(**state["position"])
+    def restore(self, state: dict[str, Any], path: Path) -> None:
+        """Continue from trainer.pt's `state`, checked against this model, optimizer and
+        schedule first; whatever torch still refuses is the checkpoint's fault, said so."""
+        checkpoint.check_model(state["model"], self.module.state_dict(), path)
+        kind = state.get("optimizer_class")
+        checkpoint.check_optimizer(state["optimizer"], self.optimizer, path, kind)
+        checkpoint.check_scheduler(state["scheduler"], self.scheduler, path)
+        position = self._position(state["position"], path)
+        try:
+            self.module.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state["scheduler"] is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            checkpoint.restore_rng(state["rng"])
+            self.generator.set_state(state["rng"]["shuffle"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+            raise checkpoint.refuse(path, f"cannot be restored: {err}") from None
+        self.pos = position
+
+    def _position(self, saved: dict[str, Any], path: Path) -> Position:
+        """The saved Position, each field of its type and within this run's epochs and steps."""
+        kinds = {f.name: str(f.type) for f in fields(Position)}
+        if set(saved) != set(kinds):
+            odd = sorted(set(saved) ^ set(kinds))[0]
+            raise checkpoint.refuse(path, f"holds a position that does not fit (`{odd}`)")
+        for name, kind in kinds.items():
+            if not _is(saved[name], kind):
+                raise checkpoint.refuse(
+                    path, f"holds position.{name} = {saved[name]!r}, not {kind}"
+                )
+        pos = Position(**saved)
+        limits = {"epoch": self.s.epochs, "step": self.steps}
+        for name in ("epoch", "step", "global_step", "bad_epochs", "examples"):
+            value = getattr(pos, name)
+            if value < 0 or value > limits.get(name, value):
+                raise checkpoint.refuse(path, f"holds position.{name} = {value}, out of range")
+        return pos
 
     def _catch_signals(self) -> dict[int, Any]:
         """SIGINT and SIGTERM stop the run at the next step boundary, checkpointed; a second
@@ -282,6 +312,17 @@ class Trainer:
             self.signal = signum
 
         return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _is(value: Any, kind: str) -> bool:
+    """Whether `value` is of a Position field's type (written as annotated: int, float, ...)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": number,
+        "float | None": value is None or number,
+        "bool": isinstance(value, bool),
+    }[kind]
 
 
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dslc.runtime import untrusted
 from dslc.runtime.train.checkpoint import atomic_write
 
 METRICS = "metrics.jsonl"
@@ -72,10 +73,24 @@ class MetricsLog:
             os.fsync(f.fileno())
 
     def rows(self) -> list[dict[str, Any]]:
+        """The rows logged so far. A line that is no row (a write torn by a crash, an edit)
+        is skipped with a warning naming the file and line, not refused: the log is a record
+        of the run, trainer.pt is what resuming needs, and refusing would strand a run over
+        its log. `keep` then rewrites the file without it."""
         if not self.path.exists():
             return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        untrusted.check_size(self.path, "metrics")
+        rows = []
+        text = self.path.read_bytes().decode("utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            row, why = _row(line)
+            if row is None:
+                say(f"warning: {self.path}:{number}: {why}; skipped")
+            else:
+                rows.append(row)
+        return rows
 
     def keep(self, epochs_done: int) -> None:
         """On resume: forget epochs the checkpoint does not include (logged before a kill
@@ -83,6 +98,24 @@ class MetricsLog:
         rows = [r for r in self.rows() if r["epoch"] <= epochs_done]
         text = "".join(json.dumps(r) + "\n" for r in rows)
         atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _row(line: str) -> tuple[dict[str, Any] | None, str]:
+    """One line of metrics.jsonl as a row of FIELDS, or None and why it is not one."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None, "not JSON (a torn write?)"
+    if not isinstance(row, dict):
+        return None, "not a JSON object of metrics"
+    epoch = row.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        return None, f"epoch {epoch!r} is not an epoch number"
+    for key in FIELDS:
+        value = row.get(key)
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            return None, f"{key} {value!r} is not a number"
+    return {k: row.get(k) for k in FIELDS}, ""
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:

@@ -118,13 +118,21 @@ def _datasets(spec: Spec, c: Contract, opts: Options) -> tuple[data.Dataset, Any
         held = tokens.val
         val = data.check(held, c.arrays, c.name, opts.val or opts.data) if held else None
     else:
-        arrays = data.load(opts.data, c.arrays, c.name, opts.columns)
-        val = data.load(opts.val, c.arrays, c.name, opts.columns) if opts.val else None
+        arrays = _load(opts.data, c, opts)
+        val = _load(opts.val, c, opts) if opts.val else None
         if val is None and not _no_val(opts):
             arrays, val = data.split(arrays, fraction, opts.seed, opts.data)
     train = data.to_dataset(arrays, c.arrays, opts.data)
     val_set = data.to_dataset(val, c.arrays, opts.val or opts.data) if val else None
     return train, val_set, tokens
+
+
+def _load(path: str, c: Contract, opts: Options) -> dict[str, Any]:
+    """The arrays of one data file, checked against the spec, class labels included (before
+    any split, so that a bad label's position is its position in the file)."""
+    arrays = data.load(path, c.arrays, c.name, opts.columns)
+    data.check_classes(arrays, c.classes, c.name, path)
+    return arrays
 
 
 def _text(spec: Spec, c: Contract, opts: Options, fraction: float) -> text.Text:
@@ -183,6 +191,8 @@ def _prepare_out(opts: Options, world: distributed.World) -> None:
             opts.out.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise DslcError(f"cannot create {opts.out}: {err.strerror}") from None
+        for path in checkpoint.remove_stale_temps(opts.out):
+            report.say(f"removed {path.name}, left by a write that was killed")
 
 
 def _resume(trainer: Trainer, out: Path, settings: Settings) -> None:
@@ -196,7 +206,7 @@ def _resume(trainer: Trainer, out: Path, settings: Settings) -> None:
                 f"not {getattr(settings, key)}",
                 hint=f"resume with the same --{key.replace('_', '-')}",
             )
-    trainer.restore(state)
+    trainer.restore(state, out / checkpoint.STATE)
     if trainer.world.main:
         trainer.log.keep(trainer.pos.epoch)
         p = trainer.pos

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from dslc.errors import DslcError
+from dslc.runtime import untrusted
 from dslc.runtime.train import tokenizer as tok
 from dslc.runtime.train.contract import Contract, Signature
 
@@ -121,6 +122,7 @@ def max_positions(graph: Any) -> int | None:
 
 def read(path: str) -> str:
     try:
+        untrusted.check_size(path, "text")
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DslcError(f"data file {path} does not exist") from None

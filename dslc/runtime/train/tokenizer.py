@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dslc.errors import DslcError
+from dslc.runtime import untrusted
 
 KINDS = ("bytes", "bpe")
 FILE = "tokenizer.json"
@@ -116,10 +117,18 @@ def save(tokenizer: Tokenizer, path: Path) -> None:
 
 
 def load(path: Path) -> Tokenizer:
-    """The tokenizer saved in `path`: dslc's byte tokenizer or a HuggingFace tokenizer.json."""
+    """The tokenizer saved in `path`: dslc's byte tokenizer or a HuggingFace tokenizer.json.
+    Its size is checked before it is read, and JSON nested too deep for Python's parser is
+    refused, not a crash."""
     try:
+        untrusted.check_size(path, "tokenizer")
         text = path.read_text(encoding="utf-8")
         data = json.loads(text)
+    except RecursionError:
+        raise DslcError(
+            f"cannot read tokenizer {path}: its JSON is nested too deeply to parse",
+            hint="a tokenizer.json nests a few levels; this file is not one",
+        ) from None
     except FileNotFoundError:
         raise DslcError(
             f"no tokenizer at {path}",
