@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+# torchvision: a reference implementation for the tests only (tests/reference.py).
+# --no-deps keeps the pinned CPU torch: the wheel's own requirements could pull another torch.
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt torchvision
 	touch $(STAMP)
 
 demo: $(STAMP)
