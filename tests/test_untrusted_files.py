@@ -27,12 +27,12 @@ from test_train_data import (
     write_tiny,
 )
 
+from dslc import untrusted
 from dslc.api import load
 from dslc.backends import weights
 from dslc.backends.weights import load_weights
 from dslc.cli import main
 from dslc.errors import DslcError
-from dslc.runtime import untrusted
 from dslc.runtime.generate import MAX_CONTEXT, onnx_model
 from dslc.runtime.run import parse_input_args
 from dslc.runtime.train import checkpoint, report

@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from dslc import untrusted
 from dslc.errors import DslcError
-from dslc.runtime import untrusted
 
 _SAVE_HINT = "save only the weights: torch.save(model.state_dict(), path), or a .safetensors file"
 _LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)  # pre-1.6 torch.save files

@@ -9,7 +9,7 @@ trainer.pt holds the weights as well so that resuming reads a single file that i
 consistent: a kill between writing two files could otherwise pair weights of one step with the
 optimizer of another. It holds only tensors and plain values, and is read with
 torch.load(weights_only=True), which refuses anything else, after its size and zip members
-are checked (dslc.runtime.untrusted); its parts are then checked against the model, optimizer,
+are checked (dslc.untrusted); its parts are then checked against the model, optimizer,
 schedule and run before any is used (docs/limits.md).
 
 Every file is written to a temporary name in the same directory, fsynced, then moved over the
@@ -27,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dslc import untrusted
 from dslc.errors import DslcError
-from dslc.runtime import untrusted
 
 FORMAT = 1
 STATE = "trainer.pt"

@@ -19,8 +19,8 @@ from typing import IO
 
 import numpy as np
 
+from dslc import untrusted
 from dslc.errors import DslcError
-from dslc.runtime import untrusted
 from dslc.runtime.train.contract import Signature
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

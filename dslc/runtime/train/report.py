@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dslc.runtime import untrusted
+from dslc import untrusted
 from dslc.runtime.train.checkpoint import atomic_write
 
 METRICS = "metrics.jsonl"

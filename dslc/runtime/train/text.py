@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from dslc import untrusted
 from dslc.errors import DslcError
-from dslc.runtime import untrusted
 from dslc.runtime.train import tokenizer as tok
 from dslc.runtime.train.contract import Contract, Signature
 

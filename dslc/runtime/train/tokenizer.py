@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dslc import untrusted
 from dslc.errors import DslcError
-from dslc.runtime import untrusted
 
 KINDS = ("bytes", "bpe")
 FILE = "tokenizer.json"
