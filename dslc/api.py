@@ -150,16 +150,24 @@ def compile_source(source: str, path: str = "<spec>", params: dict[str, Any] | N
     try:
         return _compile(source, path, params, diags)
     except RecursionError:
-        diags.error(
-            _deepest_statement(source, path),
-            "the spec nests expressions or pipelines too deeply",
-            "split long chains with named intermediate tensors",
-        )
-    except lark.exceptions.VisitError as err:  # the parse tree's transformer refused a node
-        if not isinstance(err.orig_exc, SpecError):
+        _too_deep(source, path, diags)
+    except lark.exceptions.VisitError as err:  # raised inside the parse tree's transformer
+        cause = err.orig_exc
+        if isinstance(cause, RecursionError):
+            _too_deep(source, path, diags)
+        elif isinstance(cause, SpecError):  # a node it refuses, such as a too large literal
+            diags.error(cause.span, cause.message, cause.hint)
+        else:
             raise
-        diags.error(err.orig_exc.span, err.orig_exc.message, err.orig_exc.hint)
     raise CompileError(diags) from None
+
+
+def _too_deep(source: str, path: str, diags: Diagnostics) -> None:
+    diags.error(
+        _deepest_statement(source, path),
+        "the spec nests expressions or pipelines too deeply",
+        "split long chains with named intermediate tensors",
+    )
 
 
 _STATEMENTS = frozenset({"assign", "input_decl", "output_decl", "target_decl"})
