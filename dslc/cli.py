@@ -1,5 +1,6 @@
 """The `dslc` command. Exit codes: 0 success, 1 a user error (in the spec, the arguments or the
-files), 2 an internal error, which is a bug in dslc."""
+files), 2 an internal error, which is a bug in dslc; 141 when the reader of stdout left early.
+`-` is standard input as the spec and standard output as `-o`."""
 
 from __future__ import annotations
 
