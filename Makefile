@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/dslc verify specs/lenet5.dl --out build/lenet5
+	@echo "dslc is in $(BIN): '. $(BIN)/activate' puts it on your PATH, or run $(BIN)/dslc"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -4,13 +4,16 @@ or module, and ONNX model."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dslc.diagnostics import CompileError, Diagnostics, SpecError
+import lark
+
+from dslc.diagnostics import CompileError, Diagnostics, Span, SpecError
 from dslc.errors import DslcError
-from dslc.frontend.parse import parse
+from dslc.frontend.parse import parse, parser
 from dslc.ir.check import verify
 from dslc.ir.graph import Graph
 from dslc.ir.part import part
@@ -128,15 +131,17 @@ class OnnxExport:
         return onnx_file.write(Path(path), self.skeleton, self.large)
 
 
+STDIN = "-"  # as a spec path: read the spec from standard input
+
+
 def display_path(path: str | os.PathLike) -> str:
-    """How a spec's path appears in messages and outputs: as given, but never absolute."""
-    p = Path(path)
-    if not p.is_absolute():
-        return p.as_posix()
-    try:
-        return p.relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        return p.name
+    """How a spec's path appears in messages and outputs: as the user gave it, relative or
+    absolute, so that an editor or terminal can jump to `path:line:col` (only normalized:
+    `./a//b.dl` is `a/b.dl`). Outputs stay deterministic for a given command line: the goldens
+    are compiled from `specs/x.dl`. Standard input is `<stdin>`."""
+    if os.fspath(path) == STDIN:
+        return "<stdin>"
+    return Path(path).as_posix()
 
 
 def compile_source(source: str, path: str = "<spec>", params: dict[str, Any] | None = None) -> Spec:
@@ -145,12 +150,51 @@ def compile_source(source: str, path: str = "<spec>", params: dict[str, Any] | N
     try:
         return _compile(source, path, params, diags)
     except RecursionError:
-        diags.error(
-            None,
-            f"{path}: the spec nests expressions or pipelines too deeply",
-            "split long chains with named intermediate tensors",
-        )
-        raise CompileError(diags) from None
+        _too_deep(source, path, diags)
+    except lark.exceptions.VisitError as err:  # raised inside the parse tree's transformer
+        cause = err.orig_exc
+        if isinstance(cause, RecursionError):
+            _too_deep(source, path, diags)
+        elif isinstance(cause, SpecError):  # a node it refuses, such as a too large literal
+            diags.error(cause.span, cause.message, cause.hint)
+        else:
+            raise
+    raise CompileError(diags) from None
+
+
+def _too_deep(source: str, path: str, diags: Diagnostics) -> None:
+    diags.error(
+        _deepest_statement(source, path),
+        "the spec nests expressions or pipelines too deeply",
+        "split long chains with named intermediate tensors",
+    )
+
+
+_STATEMENTS = frozenset({"assign", "input_decl", "output_decl", "target_decl"})
+
+
+def _deepest_statement(source: str, path: str) -> Span:
+    """Where a RecursionError points: the statement holding the parse tree's deepest node.
+    Parsing is LALR, so it does not recurse, and this walk keeps its own stack."""
+    try:
+        tree = parser().parse(source)
+    except (lark.exceptions.LarkError, RecursionError):
+        return Span.start_of(path)
+    best, best_depth = None, -1
+    stack: list[tuple[Any, int, Any]] = [(tree, 0, None)]
+    while stack:
+        node, depth, statement = stack.pop()
+        if not isinstance(node, lark.Tree):
+            continue
+        if statement is None and node.data in _STATEMENTS:
+            statement = node
+        if statement is not None and depth > best_depth:
+            best, best_depth = statement, depth
+        stack.extend((child, depth + 1, statement) for child in node.children)
+    if best is None:
+        return Span.start_of(path)
+    m = best.meta
+    return Span(path, m.line, m.column, m.end_line, m.end_column)
 
 
 def _compile(source: str, path: str, params: dict[str, Any] | None, diags: Diagnostics) -> Spec:
@@ -167,12 +211,28 @@ def _compile(source: str, path: str, params: dict[str, Any] | None, diags: Diagn
 
 
 def read_spec(path: str | os.PathLike) -> str:
+    if os.fspath(path) == STDIN:
+        return _read_stdin()
     try:
         return Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not code
     except FileNotFoundError:
         raise DslcError(f"no such file: {path}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DslcError(f"cannot read {path}: {err}") from None
+
+
+def _read_stdin() -> str:
+    """The spec piped in (`dslc check - < x.dl`), decoded as UTF-8 like a file, whatever the
+    locale says standard input's encoding is."""
+    if sys.stdin is None:
+        raise DslcError("cannot read <stdin>: there is no standard input")
+    try:
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is None:  # a text stream without bytes underneath (io.StringIO)
+            return sys.stdin.read().removeprefix("\ufeff")
+        return buffer.read().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DslcError(f"cannot read <stdin>: {err}") from None
 
 
 def load(path: str | os.PathLike, params: dict[str, Any] | None = None) -> Spec:

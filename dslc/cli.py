@@ -1,10 +1,14 @@
 """The `dslc` command. Exit codes: 0 success, 1 a user error (in the spec, the arguments or the
-files), 2 an internal error, which is a bug in dslc."""
+files), 2 an internal error, which is a bug in dslc; 141 when the reader of stdout left early.
+`-` is standard input as the spec and standard output as `-o`."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -63,28 +67,65 @@ def cmd_compile(args) -> int:
     if args.part:
         spec = spec.part(args.part)
     if args.target == "onnx":
-        from dslc.backends.onnx.model import to_text
-
-        export = spec.onnx_export(
-            args.weights, args.seed, fold_batch_norm=not args.no_fold, fused=not args.decompose
-        )
-        out = Path(args.output or f"{spec.name.lower()}.onnx")
-        _write(out, export.write)
-        folded = export.folded_batch_norms
-        note = f" ({folded} batch norm{'s' if folded != 1 else ''} folded)" if folded else ""
-        print(
-            f"wrote {out}: {export.node_count} nodes{note}, {spec.param_count:,} parameters",
-            file=sys.stderr,
-        )
-        if args.show:
-            print(to_text(export.model()))
-        return 0
+        return _compile_onnx(spec, args)
     text = spec.torch_source() if args.target == "torch" else spec.ir_text()
-    if args.output:
+    if args.output and args.output != STDOUT:
         _write(Path(args.output), lambda path: path.write_bytes(text.encode()))
     else:
         sys.stdout.write(text)
     return 0
+
+
+STDOUT = "-"  # as -o: write to standard output
+
+
+def _compile_onnx(spec: Spec, args) -> int:
+    from dslc.backends.onnx.model import to_text
+
+    to_stdout = args.output == STDOUT
+    if to_stdout and args.show:
+        raise DslcError("--show prints the graph to standard output, which -o - already takes")
+    if to_stdout and sys.stdout.isatty():
+        raise DslcError(
+            "an ONNX model is binary: not written to a terminal",
+            hint="redirect it: dslc compile SPEC --target onnx -o - > model.onnx",
+        )
+    export = spec.onnx_export(
+        args.weights, args.seed, fold_batch_norm=not args.no_fold, fused=not args.decompose
+    )
+    out = Path(args.output or default_onnx_name(spec.name))
+    if to_stdout:
+        _write_stdout(export.write)
+    else:
+        _write(out, export.write)
+    folded = export.folded_batch_norms
+    note = f" ({folded} batch norm{'s' if folded != 1 else ''} folded)" if folded else ""
+    shown = "<stdout>" if to_stdout else out
+    print(
+        f"wrote {shown}: {export.node_count} nodes{note}, {spec.param_count:,} parameters",
+        file=sys.stderr,
+    )
+    if args.show:
+        print(to_text(export.model()))
+    return 0
+
+
+def default_onnx_name(model: str) -> str:
+    """`dslc compile --target onnx` without -o: the model's name, lowercased, in the current
+    directory (LeNet5 -> lenet5.onnx)."""
+    return f"{model.lower()}.onnx"
+
+
+def _write_stdout(write: Callable[[Path], object]) -> None:
+    """`-o -` for a binary model: written to a private temporary file by the same streaming
+    writer as -o FILE (no copy through protobuf, whatever the size), then copied to stdout."""
+    with tempfile.TemporaryDirectory(prefix="dslc-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        write(path)
+        sys.stdout.flush()
+        with path.open("rb") as f:
+            shutil.copyfileobj(f, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
 
 
 def _write(path: Path, write: Callable[[Path], object]) -> None:
@@ -229,14 +270,66 @@ def _tolerance(text: str) -> float:
     return value
 
 
+# Examples shown at the end of each command's --help (and of `dslc --help`).
+EXAMPLES = {
+    "dslc": """examples:
+  dslc check specs/lenet5.dl
+  dslc compile specs/lenet5.dl --target onnx -o lenet5.onnx
+  dslc COMMAND --help          each command's options, with examples""",
+    "check": """examples:
+  dslc check specs/lenet5.dl                     ok: model LeNet5, 61,706 parameters
+  dslc check specs/small_resnet.dl --param width=32
+  cat specs/lenet5.dl | dslc check -             the spec from standard input""",
+    "summary": """examples:
+  dslc summary specs/resnet50.dl
+  dslc summary specs/small_resnet.dl --param width=8""",
+    "compile": """examples:
+  dslc compile specs/lenet5.dl -o lenet5.py               PyTorch source (default target)
+  dslc compile specs/lenet5.dl --target onnx              writes lenet5.onnx
+  dslc compile specs/lenet5.dl --target onnx -o m.onnx --weights weights.pt
+  dslc compile specs/lenet5.dl --target onnx -o - | gzip > m.onnx.gz
+  dslc compile specs/lenet5.dl --target ir                the typed IR, on standard output
+  dslc compile specs/vae.dl --target onnx --part decoder1 --weights vae.pt""",
+    "verify": """examples:
+  dslc verify specs/lenet5.dl
+  dslc verify specs/lenet5.dl --batch-sizes 1,8 --atol 1e-4 --out build/lenet5""",
+    "train": """examples:
+  dslc train specs/digits_cnn.dl --data build/digits/train.npz --val build/digits/val.npz \\
+      --out runs/digits --export-onnx
+  dslc train specs/tiny_gpt.dl --data build/docs.txt --out runs/tiny --epochs 10
+  dslc train specs/digits_cnn.dl --data train.npz --out runs/digits --resume""",
+    "generate": """examples:
+  dslc generate --onnx runs/tiny/model.onnx --prompt "The model" --temperature 0.8 --top-k 20
+  dslc generate specs/tiny_gpt.dl --weights runs/tiny/best.safetensors --prompt 'The'""",
+    "run": """examples:
+  dslc run lenet5.onnx --input x=x.npy
+  dslc run lenet5.onnx --input x=x.npy --provider cuda -o out.npz""",
+}
+
+
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help[:1].upper() + help[1:] + ".",
+        epilog=EXAMPLES[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="dslc", description="Compile .dl deep-learning specs to PyTorch and ONNX.")
+    p = _Parser(
+        prog="dslc",
+        description="Compile .dl deep-learning specs to PyTorch and ONNX.",
+        epilog=EXAMPLES["dslc"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"dslc {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def spec_command(name: str, help: str):
-        c = sub.add_parser(name, help=help)
-        c.add_argument("spec", help="the .dl file")
+        c = _command(sub, name, help)
+        c.add_argument("spec", help="the .dl file, or - to read it from standard input")
         c.add_argument(
             "--param",
             action="append",
@@ -254,7 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(fn=cmd_summary)
     c = spec_command("compile", "compile a spec to PyTorch source, an ONNX model, or IR text")
     c.add_argument("--target", choices=("torch", "onnx", "ir"), default="torch")
-    c.add_argument("-o", "--output", help="output file (torch and ir default to stdout)")
+    c.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="output file, or - for standard output (default: torch and ir to standard output; "
+        f"onnx to the model's name lowercased, in the current directory: "
+        f"{default_onnx_name('LeNet5')} for model LeNet5)",
+    )
     c.add_argument(
         "--weights", help="ONNX: a state_dict (.pt) or .safetensors file of the generated module"
     )
@@ -288,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     v.set_defaults(fn=cmd_verify)
     _train_parser(spec_command("train", "train a spec's model on data files; see docs/training.md"))
-    _generate_parser(sub.add_parser("generate", help="text from a trained language model"))
-    r = sub.add_parser("run", help="run an ONNX model in onnxruntime")
+    _generate_parser(_command(sub, "generate", "text from a trained language model"))
+    r = _command(sub, "run", "run an ONNX model in onnxruntime")
     r.add_argument("model")
     r.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
     r.add_argument("--provider", default="cpu", help="cpu or cuda")
@@ -360,12 +460,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except CompileError as err:
         n = len(err.diagnostics.items)
-        print(err.diagnostics.render(), file=sys.stderr)
+        print(err.diagnostics.render(color=use_color(sys.stderr)), file=sys.stderr)
         print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
         return 1
     except DslcError as err:
         print(err.render(), file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return _broken_pipe()
     except KeyboardInterrupt:
         return 130
     except Exception:
@@ -375,6 +477,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         traceback.print_exc()
         return 2
+
+
+def use_color(stream: Any) -> bool:
+    """Colour diagnostics only on a terminal, and never when NO_COLOR is set to anything
+    (no-color.org) or TERM is dumb: piped or redirected, the text is the plain rendering."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away (`dslc compile x.dl | head`): not a bug. Point stdout at
+    /dev/null so that the interpreter's final flush does not fail again, and exit as a process
+    killed by SIGPIPE would (128 + 13)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 141
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
 import subprocess
 import sys
 
@@ -177,3 +179,174 @@ def test_summary_prints_the_table(capsys):
     assert "conv1 conv2d (N, 6, 28, 28) 156 117.60K" in " ".join(out.split())
     assert "Parameters: 61,706 (61,706 trainable, 0 frozen)" in out
     assert "MACs per example: 416,520" in out
+
+
+# ---- standard input and output, colour, paths, help
+
+
+def dslc_bytes(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """The dslc command with binary stdin and stdout."""
+    return subprocess.run(
+        [sys.executable, "-m", "dslc", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        input=stdin,
+        capture_output=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("target", ["torch", "ir"])
+def test_dash_output_is_standard_output(target, capsys):
+    assert main(["compile", LENET, "--target", target, "-o", "-"]) == 0
+    spec = dslc.load(LENET)
+    assert capsys.readouterr().out == (spec.torch_source() if target == "torch" else spec.ir_text())
+    assert not (ROOT / "-").exists(), "-o - wrote a file named '-'"
+
+
+def test_onnx_to_standard_output_is_the_file_bytes(tmp_path):
+    out = tmp_path / "m.onnx"
+    assert main(["compile", LENET, "--target", "onnx", "-o", str(out)]) == 0
+    r = dslc_bytes("compile", LENET, "--target", "onnx", "-o", "-")
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == out.read_bytes()
+    assert r.stderr.decode().startswith("wrote <stdout>: ")
+    assert onnx.load_from_string(r.stdout).graph.name
+
+
+def test_onnx_to_standard_output_refuses_show_and_a_terminal(monkeypatch, capsys):
+    assert main(["compile", LENET, "--target", "onnx", "-o", "-", "--show"]) == 1
+    assert "--show prints the graph to standard output" in capsys.readouterr().err
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["compile", LENET, "--target", "onnx", "-o", "-"]) == 1
+    assert "not written to a terminal" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_is_not_an_internal_error():
+    """`dslc compile ... -o - | head -c 10`: the reader leaves early."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dslc", "compile", LENET, "--target", "onnx", "-o", "-"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141, err
+    assert "Traceback" not in err and "internal error" not in err
+
+
+def test_dash_reads_the_spec_from_standard_input():
+    source = (ROOT / LENET).read_bytes()
+    r = dslc_bytes("check", "-", stdin=b"\xef\xbb\xbf" + source)  # with a byte-order mark
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode() == "<stdin>: ok: model LeNet5, 61,706 parameters\n"
+    r = dslc_bytes("compile", "-", stdin=source)
+    assert r.stdout.decode() == dslc.load(LENET).torch_source().replace(LENET, "<stdin>")
+
+
+def test_errors_in_standard_input_are_located_there():
+    r = dslc_bytes(
+        "check", "-", stdin=b"model M {\n    input x: f32[N, 2]\n    output y = x -> nope\n}\n"
+    )
+    assert r.returncode == 1
+    assert r.stderr.decode().startswith("<stdin>:3:21: error: unknown layer or block 'nope'\n")
+
+
+def test_an_absolute_path_is_printed_as_given(tmp_path, capsys):
+    """Outside the working directory too, so that an editor can jump to path:line:col."""
+    spec = tmp_path / "bad.dl"
+    spec.write_text("model M {\n    input x: f32[N, 2]\n    output y = x -> nope\n}\n")
+    assert main(["check", str(spec)]) == 1
+    assert capsys.readouterr().err.startswith(f"{spec.as_posix()}:3:21: error: ")
+    ok = tmp_path / "ok.dl"
+    ok.write_text((ROOT / LENET).read_text())
+    assert main(["check", str(ok)]) == 0
+    assert capsys.readouterr().out.startswith(f"{ok.as_posix()}: ok: ")
+    assert f"from {ok.as_posix()}." in dslc.load(ok).torch_source()
+
+
+BAD = "tests/errors/two_errors.dl"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_diagnostics_are_coloured_on_a_terminal(monkeypatch, capsys):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("TERM", raising=False)
+    assert main(["check", BAD]) == 1
+    plain = capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["check", BAD]) == 1
+    coloured = capsys.readouterr().err
+    assert "\x1b[1;31merror:\x1b[0m" in coloured and "\x1b[1;32m^" in coloured
+    assert ANSI.sub("", coloured) == plain, "colour changed the text"
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert main(["check", BAD]) == 1
+    assert capsys.readouterr().err == plain
+
+
+def test_colour_only_on_a_real_terminal():
+    """stderr on a pseudo-terminal is coloured; NO_COLOR (any value) and a pipe are not."""
+    outs = []
+    for no_color in ("", "1"):
+        main_fd, sub_fd = pty.openpty()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": no_color, "TERM": "xterm"}
+        r = subprocess.run(
+            [sys.executable, "-m", "dslc", "check", BAD],
+            cwd=ROOT,
+            env=env,
+            stderr=sub_fd,
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
+        os.close(sub_fd)
+        outs.append(_read_all(main_fd))
+        assert r.returncode == 1
+    assert b"\x1b[1;31merror:" in outs[0]
+    assert b"\x1b[" not in outs[1]
+    piped = dslc_process("check", BAD, env={"NO_COLOR": "", "TERM": "xterm"})
+    assert "\x1b[" not in piped.stderr and ": error: " in piped.stderr
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+COMMANDS = ["check", "summary", "compile", "verify", "train", "generate", "run"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    examples = out[out.index("\nexamples:\n") :]
+    assert f"  dslc {command} " in examples
+
+
+def test_compile_help_names_the_onnx_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["compile", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "- for standard output" in help_text
+    assert "onnx to the model's name lowercased, in the current directory: lenet5.onnx" in help_text
+
+
+def test_onnx_default_output_is_the_lowercased_model_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compile", str(ROOT / LENET), "--target", "onnx"]) == 0
+    assert (tmp_path / "lenet5.onnx").is_file()

@@ -12,7 +12,7 @@ from typing import cast
 import lark
 from lark import Token, Transformer, v_args
 
-from dslc.diagnostics import Diagnostics, Span
+from dslc.diagnostics import Diagnostics, Span, SpecError
 from dslc.frontend import ast
 
 _GRAMMAR_NAME = "dslc.lark"
@@ -30,15 +30,21 @@ def grammar_path() -> Path:
 
 @cache
 def parser() -> lark.Lark:
-    # cache=True keeps the LALR tables in the temp directory, keyed by the grammar's hash:
-    # building them takes a fifth of a second, a large share of compiling a spec.
+    # Built afresh in each process (about 30 ms), never with lark's cache=True: that cache is a
+    # pickle in the shared temp directory at a name anyone can compute, which lark unpickles on
+    # every run, so a file planted there would run its payload on `dslc check`.
     return lark.Lark(
         grammar_path().read_text(),
         parser="lalr",
         propagate_positions=True,
         maybe_placeholders=True,
-        cache=True,
     )
+
+
+# The largest literals a spec may hold: sizes and attributes are 64-bit integers, so a larger
+# integer can never be valid, and a number beyond float64's range would silently become inf.
+INT_MAX = 2**63 - 1
+_INT_MAX_DIGITS = len(str(INT_MAX))
 
 
 # Known mistakes -> the message to give. Each example is a whole (bad) file; the parser state in
@@ -268,10 +274,25 @@ class _ToAst(Transformer):
 
     # ---- expressions
     def int(self, meta, c):
-        return ast.Literal(self._span(meta), int(c[0]))
+        # The digit count first: int() of a 5000-digit literal hits Python's conversion limit.
+        digits = str(c[0]).lstrip("0")
+        if len(digits) > _INT_MAX_DIGITS or int(digits or "0") > INT_MAX:
+            shown = str(c[0]) if len(c[0]) <= 30 else f"of {len(c[0]):,} digits"
+            raise SpecError(
+                f"integer literal {shown} is too large: the largest is 2**63 - 1 = {INT_MAX}",
+                "sizes and attributes are 64-bit integers",
+                self._span(meta),
+            )
+        return ast.Literal(self._span(meta), int(digits or "0"))
 
     def float(self, meta, c):
-        return ast.Literal(self._span(meta), float(c[0]))
+        value = float(c[0])
+        if value == float("inf"):  # a literal has no sign: `-1e400` is neg(1e400)
+            raise SpecError(
+                f"number literal {str(c[0])[:40]} is beyond float64's range (about 1.8e308)",
+                span=self._span(meta),
+            )
+        return ast.Literal(self._span(meta), value)
 
     def string(self, meta, c):
         return ast.Literal(self._span(meta), str(c[0])[1:-1])

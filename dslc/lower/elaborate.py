@@ -100,7 +100,7 @@ class Elaborator(Evaluator):
         for c in self.program.constants:
             self.statement(c, self.globals, Frame(), None, {})
         if len(models) != 1:
-            span = models[1].span if models else None
+            span = models[1].span if models else Span.start_of(self.program.path)
             msg = "a spec holds exactly one model" if models else "the file defines no model"
             self.diags.error(
                 span, msg, "write `model Name { input x: f32[N, 4] ... }`" if not models else None
