@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 GOLDEN = sorted((ROOT / "tests" / "golden").glob("*/model.py"))
@@ -63,6 +62,10 @@ def test_tiny_gpt_block_is_one_class_used_in_a_loop() -> None:
 
 
 def test_no_line_longer_than_100_columns() -> None:
-    long = [f"{p.parent.name}:{i + 1}" for p in GOLDEN for i, line in
-            enumerate(p.read_text().split("\n")) if len(line) > 100]
+    long = [
+        f"{p.parent.name}:{i + 1}"
+        for p in GOLDEN
+        for i, line in enumerate(p.read_text().split("\n"))
+        if len(line) > 100
+    ]
     assert not long, long

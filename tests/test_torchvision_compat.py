@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import dslc
 from conftest import ROOT
 from reference import state_dict_keys, torchvision_models
+
+import dslc
 
 NETWORKS = ["resnet18", "resnet50", "vgg16"]
 

@@ -82,7 +82,7 @@ class Elaborator(Evaluator):
         note = frame.note() if frame else None
         hint = "; ".join(h for h in (err.hint, note) if h) or None
         where = err.span or span
-        if not any(d.span == where and d.message == err.message for d in self.diags.items):
+        if not self.diags.seen(where, err.message):
             self.diags.error(where, err.message, hint)
 
     def fresh(self, base: str) -> str:

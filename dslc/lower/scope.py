@@ -32,6 +32,7 @@ class Scope:
     vars: dict[str, Any] = field(default_factory=dict)
     spans: dict[str, Span] = field(default_factory=dict)
     codes: dict[str, Any] = field(default_factory=dict)  # name -> Python source (lower.codes)
+    spell_checks: int = 50  # "did you mean" hints left (counted on the root scope)
 
     def all_codes(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -50,7 +51,14 @@ class Scope:
                     raise Poisoned()
                 return value
             scope = scope.parent
-        raise SpecError(f"undefined name '{name}'", hint=suggest(name, self.names()), span=span)
+        root = self
+        while root.parent is not None:
+            root = root.parent
+        hint = None
+        if root.spell_checks > 0:  # bounded, as clang's -fspell-checking-limit: linear errors
+            root.spell_checks -= 1
+            hint = suggest(name, self.names())
+        raise SpecError(f"undefined name '{name}'", hint=hint, span=span)
 
     def define(self, name: str, value: Any, span: Span) -> None:
         if name in self.vars:
@@ -67,7 +75,7 @@ class Scope:
         out: list[str] = []
         scope: Scope | None = self
         while scope is not None:
-            out += list(scope.vars)
+            out += [k for k, v in scope.vars.items() if v is not POISON]
             scope = scope.parent
         return out
 
