@@ -266,7 +266,7 @@ def test_an_absolute_path_is_printed_as_given(tmp_path, capsys):
     ok.write_text((ROOT / LENET).read_text())
     assert main(["check", str(ok)]) == 0
     assert capsys.readouterr().out.startswith(f"{ok.as_posix()}: ok: ")
-    assert f"from {ok.as_posix()}." in dslc.load(ok).torch_source()
+    assert f"Spec: {ok.as_posix()}\n" in dslc.load(ok).torch_source()
 
 
 BAD = "tests/errors/two_errors.dl"

@@ -56,11 +56,11 @@ def test_multiply_accumulates_match_torchvisions_published_counts(name, gmacs):
 def test_summary_shows_blocks_with_subtotals():
     graph = dslc.load(ROOT / "specs/resnet18.dl").graph
     lines = dslc.load(ROOT / "specs/resnet18.dl").summary().splitlines()
-    stage = next(line for line in lines if line.startswith("stage2 "))
-    assert "Stage" in stage and "(N, 128, 28, 28)" in stage
-    inside = sum(math.prod(p.shape) for k, p in graph.parameters() if k.startswith("stage2."))
+    stage = next(line for line in lines if line.startswith("layer2 "))
+    assert "nn.Sequential" in stage and "(N, 128, 28, 28)" in stage
+    inside = sum(math.prod(p.shape) for k, p in graph.parameters() if k.startswith("layer2."))
     assert f"{inside:,}" in stage
-    assert any(line.startswith("  basic1 ") and "Basic" in line for line in lines)
+    assert any(line.startswith("  0 ") and "BasicBlock" in line for line in lines)
     assert any(line.startswith("    conv1 ") and "conv2d" in line for line in lines)
 
 

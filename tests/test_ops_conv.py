@@ -160,7 +160,7 @@ def test_conv_transpose_output_size_sets_output_padding():
     )
     node = spec.graph.nodes[0]
     assert node.attrs["output_padding"] == (1, 1)
-    assert "output_padding=1" in node.op.torch_module(node)
+    assert "output_padding=1" in spec.torch_source()
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dslc.diagnostics import SpecError
+from dslc.ir import structure as st
 from dslc.ir.graph import Graph, Node, Value
 
 
@@ -36,7 +39,7 @@ def part(g: Graph, instance: str) -> Graph:
             while id(v) not in inside and name in taken:  # an input named like an inner value
                 name += "_in"
             taken.add(name)
-            copies[id(v)] = Value(name, v.type, v.user_named)
+            copies[id(v)] = Value(name, v.type, v.user_named, v.hint)
         return copies[id(v)]
 
     inputs = [copy(v) for n in nodes for v in n.inputs if id(v) not in inside]
@@ -51,14 +54,65 @@ def part(g: Graph, instance: str) -> Graph:
             [copy(v) for v in n.outputs],
             n.span,
             n.params,
+            n.codes,
         )
         for n in nodes
     ]
-    return Graph(
+    graph = Graph(
         f"{g.name}_{instance}",
         g.path,
         list({id(v): v for v in inputs}.values()),
         {copy(v).name: copy(v) for v in outputs},
         new_nodes,
         weight_prefix=prefix,
+    )
+    found = next((i for i in g.root.instances() if i.path == instance), None) if g.root else None
+    if found is not None:
+        renamed = {id(old): new for old, new in zip(nodes, new_nodes, strict=True)}
+        graph.root = _rebase(found, renamed, copy, prefix)
+        graph.root.path = ""
+        graph.root.inputs, graph.root.input_names = graph.inputs, [v.name for v in graph.inputs]
+        graph.root.outputs, graph.root.output_names = (
+            list(graph.outputs.values()),
+            list(graph.outputs),
+        )
+    return graph
+
+
+def _rebase(inst: st.Instance, nodes: dict[int, Node], value, prefix: str) -> st.Instance:
+    """A copy of an instance's structure over the part's own nodes and values."""
+
+    def items(old: list[st.Item]) -> list[st.Item]:
+        out: list[st.Item] = []
+        for item in old:
+            match item:
+                case st.OpItem():
+                    out.append(st.OpItem(nodes[id(item.node)], item.as_module))
+                case st.CallItem():
+                    out.append(st.CallItem(_rebase(item.instance, nodes, value, prefix), item.hint))
+                case st.RepeatItem():
+                    copies = [
+                        st.Copy(items(c.items), value(c.input), c.output and value(c.output))
+                        for c in item.copies
+                    ]
+                    out.append(replace(item, copies=copies))
+                case st.SeqItem():
+                    out.append(
+                        replace(
+                            item,
+                            items=items(item.items),
+                            input=value(item.input),
+                            output=item.output and value(item.output),
+                        )
+                    )
+                case st.CondItem():
+                    out.append(replace(item, items=items(item.items), result=value(item.result)))
+        return out
+
+    return replace(
+        inst,
+        path=inst.path.removeprefix(prefix),
+        inputs=[value(v) for v in inst.inputs],
+        outputs=[value(v) for v in inst.outputs],
+        items=items(inst.items),
     )

@@ -424,6 +424,7 @@ class Elaborator(Evaluator):
         """`(a -> b) as name`: an nn.Sequential whose stages are named name.0, name.1, ..."""
         path = frame.module_name(site, "layers")
         item = st.SeqItem(path.rsplit(".", 1)[-1], [], value, hint=self.hint)
+        self.instances[path] = "nn.Sequential"
         inner = frame.within(path + ".", items=item.items, seq=[0])
         if isinstance(stage, ast.StageRepeat):
             value = self.repeat(value, stage, scope, inner, None)
@@ -472,6 +473,7 @@ class Elaborator(Evaluator):
         code = codes.source(codes.translate(stage.count, scope.all_codes(), n))
         several = module_sites(stage.stage, set(self.blocks)) > 1
         item = st.RepeatItem(container.rsplit(".", 1)[-1], n, code, sequential=several)
+        self.instances[container] = "nn.Sequential" if several else "nn.ModuleList"
         seq = [0] if several else None
         for i in range(n):
             copy = st.Copy([], value)
