@@ -8,7 +8,6 @@ later statement using them is skipped silently, so one mistake is reported once.
 from __future__ import annotations
 
 import keyword
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +19,7 @@ from dslc.ir.graph import Graph, Node, ParamSpec, Value
 from dslc.ir.types import DTYPES, Sym, TensorType
 from dslc.lower.binding import Arg, bind, count
 from dslc.lower.evaluate import Evaluator
+from dslc.lower.limits import Budget, check_type
 from dslc.lower.scope import POISON, Frame, Poisoned, Scope
 from dslc.ops import LAYER_FAMILIES
 from dslc.ops.base import REGISTRY, OpDef, describe, suggest
@@ -70,6 +70,7 @@ class Elaborator(Evaluator):
         self.blocks: dict[str, ast.Definition] = {}
         self.active: list[str] = []  # blocks being expanded, to catch recursion
         self.globals = Scope()
+        self.budget = Budget()  # dslc.lower.limits: nodes and parameters so far
 
     # ---- diagnostics
     def report(self, err: SpecError, span: Span, frame: Frame | None = None) -> None:
@@ -281,7 +282,7 @@ class Elaborator(Evaluator):
                     f"a dim must be a positive integer or a symbol, got {describe(d)}", span=e.span
                 )
             dims.append(d)
-        return TensorType(t.dtype, tuple(dims))
+        return check_type(TensorType(t.dtype, tuple(dims)), t.span)
 
     # ---- calls
     def call(
@@ -346,13 +347,7 @@ class Elaborator(Evaluator):
             raise SpecError(err.message, err.hint, err.span or span) from None
         outs = out if isinstance(out, list) else [out]
         params = {k: _given(op, k, p, attrs, span) for k, p in params.items()}
-        for key, p in params.items():
-            if math.prod(p.shape) > MAX_ELEMENTS:
-                raise SpecError(
-                    f"{op.name}: parameter {key} {list(p.shape)} has {math.prod(p.shape):,} "
-                    f"elements, beyond the {MAX_ELEMENTS:,} a tensor can hold",
-                    span=span,
-                )
+        self.budget.node(op, in_types, outs, attrs, params, span, Poisoned)
         name = frame.name(op.node_prefix)
         values = [
             Value(self.fresh(name if len(outs) == 1 else f"{name}_{i}"), t)
