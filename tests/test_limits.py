@@ -191,3 +191,18 @@ def test_attribute_bounds():
     with pytest.raises(dslc.diagnostics.SpecError, match="float32's range"):
         init.coerce("linear", 10**39)  # an int, as a --param would give it
     assert MAX_ELEMENTS < 2**31 and MAX_INT == 2**63 - 1
+
+
+def test_ops_declare_the_constant_tables_their_onnx_export_builds():
+    x = TensorType("f32", (Sym.name("N"), 6, 10, 7))
+    pool = REGISTRY["adaptive_avg_pool2d"]
+    assert pool.tables([x], {"output_size": (3, 7)}) == {"avg2": (3, 10)}
+    assert pool.tables([x], {"output_size": (1, 1)}) == {}  # GlobalAveragePool: no table
+    assert pool.tables([x], {"output_size": (5, 7)}) == {}  # AveragePool: 5 tiles 10
+    seq = TensorType("f32", (Sym.name("N"), 16, 64))
+    pos = REGISTRY["positional_embedding"]
+    assert pos.tables([seq], {"max_len": 512, "kind": "sinusoidal"}) == {"table": (512, 64)}
+    assert pos.tables([seq], {"max_len": 512, "kind": "learned"}) == {}  # a parameter instead
+    lrn = REGISTRY["local_response_norm"]
+    assert lrn.tables([x], {"size": 2}) == {"window": (6, 6)}
+    assert lrn.tables([x], {"size": 3}) == {}  # onnxruntime's LRN

@@ -167,7 +167,8 @@ class Evaluator:
             )
         if n > MAX_REPEAT:
             raise SpecError(
-                f"a repeat count of {number_text(n, grouped=True)} is beyond dslc's limit of {MAX_REPEAT:,}",
+                f"a repeat count of {number_text(n, grouped=True)} is beyond dslc's limit "
+                f"of {MAX_REPEAT:,}",
                 span=e.span,
             )
         return n
