@@ -16,6 +16,7 @@ The bounded run here is deterministic (derandomize); bench/fuzz.py runs the same
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -214,8 +215,9 @@ def _unlocated(err: dslc.CompileError) -> str | None:
 def run_input(text: str, limit: float = TIME_LIMIT) -> Outcome:
     """Compile `text` and run the backends on it, within `limit` seconds."""
     previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    start = time.perf_counter()
+    # Again every 0.25 s after the first: an exception raised in a gc callback is swallowed.
+    signal.setitimer(signal.ITIMER_REAL, limit, 0.25)
+    start, detail = time.perf_counter(), ""
     try:
         kind, detail = _backends(dslc.compile_source(text, "fuzz.dl")), ""
     except dslc.CompileError as err:
@@ -312,8 +314,9 @@ def test_a_hang_is_a_timeout_not_a_hang(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("DSLC_FUZZ_LONG"), reason="set DSLC_FUZZ_LONG=1")
 def test_fuzz_long():
-    """The long run, as bench/fuzz.py does it (pytest -m slow)."""
+    """The long run, as bench/fuzz.py does it, some 8 minutes: DSLC_FUZZ_LONG=1 pytest -m slow."""
     tally = Tally()
     for strategy, n in (
         (grammar_files(), 3000),
