@@ -14,6 +14,7 @@ from lark import Token, Transformer, v_args
 
 from dslc.diagnostics import Diagnostics, Span, SpecError
 from dslc.frontend import ast
+from dslc.ir.limits import MAX_INT
 
 _GRAMMAR_NAME = "dslc.lark"
 
@@ -43,8 +44,7 @@ def parser() -> lark.Lark:
 
 # The largest literals a spec may hold: sizes and attributes are 64-bit integers, so a larger
 # integer can never be valid, and a number beyond float64's range would silently become inf.
-INT_MAX = 2**63 - 1
-_INT_MAX_DIGITS = len(str(INT_MAX))
+_INT_MAX_DIGITS = len(str(MAX_INT))
 
 
 # Known mistakes -> the message to give. Each example is a whole (bad) file; the parser state in
@@ -276,10 +276,10 @@ class _ToAst(Transformer):
     def int(self, meta, c):
         # The digit count first: int() of a 5000-digit literal hits Python's conversion limit.
         digits = str(c[0]).lstrip("0")
-        if len(digits) > _INT_MAX_DIGITS or int(digits or "0") > INT_MAX:
+        if len(digits) > _INT_MAX_DIGITS or int(digits or "0") > MAX_INT:
             shown = str(c[0]) if len(c[0]) <= 30 else f"of {len(c[0]):,} digits"
             raise SpecError(
-                f"integer literal {shown} is too large: the largest is 2**63 - 1 = {INT_MAX}",
+                f"integer literal {shown} is too large: the largest is 2**63 - 1 = {MAX_INT}",
                 "sizes and attributes are 64-bit integers",
                 self._span(meta),
             )

@@ -16,6 +16,7 @@ import keyword
 from typing import Any
 
 from dslc.frontend import ast
+from dslc.ir.limits import MAX_INT
 
 _OPS = {"+": py.Add(), "-": py.Sub(), "*": py.Mult()}
 _COMPARE = {
@@ -38,6 +39,8 @@ def name(identifier: str) -> str:
 
 
 def constant(value: Any) -> py.expr | None:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        return None  # beyond the limits: an error elsewhere, never source
     if isinstance(value, bool | int | float | str):
         return py.Constant(value)
     if isinstance(value, list | tuple):

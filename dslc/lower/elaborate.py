@@ -8,7 +8,6 @@ later statement using them is skipped silently, so one mistake is reported once.
 from __future__ import annotations
 
 import keyword
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -18,10 +17,11 @@ from dslc.diagnostics import Diagnostics, Span, SpecError
 from dslc.frontend import ast
 from dslc.ir import structure as st
 from dslc.ir.graph import Graph, Node, ParamSpec, Value
+from dslc.ir.limits import MAX_ATTR_INT, Budget, check_type
 from dslc.ir.types import DTYPES, Sym, TensorType
 from dslc.lower import codes
 from dslc.lower.binding import Arg, bind, count
-from dslc.lower.evaluate import MAX_REPEAT, Evaluator
+from dslc.lower.evaluate import Evaluator
 from dslc.lower.names import key as site_key
 from dslc.lower.names import module_sites, site_names, snake
 from dslc.lower.scope import POISON, Frame, Poisoned, Scope
@@ -55,7 +55,7 @@ GENERATED_NAMES = {"torch", "nn", "F", "Loss", "INPUTS", "OUTPUTS", "TARGETS", "
     "create_scheduler",
     "penalty",
 }
-MAX_ELEMENTS = 2**31 - 1  # a tensor larger than this cannot be an ONNX initializer (2 GB)
+
 PARAM_TYPES: dict[str, type[Any] | tuple[type[Any], ...]] = {
     "int": int,
     "float": (int, float),
@@ -76,6 +76,7 @@ class Elaborator(Evaluator):
         self.globals = Scope()
         self.sites: dict[str, Any] = {}  # block name -> its static layer names
         self.hint = ""  # the name the current statement defines
+        self.budget = Budget()  # dslc.ir.limits: nodes and parameters so far
 
     # ---- diagnostics
     def report(self, err: SpecError, span: Span, frame: Frame | None = None) -> None:
@@ -313,13 +314,13 @@ class Elaborator(Evaluator):
             positive_sym = isinstance(d, Sym) and d.text is None and all(c > 0 for _, c in d.terms)
             if not (
                 positive_sym
-                or (isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_ELEMENTS)
+                or (isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_ATTR_INT)
             ):
                 raise SpecError(
                     f"a dim must be a positive integer or a symbol, got {describe(d)}", span=e.span
                 )
             dims.append(d)
-        return TensorType(t.dtype, tuple(dims))
+        return check_type(TensorType(t.dtype, tuple(dims)), t.span)
 
     # ---- calls
     def call(
@@ -435,54 +436,39 @@ class Elaborator(Evaluator):
             frame.items.append(item)
         return value
 
-    def repeat_count(self, stage: ast.StageRepeat, scope: Scope, frame: Frame) -> int:
-        n = self.eval(stage.count, scope, frame)
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise SpecError(
-                f"a repeat count must be a positive integer, got {describe(n)}",
-                span=stage.count.span,
-            )
-        if n > MAX_REPEAT:
-            raise SpecError(
-                f"a repeat count of {n:,} is beyond dslc's limit of {MAX_REPEAT:,}",
-                span=stage.count.span,
-            )
-        return n
-
     def repeat(self, value: Any, stage: ast.StageRepeat, scope: Scope, frame: Frame, named) -> Any:
-        """`stage * n`: n copies in a container named by the spec or after its layers."""
-        n = self.repeat_count(stage, scope, frame)
-        if frame.seq is not None:  # inside an nn.Sequential the copies' layers join it
-            joined = st.RepeatItem("", n, None, sequential=True)
-            joined.count_code = codes.source(codes.translate(stage.count, scope.all_codes(), n))
-            for _ in range(n):
-                copy = st.Copy([], value)
-                value = self.stage(
-                    value,
-                    stage.stage,
-                    scope,
-                    frame.within(frame.path, items=copy.items, seq=frame.seq),
-                )
-                copy.output = value if isinstance(value, Value) else None
-                joined.copies.append(copy)
-            if frame.items is not None:
-                frame.items.append(joined)
-            return value
-        site = named or site_key(stage.span)
-        container = frame.path + frame.sites.names.get(site, frame.sites.auto("layer"))
+        """`stage * n`: n copies in a container named by the spec or after its layers (inside an
+        nn.Sequential, the copies' layers join it)."""
+        n = self.repeat_count(stage.count, scope, frame)
         code = codes.source(codes.translate(stage.count, scope.all_codes(), n))
-        several = module_sites(stage.stage, set(self.blocks)) > 1
-        item = st.RepeatItem(container.rsplit(".", 1)[-1], n, code, sequential=several)
-        self.instances[container] = "nn.Sequential" if several else "nn.ModuleList"
-        seq = [0] if several else None
+        if frame.seq is not None:
+            item = st.RepeatItem("", n, code, sequential=True)
+
+            def within(i: int) -> Frame:
+                return frame.within(frame.path, seq=frame.seq)
+        else:
+            site = named or site_key(stage.span)
+            container = frame.path + frame.sites.names.get(site, frame.sites.auto("layer"))
+            several = module_sites(stage.stage, set(self.blocks)) > 1
+            item = st.RepeatItem(container.rsplit(".", 1)[-1], n, code, sequential=several)
+            self.instances[container] = "nn.Sequential" if several else "nn.ModuleList"
+            seq = [0] if several else None
+
+            def within(i: int) -> Frame:
+                if several:
+                    return frame.within(f"{container}.", seq=seq)
+                return frame.within(f"{container}.{i}.", single=f"{container}.{i}")
+
+        start = self.budget.nodes
         for i in range(n):
             copy = st.Copy([], value)
-            path = f"{container}." if several else f"{container}.{i}."
-            single = None if several else f"{container}.{i}"
-            inner = frame.within(path, items=copy.items, seq=seq, single=single)
+            inner = within(i)
+            inner.items = copy.items
             value = self.stage(value, stage.stage, scope, inner)
             copy.output = value if isinstance(value, Value) else None
             item.copies.append(copy)
+            if i == 0:  # refuse at once copies that would pass the node limit
+                self.budget.repeat(n, self.budget.nodes - start, stage.span)
         if frame.items is not None:
             frame.items.append(item)
         return value
@@ -513,13 +499,7 @@ class Elaborator(Evaluator):
             raise SpecError(err.message, err.hint, err.span or span) from None
         outs = out if isinstance(out, list) else [out]
         params = {k: _given(op, k, p, attrs, span) for k, p in params.items()}
-        for key, p in params.items():
-            if math.prod(p.shape) > MAX_ELEMENTS:
-                raise SpecError(
-                    f"{op.name}: parameter {key} {list(p.shape)} has {math.prod(p.shape):,} "
-                    f"elements, beyond the {MAX_ELEMENTS:,} a tensor can hold",
-                    span=span,
-                )
+        self.budget.node(op, in_types, outs, attrs, params, span, Poisoned)
         named = site is not None and site in frame.sites.names
         as_module = not op.module and (named or frame.seq is not None)
         if op.module or as_module:

@@ -10,12 +10,11 @@ from typing import Any, cast
 from dslc.diagnostics import Span, SpecError
 from dslc.frontend import ast
 from dslc.ir.graph import Value
+from dslc.ir.limits import MAX_REPEAT, Budget, check_list, check_value, number_text
 from dslc.ir.types import Sym, dim_add, dim_mul
 from dslc.lower.binding import Arg
-from dslc.lower.scope import Frame, Scope
+from dslc.lower.scope import Frame, Poisoned, Scope
 from dslc.ops.base import REGISTRY, describe
-
-MAX_REPEAT = 10_000
 
 
 class Evaluator:
@@ -24,16 +23,20 @@ class Evaluator:
     # Supplied by the Elaborator: resolve a call to an op or block, and add an op's node.
     call: Callable[..., Any]
     apply: Callable[..., Value | tuple]
+    budget: Budget  # the running node count (dslc.ir.limits)
+    blocks: dict[str, ast.Definition]  # the file's blocks, by name
 
     # ---- expressions
     def eval(self, e: ast.Expr, scope: Scope, frame: Frame) -> Any:
         match e:
-            case ast.Literal():
+            case ast.Literal():  # the parser has bounded literals already
                 return e.value
             case ast.Ref():
                 return scope.lookup(e.name, e.span)
             case ast.ListExpr():
-                return [self.eval(i, scope, frame) for i in e.items]
+                items = [self.eval(i, scope, frame) for i in e.items]
+                check_list(items, e.span)
+                return items
             case ast.Neg():
                 v = self.eval(e.operand, scope, frame)
                 return (
@@ -45,7 +48,7 @@ class Evaluator:
                 left, right = self.eval(e.left, scope, frame), self.eval(e.right, scope, frame)
                 return self.arith(e.op, left, right, e.span, frame)
             case ast.Call():
-                return self.call(
+                return self.invoke(
                     e.name,
                     e.name_span,
                     e.span,
@@ -71,6 +74,29 @@ class Evaluator:
             case ast.Compare():
                 return self.compare(e, scope, frame)
         raise AssertionError(f"unknown expression {e!r}")
+
+    def invoke(
+        self,
+        name: str,
+        name_span: Span,
+        span: Span,
+        args: list[Arg],
+        kwargs: dict[str, Arg],
+        piped: Arg | None,
+        frame: Frame,
+    ) -> Any:
+        """A call. A block instance counts against the node budget before it expands, as its
+        expansion costs as much as a node; and a block called as before (the same input types
+        and parameters) will make as many nodes as then, which the budget checks first."""
+        if name not in self.blocks:
+            return self.call(name, name_span, span, args, kwargs, piped, frame)
+        key = _call_key(name, args, kwargs, piped)
+        self.budget.step(span, Poisoned)
+        self.budget.expect(self.budget.expansions.get(key, 0), span)
+        start = self.budget.nodes
+        out = self.call(name, name_span, span, args, kwargs, piped, frame)
+        self.budget.expansions[key] = self.budget.nodes - start
+        return out
 
     def condition(self, e: ast.Expr, scope: Scope, frame: Frame) -> bool:
         value = self.eval(e, scope, frame)
@@ -110,7 +136,7 @@ class Evaluator:
     def stage(self, value: Any, st: ast.Stage, scope: Scope, frame: Frame) -> Any:
         match st:
             case ast.StageCall():
-                return self.call(
+                return self.invoke(
                     st.name,
                     st.span,
                     st.span,
@@ -123,26 +149,31 @@ class Evaluator:
                 for inner in st.stages:
                     value = self.stage(value, inner, scope, frame)
                 return value
-            case ast.StageRepeat():
-                n = self.eval(st.count, scope, frame)
-                if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                    raise SpecError(
-                        f"a repeat count must be a positive integer, got {describe(n)}",
-                        span=st.count.span,
-                    )
-                if n > MAX_REPEAT:
-                    raise SpecError(
-                        f"a repeat count of {n:,} is beyond dslc's limit of {MAX_REPEAT:,}",
-                        span=st.count.span,
-                    )
-                for _ in range(n):
-                    value = self.stage(value, st.stage, scope, frame)
-                return value
         raise AssertionError(f"unknown stage {st!r}")
 
+    def repeat_count(self, e: ast.Expr, scope: Scope, frame: Frame) -> int:
+        n = self.eval(e, scope, frame)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise SpecError(
+                f"a repeat count must be a positive integer, got {describe(n)}", span=e.span
+            )
+        if n > MAX_REPEAT:
+            raise SpecError(
+                f"a repeat count of {number_text(n, grouped=True)} is beyond dslc's limit "
+                f"of {MAX_REPEAT:,}",
+                span=e.span,
+            )
+        return n
+
     def arith(self, op: str, left: Any, right: Any, span: Span, frame: Frame) -> Any:
+        """`a + b`: a node on tensors; on compile-time numbers, a number within the limits."""
         if isinstance(left, Value) or isinstance(right, Value):
             return self.tensor_arith(op, left, right, span, frame)
+        for v in (left, right):  # a --param value may be beyond the limits
+            check_value(v, span)
+        return check_value(self.number_arith(op, left, right, span), span)
+
+    def number_arith(self, op: str, left: Any, right: Any, span: Span) -> Any:
         for v in (left, right):
             if isinstance(v, bool) or not isinstance(v, int | float | Sym):
                 raise SpecError(f"cannot apply '{op}' to {describe(v)}", span=span)
@@ -176,7 +207,7 @@ class Evaluator:
         reverse = not isinstance(left, Value)
         scalar_attr = next(a for a in REGISTRY[name].attrs if a.name == "scalar")
         try:
-            number = scalar_attr.coerce(f"'{op}'", float(number))
+            number = scalar_attr.coerce(f"'{op}'", number)
         except SpecError as err:
             raise SpecError(err.message, err.hint, span) from None
         return cast(
@@ -185,3 +216,21 @@ class Evaluator:
                 REGISTRY[name], [tensor], {"scalar": float(number), "reverse": reverse}, span, frame
             ),
         )
+
+
+def _call_key(name: str, args: list[Arg], kwargs: dict[str, Arg], piped: Arg | None) -> tuple:
+    """What a block's expansion depends on: its input types and parameter values."""
+
+    def key(v: Any) -> Any:
+        if isinstance(v, Value):
+            return v.type
+        if isinstance(v, list | tuple):
+            return tuple(map(key, v))
+        return (type(v), v)  # 1 and 1.0 and true differ here
+
+    given = [*([piped] if piped else []), *args]
+    return (
+        name,
+        tuple(key(a.value) for a in given),
+        tuple((k, key(a.value)) for k, a in kwargs.items()),
+    )

@@ -9,6 +9,7 @@ from typing import Any
 from dslc.diagnostics import Diagnostics, SpecError
 from dslc.frontend import ast
 from dslc.ir.graph import Graph, LossTerm, Training, Value
+from dslc.ir.limits import check_weight
 from dslc.lower.binding import Arg, bind
 from dslc.lower.elaborate import Elaborator
 from dslc.lower.scope import POISON, Frame, Poisoned, Scope
@@ -204,7 +205,8 @@ def _loss(el: Elaborator, e: ast.Expr, graph: Graph, scope: Scope, weight: float
                 raise SpecError(
                     f"a loss can be scaled by a number only, not {describe(k)}", span=number.span
                 )
-            return _loss(el, term, graph, scope, weight * (k if e.op == "*" else 1.0 / k))
+            scaled = check_weight(weight * (k if e.op == "*" else 1.0 / k), number.span)
+            return _loss(el, term, graph, scope, scaled)
     raise SpecError(
         "a loss is a loss call such as cross_entropy(logits, y), or a weighted sum of them",
         span=e.span,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from dslc.diagnostics import SpecError
+from dslc.ir.limits import FLOAT32_MAX, MAX_ATTR_INT, check_list, number_text
 from dslc.ir.types import Dim, Sym, TensorType, dim_mul, dim_prod
 from dslc.ops.init import SCHEMES
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from dslc.ops.pycode import Ctor
 
 REQUIRED: Any = object()
-FLOAT32_MAX = 3.4028234663852886e38
+FLOAT_KINDS = ("float", "floats", "init")  # attribute kinds whose numbers become float32
 
 
 def _is_int(v: Any) -> bool:
@@ -97,11 +98,11 @@ class Attr:
         """Check a value given for this attribute; `op` prefixes the messages."""
         what, test = KINDS[self.kind]
         where = f"{op}: {self.name}" if op else self.name
+        if isinstance(value, list):
+            check_list(value)
+        self._check_range(where, value)
         if self.kind == "float" and _is_int(value):
             value = float(value)
-        for v in _flat(value):
-            if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= FLOAT32_MAX):
-                raise SpecError(f"{where} must be a finite number within float32's range, got {v}")
         if not test(value):
             raise SpecError(f"{where} must be {what}, got {describe(value)}")
         if self.choices and value not in self.choices:
@@ -124,6 +125,27 @@ class Attr:
             return _nested_tuple(value)
         return tuple(value) if isinstance(value, list) else value
 
+    def _check_range(self, where: str, value: Any) -> None:
+        """Numbers that become float32 (weights, scalars, rates) within float32's range, ints
+        among them too (`init=10**39` is a float32 infinity); integer attributes within
+        dslc's limit (an int64 stride is an overflow in ONNX). Before any conversion, so that
+        an int too large for a float is this error, not an OverflowError."""
+        floats = self.kind in FLOAT_KINDS
+        for v in _flat(value):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            if isinstance(v, float) or floats:
+                if (isinstance(v, float) and not math.isfinite(v)) or abs(v) > FLOAT32_MAX:
+                    raise SpecError(
+                        f"{where} must be a finite number within float32's range, "
+                        f"got {number_text(v)}"
+                    )
+            elif abs(v) > MAX_ATTR_INT:
+                raise SpecError(
+                    f"{where} must be within dslc's limit of ±{MAX_ATTR_INT:,} for an integer "
+                    f"attribute, got {number_text(v)}"
+                )
+
 
 def describe(value: Any) -> str:
     if isinstance(value, str):
@@ -133,7 +155,8 @@ def describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if _is_num(value):
-        return f"the number {value}"
+        huge = _is_int(value) and abs(value) > 10**30
+        return number_text(value) if huge else f"the number {value}"
     if isinstance(value, tuple):
         return f"{len(value)} tensors (the outputs of a block)"
     if isinstance(value, Sym):
@@ -178,6 +201,12 @@ class OpDef:
         raise NotImplementedError
 
     def params(self, ins: list[TensorType], a: dict[str, Any]) -> dict[str, ParamSpec]:
+        return {}
+
+    def tables(self, ins: list[TensorType], a: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Shapes of the constant tensors the ONNX emission builds from the attributes and the
+        sizes (a sinusoidal table, an averaging matrix), which dslc.ir.limits bounds before
+        anything is built. Scalars and short index lists need not be listed."""
         return {}
 
     # ---- cost

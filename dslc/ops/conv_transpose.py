@@ -30,8 +30,11 @@ def transposed_out(size: Dim, k: int, s: int, p: int, op: int, d: int) -> Dim:
     return dim_add(dim_mul(dim_add(size, -1), s), d * (k - 1) + op + 1 - 2 * p)
 
 
-def listing(values: list[int]) -> str:
-    """only 13 | 13 or 14 | 13, 14 or 15."""
+def listing(values: range) -> str:
+    """only 13 | 13 or 14 | 13, 14 or 15 | any size from 13 to 2000000012. A range, never a
+    list: with stride 2e9 there are 2e9 sizes, which a list would hold in 60 GB."""
+    if len(values) > 4:
+        return f"any size from {values[0]} to {values[-1]}"
     words = list(map(str, values))
     return f"only {words[0]}" if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
@@ -100,7 +103,7 @@ class ConvTransposeNd(OpDef):
     def _unreachable(self, want: int, size: int, ksdp: tuple[int, ...], sizes: range) -> SpecError:
         k, s, p, d = ksdp
         dil = f", dilation {d}" if d != 1 else ""
-        possible = [o for o in sizes if o > 0]
+        possible = range(max(sizes.start, 1), max(sizes.stop, 1))
         return SpecError(
             f"{self.name} cannot produce {want} from {size} with kernel {k}, stride {s}, "
             f"padding {p}{dil}: "

@@ -126,6 +126,9 @@ class PositionalEmbedding(OpDef):
         init = from_attr(a["init"], Init("torch_normal"))
         return {"weight": ParamSpec((a["max_len"], ins[0].shape[2]), init)}
 
+    def tables(self, ins, a):
+        return {"table": (a["max_len"], ins[0].shape[2])} if a["kind"] != "learned" else {}
+
     def torch_module(self, node):
         learned = node.attrs["kind"] == "learned"
         return ctor(

@@ -167,6 +167,10 @@ class LocalResponseNorm(OpDef):
         known_channels(self.name, x)
         return x
 
+    def tables(self, ins, a):
+        c, native = ins[0].shape[1], a["size"] % 2 and ins[0].rank == 4  # as onnx() chooses
+        return {} if native else {"window": (c, c)}
+
     def torch_module(self, node):
         return ctor(
             "nn.LocalResponseNorm",

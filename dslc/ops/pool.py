@@ -171,6 +171,14 @@ class AdaptiveAvgPoolNd(OpDef):
         out = pycode.compact(node.attrs["output_size"])
         return pycode.ctor(f"nn.AdaptiveAvgPool{self.dims}d", pycode.attr(node, "output_size", out))
 
+    def tables(self, ins, a):
+        """The averaging matrices of _separable, when onnx() takes that path."""
+        out, sizes = a["output_size"], ins[0].shape[2:]
+        pairs = list(zip(out, sizes, strict=True))
+        if all(o == 1 for o in out) or all(isinstance(s, int) and s % o == 0 for o, s in pairs):
+            return {}
+        return {f"avg{2 + i}": (o, s) for i, (o, s) in enumerate(pairs) if o != s}
+
     def torch_call(self, node, args, module):
         return f"F.adaptive_avg_pool{self.dims}d({args[0]}, {compact(node.attrs['output_size'])})"
 
