@@ -95,11 +95,6 @@ def resolve_window(op: str, n: int, a: dict[str, Any], names: tuple[str, ...]) -
     return a
 
 
-def compact(values: tuple[int, ...]) -> str:
-    """3 for (3, 3), (3, 5) otherwise: how a PyTorch user writes kernel sizes."""
-    return str(values[0]) if len(set(values)) == 1 else str(values)
-
-
 class ConvNd(OpDef):
     dims: int
     family = "conv"

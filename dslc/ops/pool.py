@@ -7,7 +7,7 @@ import numpy as np
 from dslc.diagnostics import SpecError
 from dslc.ops import pycode
 from dslc.ops.base import Attr, OpDef, expect_float, expect_rank, ntuple, register
-from dslc.ops.conv import compact, output_spatial, resolve_window
+from dslc.ops.conv import output_spatial, resolve_window
 
 
 class PoolNd(OpDef):
@@ -37,22 +37,17 @@ class PoolNd(OpDef):
         return x.with_shape((*x.shape[:2], *spatial))
 
     def torch_call(self, node, args, module):
-        a, n = node.attrs, self.dims
-        parts = [args[0], compact(a["kernel"])]
-        if a["stride"] != a["kernel"]:
-            parts.append(f"stride={compact(a['stride'])}")
-        if any(a["padding"]):
-            parts.append(f"padding={compact(a['padding'][:n])}")
-        if a["ceil_mode"]:
-            parts.append("ceil_mode=True")
-        return f"F.{self.kind}_pool{n}d({', '.join(parts)})"
+        """F.max_pool2d takes the arguments of nn.MaxPool2d after the input."""
+        return pycode.render(self.torch_layer(node), f"F.{self.kind}_pool{self.dims}d", args[0])
 
     def torch_layer(self, node):
         a, n = node.attrs, self.dims
         return pycode.ctor(
             f"nn.{self.kind.title()}Pool{n}d",
             pycode.attr(node, "kernel", pycode.compact(a["kernel"])),
-            stride=pycode.attr(node, "stride", pycode.compact(a["stride"]), default=a["kernel"]),
+            stride=pycode.attr(
+                node, "stride", pycode.compact(a["stride"]), default=pycode.compact(a["kernel"])
+            ),
             padding=pycode.attr(node, "padding", pycode.compact(a["padding"][:n]), default=0),
             ceil_mode=pycode.attr(node, "ceil_mode", default=False),
         )
@@ -162,7 +157,8 @@ class AdaptiveAvgPoolNd(OpDef):
         out = a["output_size"]
         if any(o != 1 for o in out) and not all(isinstance(d, int) for d in x.shape[2:]):
             raise SpecError(
-                f"{self.name} to {compact(out)} needs known spatial sizes, got {x}",
+                f"{self.name} to {pycode.py(pycode.compact(out))} needs known spatial sizes, "
+                f"got {x}",
                 hint="only output_size 1 (a global average) works with symbolic sizes",
             )
         return x.with_shape((*x.shape[:2], *out))
@@ -180,7 +176,7 @@ class AdaptiveAvgPoolNd(OpDef):
         return {f"avg{2 + i}": (o, s) for i, (o, s) in enumerate(pairs) if o != s}
 
     def torch_call(self, node, args, module):
-        return f"F.adaptive_avg_pool{self.dims}d({args[0]}, {compact(node.attrs['output_size'])})"
+        return pycode.render(self.torch_layer(node), f"F.adaptive_avg_pool{self.dims}d", args[0])
 
     def onnx(self, node, b, ins, outs):
         out, sizes = node.attrs["output_size"], node.inputs[0].type.shape[2:]

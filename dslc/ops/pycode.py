@@ -58,6 +58,22 @@ def compact(values: tuple[int, ...]) -> int | tuple[int, ...]:
     return values[0] if len(set(values)) == 1 else tuple(values)
 
 
+def render(made: Ctor, func: str | None = None, *leading: str) -> str:
+    """A constructor (or the function of the same arguments, `func`, after the `leading`
+    tensors) as Python source with its concrete values; keywords at their default left out."""
+    parts = [*leading, *(py(a.value) for a in made.args)]
+    parts += [
+        f"{k}={py(a.value)}"
+        for k, a in made.kwargs
+        if a.default is NO_DEFAULT or _norm(a.value) != _norm(a.default)
+    ]
+    return f"{func or made.func}({', '.join(parts)})"
+
+
+def _norm(v: Any) -> Any:
+    return tuple(_norm(x) for x in v) if isinstance(v, list | tuple) else v
+
+
 def py(value: Any) -> str:
     """A concrete value as Python source."""
     if isinstance(value, str):

@@ -10,7 +10,7 @@ import numpy as np
 from dslc.diagnostics import SpecError
 from dslc.ir.types import dim_add, dim_mul
 from dslc.ops.base import Attr, OpDef, expect_float, expect_rank, ntuple, register
-from dslc.ops.conv import compact
+from dslc.ops.pycode import compact, py
 
 # mode -> the input rank it needs (None: any); PyTorch ties each linear mode to one rank
 MODES = {"nearest": None, "linear": 3, "bilinear": 4, "trilinear": 5}
@@ -96,7 +96,7 @@ class Upsample(OpDef):
     def torch_call(self, node, args, module):
         a = node.attrs
         how = (
-            f"size={compact(a['size'])}"
+            f"size={py(compact(a['size']))}"
             if a["size"] is not None
             else f"scale_factor={a['scale_factor']}"
         )
