@@ -60,11 +60,11 @@ def _foldable(src: Node, value: Value, uses: dict[int, int], outputs: set[int]) 
 
 def _is_affine(n: Node) -> bool:
     """An op that is a fixed per-channel affine map in inference (batch norm)."""
-    return hasattr(n.op, "inference_affine") and len(n.inputs) == 1
+    return n.op.affine_in_inference and len(n.inputs) == 1
 
 
 def _fold(src: Node, bn: Node, weights: dict[str, np.ndarray], in_place: bool) -> Node:
-    scale, shift = bn.op.inference_affine(bn, weights)  # type: ignore[attr-defined]
+    scale, shift = bn.op.inference_affine(bn, weights)
     w = weights[f"{src.name}.weight"]
     axis = src.op.affine_axis
     shape = [1] * w.ndim
@@ -77,7 +77,7 @@ def _fold(src: Node, bn: Node, weights: dict[str, np.ndarray], in_place: bool) -
         weights[f"{src.name}.weight"] = w * factor
     bias = weights.get(f"{src.name}.bias", np.zeros(len(scale))).astype(np.float64)
     weights[f"{src.name}.bias"] = (bias * scale + shift).astype(np.float32)
-    for key in ("weight", "bias", "running_mean", "running_var"):
+    for key in bn.params:  # the affine map's parameters and statistics, folded away
         weights.pop(f"{bn.name}.{key}", None)
     params = dict(src.params)
     params["bias"] = ParamSpec((len(scale),), Init("zeros"))

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from dslc.ops.base import OpDef
     from dslc.ops.init import Init
     from dslc.ops.optim import Optimizer
+    from dslc.ops.schedule import Schedule
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Training:
     loss: list[LossTerm]
     optimizer: tuple[Optimizer, dict[str, Any], Span] | None
     settings: dict[str, Any]
-    schedule: tuple[OpDef, dict[str, Any], Span] | None = None
+    schedule: tuple[Schedule, dict[str, Any], Span] | None = None
     penalties: list[LossTerm] = field(default_factory=list)  # terms on the weights, no inputs
 
     def metrics(self) -> dict[str, tuple[Value, Value]]:
@@ -86,7 +87,7 @@ class Training:
         pairs = [
             (term.inputs[0], term.inputs[1])
             for term in self.loss
-            if getattr(term.op, "classifies", False) and term.inputs[1].type.dtype in INT_DTYPES
+            if term.op.classifies and term.inputs[1].type.dtype in INT_DTYPES
         ]
         return {("accuracy" if i == 0 else f"accuracy_{i + 1}"): p for i, p in enumerate(pairs)}
 
@@ -118,9 +119,9 @@ class Graph:
         """Integer model inputs read by an embedding -> how many token ids each may hold."""
         inputs = {id(v): v.name for v in self.inputs}
         return {
-            inputs[id(n.inputs[0])]: n.op.num_tokens(n)  # type: ignore[attr-defined]
+            inputs[id(n.inputs[0])]: count
             for n in self.nodes
-            if hasattr(n.op, "num_tokens") and id(n.inputs[0]) in inputs
+            if (count := n.op.num_tokens(n)) is not None and id(n.inputs[0]) in inputs
         }
 
     def ties(self) -> dict[str, str]:

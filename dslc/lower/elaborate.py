@@ -7,7 +7,6 @@ later statement using them is skipped silently, so one mistake is reported once.
 
 from __future__ import annotations
 
-import keyword
 from dataclasses import replace
 from typing import Any
 
@@ -40,20 +39,6 @@ DTYPE_ALIASES = {
     "long": "i64",
     "int64": "i64",
     "int32": "i32",
-}
-# Names the generated PyTorch module defines or imports: a model class may not take them.
-GENERATED_NAMES = {"torch", "nn", "F", "Loss", "INPUTS", "OUTPUTS", "TARGETS", "self"} | {
-    "LOSS_INPUTS",
-    "TOKENS",
-    "SelfAttention",
-    "PositionalEmbedding",
-    "METRICS",
-    "TRAINING",
-    "create_model",
-    "create_loss",
-    "create_optimizer",
-    "create_scheduler",
-    "penalty",
 }
 
 PARAM_TYPES: dict[str, type[Any] | tuple[type[Any], ...]] = {
@@ -107,14 +92,7 @@ class Elaborator(Evaluator):
                 span, msg, "write `model Name { input x: f32[N, 4] ... }`" if not models else None
             )
             return None, None
-        model = models[0]
-        if model.name in GENERATED_NAMES or keyword.iskeyword(model.name):
-            self.diags.error(
-                model.span,
-                f"the model cannot be called '{model.name}': the generated Python uses that name",
-                "choose another name for the model",
-            )
-            return None, None
+        model = models[0]  # its Python class name is the backend's to make legal
         scope = Scope(self.globals)
         try:
             self.bind_params(model, [], dict(overrides), scope, model.span, overrides_given=True)
@@ -122,7 +100,9 @@ class Elaborator(Evaluator):
         except SpecError as err:
             self.report(err, model.span)
             return None, None
-        scope.codes = {k: c for k, v in scope.vars.items() if (c := codes.constant(v)) is not None}
+        scope.codes = {
+            k: code for k, v in scope.vars.items() if (code := codes.constant(v)) is not None
+        }
         root = self.instance(model, "", scope, {})
         graph = Graph(model.name, self.program.path, [], {}, self.nodes, blocks=self.instances)
         graph.root = root
@@ -701,7 +681,7 @@ def param_codes(d: ast.Definition, args: list[Arg], kwargs: dict) -> dict[str, s
     """The Python source a call site gives for each parameter it passes."""
     out = {p.name: a.code for p, a in zip(d.params, args, strict=False)}
     out |= {k: a.code for k, a in kwargs.items() if isinstance(a, Arg)}
-    return {k: codes.source(c) for k, c in out.items() if c is not None}
+    return {k: text for k, c in out.items() if (text := codes.source(c)) is not None}
 
 
 def pyname(name: str):

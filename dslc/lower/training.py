@@ -122,7 +122,7 @@ def _cross_checks(t: Training, seen: dict[str, ast.Stmt], diags: Diagnostics) ->
     if t.schedule and t.optimizer:
         op, attrs, span = t.schedule
         try:
-            op.check(attrs, t.settings["epochs"], t.optimizer[1]["lr"])  # type: ignore[attr-defined]
+            op.check(attrs, t.settings["epochs"], t.optimizer[1]["lr"])
         except SpecError as err:
             diags.error(span, err.message, err.hint)
 
@@ -274,7 +274,7 @@ def _loss_arg(op: OpDef, call: ast.Call, i: int, a: ast.Expr, graph: Graph, name
             suggest(a.name, list(names)) or f"outputs: {', '.join(graph.outputs)}",
             a.span,
         )
-    if i in getattr(op, "outputs_only", ()) and a.name not in graph.outputs:
+    if i in op.outputs_only and a.name not in graph.outputs:
         ordinal = ("first", "second", "third")[min(i, 2)]
         what = "the prediction" if i == 0 and op.name != "gaussian_kl" else op.inputs[i]
         kind = "a model input" if any(v is value for v in graph.inputs) else "a target"

@@ -186,6 +186,13 @@ class OpDef:
     # per-channel affine map (inference batch norm) into their weight and bias; None if not.
     affine_axis: ClassVar[int | None] = None
     channel_dim: ClassVar[int] = 1  # the output dim that holds those channels
+    # Losses: with a class-index target the prediction's argmax is a class (accuracy is a
+    # metric), and which arguments must be model outputs.
+    classifies: ClassVar[bool] = False
+    outputs_only: ClassVar[tuple[int, ...]] = ()
+    # A fixed per-channel affine map in inference (batch norm): `inference_affine` gives its
+    # scale and shift, and ir/fold.py folds it into an affine_axis layer before it.
+    affine_in_inference: ClassVar[bool] = False
     # Weight tying: attribute name -> the parameter it shares. `linear(V, tie=emb)` takes the
     # `weight` of the layer that made tensor `emb` instead of holding its own (elaborate.py
     # checks the shapes agree; the attribute then holds the owner's state_dict key).
@@ -208,6 +215,18 @@ class OpDef:
         sizes (a sinusoidal table, an averaging matrix), which dslc.ir.limits bounds before
         anything is built. Scalars and short index lists need not be listed."""
         return {}
+
+    def num_tokens(self, node: Node) -> int | None:
+        """For an op that reads token ids (embedding): how many ids its input may hold."""
+        return None
+
+    def torch_penalty(self, term: Any, model: str) -> str:
+        """For a penalty (family "penalty"): its value as Python over the module `model`."""
+        raise NotImplementedError
+
+    def inference_affine(self, node: Node, weights: dict[str, Any]) -> tuple[Any, Any]:
+        """(scale, shift) per channel, float64, for ops with `affine_in_inference`."""
+        raise NotImplementedError
 
     # ---- cost
     def macs(self, node: Node) -> Dim:

@@ -3,6 +3,8 @@ such as an autoencoder's image); gaussian_kl binds two model outputs."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from dslc.diagnostics import SpecError
 from dslc.ir.types import FLOAT_DTYPES, INT_DTYPES, TensorType
 from dslc.ops.base import Attr, OpDef, register
@@ -17,8 +19,7 @@ class Loss(OpDef):
         Attr("reduction", "str", "mean", "mean or sum over the batch", choices=("mean", "sum")),
     )
     torch_fn: str
-    classifies = False  # with a class-index target, the prediction's argmax is a class
-    outputs_only: tuple[int, ...] = (0,)  # the arguments that must be model outputs
+    outputs_only: ClassVar[tuple[int, ...]] = (0,)  # the prediction must be a model output
     torch_defaults: dict[str, object] = {}  # F's defaults where they differ from the spec's
 
     def infer(self, ins, a):

@@ -15,6 +15,7 @@ class BatchNorm(OpDef):
     family = "norm"
     prefix = "bn"
     module = True
+    affine_in_inference = True
     doc = (
         "Batch normalization over dim 1 of (N, C, ...) (torch.nn.BatchNorm1d/2d/3d by rank); "
         "in inference (eval mode, ONNX) it uses the running statistics."
@@ -49,10 +50,6 @@ class BatchNorm(OpDef):
             eps=attr(node, "eps", default=1e-5),
             momentum=attr(node, "momentum", default=0.1),
         )
-
-    def affine_params(self, node) -> tuple[str, ...]:
-        """The parameters and buffers that folding into the layer before consumes."""
-        return tuple(node.params)
 
     def inference_affine(self, node, weights):
         """Eval-mode batch norm as y = scale * x + shift per channel (float64, for folding)."""

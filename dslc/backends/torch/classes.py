@@ -8,6 +8,7 @@ classes.py writes one class per distinct instantiation instead (see docs/archite
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from dslc.backends.torch import fmt
@@ -26,6 +27,22 @@ from dslc.ir.graph import Value
 from dslc.ops.pycode import NO_DEFAULT, Ctor, py
 
 Line = tuple[int, str, str]  # indent, code, comment
+
+
+@dataclass
+class Ctx:
+    """Where the items being written go: `collect` gathers module constructors (of a
+    repetition's copies or a sequence's stages) instead of attributes, whose reference is
+    then `ref`; `seq`: inside an nn.Sequential, with no forward lines of its own; `var`: the
+    variable a loop body carries; `cond`: the condition under which modules exist; `attrs`
+    gathers the attributes made under it."""
+
+    collect: list[str] | None = None
+    ref: str = ""
+    seq: bool = False
+    var: str | None = None
+    cond: str | None = None
+    attrs: list[str] | None = None
 
 
 @dataclass
@@ -63,7 +80,7 @@ class Writer:
             for v, var in zip(occ.instance.inputs, inputs, strict=True):
                 occ.vars[id(v)] = var
             count_uses(occ)
-        self.items([o.instance.items for o in occs], occs, 8)
+        self.items([o.instance.items for o in occs], occs, 8, Ctx())
         outs = [
             choose([[o.vars[id(o.instance.outputs[k])]] for o in occs], "outputs")
             for k in range(len(first.outputs))
@@ -75,9 +92,9 @@ class Writer:
         return info
 
     def _used(self, name: str) -> bool:
-        return any(
-            name in code.replace("(", " ").replace(",", " ").split() for _, code, _ in self.init
-        )
+        """Whether __init__ reads the constructor argument `name` (an input dim)."""
+        word = re.compile(rf"\b{re.escape(name)}\b")
+        return any(word.search(code) for _, code, _ in self.init)
 
     def source(self, info: ClassInfo, inputs: list[str], outs: list[str], occs) -> list[str]:
         first = self.instances[0]
@@ -105,7 +122,7 @@ class Writer:
         return lines
 
     # ---- items
-    def items(self, lists: list[list[st.Item]], occs: list[Occ], indent: int, ctx=None) -> None:
+    def items(self, lists: list[list[st.Item]], occs: list[Occ], indent: int, ctx: Ctx) -> None:
         n = len(lists[0])
         if any(len(lst) != n for lst in lists):
             raise NotGeneric("instances hold different items")
@@ -113,17 +130,14 @@ class Writer:
             row = [lst[j] for lst in lists]
             if any(type(r) is not type(row[0]) for r in row):
                 raise NotGeneric("instances hold different kinds of items")
-            match row[0]:
-                case st.OpItem():
-                    self.op(row, occs, indent, ctx)
-                case st.CallItem():
-                    self.call(row, occs, indent, ctx)
-                case st.RepeatItem():
-                    self.repeat(row, occs, indent, ctx)
-                case st.SeqItem():
-                    self.sequence(row, occs, indent, ctx)
-                case st.CondItem():
-                    self.condition(row, occs, indent, ctx)
+            write = {
+                st.OpItem: self.op,
+                st.CallItem: self.call,
+                st.RepeatItem: self.repeat,
+                st.SeqItem: self.sequence,
+                st.CondItem: self.condition,
+            }[type(row[0])]
+            write(row, occs, indent, ctx)  # type: ignore[operator]  # one kind per row
 
     def op(self, row: list[st.OpItem], occs: list[Occ], indent: int, ctx) -> None:
         nodes = [r.node for r in row]
@@ -135,7 +149,7 @@ class Writer:
             ref = self.module(nodes[0].name, code, indent, ctx)
         for occ, node in zip(occs, nodes, strict=True):
             output_dims(occ, node)
-        if ctx is not None and ctx.get("seq"):
+        if ctx.seq:
             return
         calls = [
             n.op.torch_call(n, [o.vars[id(v)] for v in n.inputs], ref)
@@ -154,7 +168,7 @@ class Writer:
         ref = self.module(insts[0].path, code, indent, ctx)
         for occ, inst in zip(occs, insts, strict=True):
             call_dims(occ, inst)
-        if ctx is not None and ctx.get("seq"):
+        if ctx.seq:
             return
         args = [[o.vars[id(v)] for v in i.inputs] for o, i in zip(occs, insts, strict=True)]
         code = choose([[f"{ref}({', '.join(a)})"] for a in args], "block inputs differ")
@@ -178,17 +192,17 @@ class Writer:
             parts.append(value if p in info.required else f"{variable_param(p)}={value}")
         return f"{info.name}({', '.join(parts)})"
 
-    def ctor(self, ctors: list[Ctor | None], nodes, occs: list[Occ]) -> str:
-        if any(c is None or c.func != ctors[0].func for c in ctors):  # type: ignore[union-attr]
+    def ctor(self, made: list[Ctor | None], nodes, occs: list[Occ]) -> str:
+        ctors = [c for c in made if c is not None]
+        if len(ctors) != len(made) or any(c.func != ctors[0].func for c in ctors):
             raise NotGeneric("modules differ")
         first = ctors[0]
-        assert first is not None
         parts = []
         for i in range(len(first.args)):
             cands = [o.arg_cands(n, c.args[i]) for o, n, c in zip(occs, nodes, ctors, strict=True)]
             parts.append(choose(cands, f"{first.func} argument {i}"))
         for k, (name, arg) in enumerate(first.kwargs):
-            args = [c.kwargs[k][1] for c in ctors]  # type: ignore[union-attr]
+            args = [c.kwargs[k][1] for c in ctors]
             spelled = self.generic and any(_spelled(n, a) for n, a in zip(nodes, args, strict=True))
             if (
                 arg.default is not NO_DEFAULT
@@ -202,11 +216,11 @@ class Writer:
 
     def module(self, path: str, code: str, indent: int, ctx) -> str:
         """Record a module's constructor where the context wants it; its reference."""
-        if ctx is not None and "collect" in ctx:
-            ctx["collect"].append(code)
-            return ctx.get("ref", "")
+        if ctx.collect is not None:
+            ctx.collect.append(code)
+            return ctx.ref
         attr = path.rsplit(".", 1)[-1]
-        cond = ctx.get("cond") if ctx else None
+        cond = ctx.cond
         line = f"self.{attr} = {code}"
         if not cond:
             self.init.append((8, line, ""))
@@ -214,8 +228,8 @@ class Writer:
             self.init.append((8, f"{line} if {cond} else None", ""))
         else:
             self.init += [(8, f"self.{attr} = None", ""), (8, f"if {cond}:", ""), (12, line, "")]
-        if ctx is not None and "attrs" in ctx:
-            ctx["attrs"].append(attr)
+        if ctx.attrs is not None:
+            ctx.attrs.append(attr)
         return f"self.{attr}"
 
     # ---- forward statements
@@ -228,7 +242,7 @@ class Writer:
         ctx,
         hint: str | None = None,
     ) -> None:
-        force = ctx.get("var") if ctx else None
+        force = ctx.var
         names = []
         for k, v in enumerate(outputs[0]):
             name = force if force and len(outputs[0]) == 1 else self.var_for(v, occs[0], hint)
@@ -252,7 +266,7 @@ class Writer:
     # ---- structure
     def repeat(self, row: list[st.RepeatItem], occs: list[Occ], indent: int, ctx) -> None:
         first = row[0]
-        if first.sequential or (ctx is not None and ctx.get("seq")):
+        if first.sequential or ctx.seq:
             self.joined(row, occs, indent, ctx)
             return
         count = self.count(row)
@@ -286,7 +300,7 @@ class Writer:
     def body(self, copies, indent: int, elem: str, loop_var: str) -> list[str]:
         """The loop body of a repetition (forward lines) and its modules' constructors."""
         elements: list[str] = []
-        ctx = {"collect": elements, "ref": elem, "var": loop_var}
+        ctx = Ctx(collect=elements, ref=elem, var=loop_var)
         self.items([c.items for _, c in copies], [o for o, _ in copies], indent + 4, ctx)
         return elements
 
@@ -324,11 +338,12 @@ class Writer:
         self.init.append((8, f"{attr} = nn.ModuleList([{head[0]}])", ""))
         self.init.append((8, f"{attr}.extend({tail[0]} for _ in range({count}))", ""))
 
-    def joined(self, row, occs, indent, ctx) -> None:
+    def joined(self, row: list[st.RepeatItem], occs: list[Occ], indent: int, ctx: Ctx) -> None:
         """A repetition of several layers (or inside a sequence): their constructors in turn."""
         elements: list[str] = []
-        sub = {"collect": elements, "seq": True}
+        sub = Ctx(collect=elements, seq=True)
         copies = [(o, c) for o, r in zip(occs, row, strict=True) for c in r.copies]
+        explicit = False
         try:
             self.items([c.items for _, c in copies], [o for o, _ in copies], indent, sub)
         except NotGeneric:
@@ -337,36 +352,31 @@ class Writer:
             elements.clear()  # a concrete class: each copy's layers as they are
             for occ, copy in copies:
                 self.items([copy.items], [occ], indent, sub)
-            sub["explicit"] = True
-        if ctx is not None and "collect" in ctx:
-            if sub.get("explicit"):
-                ctx["collect"].extend(elements)
-            else:
-                ctx["collect"].extend(_runs(elements, self.count(row)))
+            explicit = True
+        if not explicit:
+            elements = _runs(elements, self.count(row))
+        if ctx.collect is not None:
+            ctx.collect.extend(elements)
             return
-        path = row[0].name
-        self.init.append((8, f"self.{path} = nn.Sequential({', '.join(elements)})", ""))
-        self._sequence_forward(
-            row[0].copies[0].input, row[0].copies[-1].output, occs, f"self.{path}", indent, ctx, row
-        )
+        ends = [(r.copies[0].input, r.copies[-1].output) for r in row]
+        self.sequential(row[0].name, elements, ends, occs, indent, ctx, "")
 
-    def sequence(self, row: list[st.SeqItem], occs: list[Occ], indent: int, ctx) -> None:
+    def sequence(self, row: list[st.SeqItem], occs: list[Occ], indent: int, ctx: Ctx) -> None:
         elements: list[str] = []
-        self.items([r.items for r in row], occs, indent, {"collect": elements, "seq": True})
-        code = f"nn.Sequential({', '.join(elements)})"
-        ref = self.module(row[0].name, code, indent, ctx)
-        if ctx is not None and ctx.get("seq"):
-            return
-        args = [[o.vars[id(r.input)]] for o, r in zip(occs, row, strict=True)]
-        call = choose([[f"{ref}({a[0]})"] for a in args], "sequence inputs differ")
-        consume(occs, [[r.input] for r in row])
-        self.assign([[r.output] for r in row], occs, call, indent, ctx, row[0].hint)
+        self.items([r.items for r in row], occs, indent, Ctx(collect=elements, seq=True))
+        ends = [(r.input, r.output) for r in row]
+        self.sequential(row[0].name, elements, ends, occs, indent, ctx, row[0].hint)
 
-    def _sequence_forward(self, start, end, occs, ref, indent, ctx, row) -> None:
-        args = [o.vars[id(r.copies[0].input)] for o, r in zip(occs, row, strict=True)]
-        call = choose([[f"{ref}({a})"] for a in args], "sequence inputs differ")
-        consume(occs, [[r.copies[0].input] for r in row])
-        self.assign([[r.copies[-1].output] for r in row], occs, call, indent, ctx)
+    def sequential(self, name, elements, ends, occs: list[Occ], indent: int, ctx: Ctx, hint):
+        """`self.name = nn.Sequential(...)`, and in forward `out = self.name(x)`; `ends`: each
+        occurrence's input and output values."""
+        ref = self.module(name, f"nn.Sequential({', '.join(elements)})", indent, ctx)
+        if ctx.seq:
+            return
+        args = [[f"{ref}({o.vars[id(start)]})"] for o, (start, _) in zip(occs, ends, strict=True)]
+        call = choose(args, "sequence inputs differ")
+        consume(occs, [[start] for start, _ in ends])
+        self.assign([[end] for _, end in ends], occs, call, indent, ctx, hint)
 
     def condition(self, row: list[st.CondItem], occs: list[Occ], indent: int, ctx) -> None:
         taken = {r.taken for r in row}
@@ -379,13 +389,13 @@ class Writer:
         branches = []
         for want in (True, False):
             sel = [(o, r) for o, r in zip(occs, row, strict=True) if r.taken == want]
-            sub = {"cond": code if want else f"not ({code})", "attrs": []}
+            sub = Ctx(cond=code if want else f"not ({code})", attrs=[])
             start = len(self.fwd)
             self.items([r.items for _, r in sel], [o for o, _ in sel], indent + 4, sub)
             lines = self.fwd[start:]
             del self.fwd[start:]
             results = [[o.vars[id(r.result)]] for o, r in sel]
-            branches.append((lines, choose(results, "condition results"), sub["attrs"]))
+            branches.append((lines, choose(results, "condition results"), sub.attrs or []))
         (t_lines, t_var, t_attrs), (e_lines, e_var, e_attrs) = branches
         guard = self.guard(code, t_attrs, e_attrs)
         result = variable(row[0].hint or "x")

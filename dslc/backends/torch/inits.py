@@ -39,7 +39,7 @@ def _statements(g: Graph) -> tuple[dict[Group, list[str | None]], dict[str, Grou
 def weight_init(g: Graph) -> list[str]:
     """Lines at the end of the model's __init__ (8 spaces of indent)."""
     groups, where = _statements(g)
-    shared = {grp: s[0] for grp, s in groups.items() if s[0] and len(set(s)) == 1}
+    shared: dict[Group, str] = {g: s[0] for g, s in groups.items() if s[0] and len(set(s)) == 1}
     lines: list[str] = []
     clauses = _clauses(shared)
     if clauses:
@@ -66,10 +66,9 @@ def weight_init(g: Graph) -> list[str]:
     return lines
 
 
-def _clauses(shared: dict[Group, str | None]) -> list[str]:
+def _clauses(shared: dict[Group, str]) -> list[str]:
     by_class: dict[str, list[str]] = {}
     for (cls, attr), stmt in shared.items():
-        assert stmt is not None
         guarded = stmt if attr == "weight" else f"if m.{attr} is not None:\n{stmt}"
         by_class.setdefault(cls, []).append(guarded)
     out: list[str] = []

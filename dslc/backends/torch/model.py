@@ -12,16 +12,7 @@ from dslc.backends.torch import fmt
 from dslc.backends.torch.classes import ClassInfo, Writer
 from dslc.backends.torch.inits import weight_init
 from dslc.backends.torch.pynames import MODULE_NAMES, Namespace, class_name
-from dslc.backends.torch.training import (
-    _literal,
-    _loss_params,
-    _metrics,
-    _metrics_comment,
-    _needs_math,
-    _signature,
-    _tuple,
-    factories,
-)
+from dslc.backends.torch.training import factories, needs_math, tables
 from dslc.backends.torch.values import NotGeneric
 from dslc.ir import structure as st
 from dslc.ir.graph import Graph
@@ -42,13 +33,13 @@ def _classes(g: Graph, names: Namespace) -> tuple[list[list[str]], dict[int, Cla
     written: list[list[str]] = []
     of: dict[int, ClassInfo] = {}
     for block, instances in _definitions(g.root).items():
-        base = names.create(class_name(block))
+        base = names.create(class_name(block), "")
         try:
             groups = [(base, instances, Writer(base, instances, True, of).write())]
         except NotGeneric:
             groups = []
             for k, group in enumerate(_distinct(instances)):
-                name = base if k == 0 else names.create(f"{base}{k + 1}")
+                name = base if k == 0 else names.create(base, "")
                 groups.append((name, group, _one(name, group, of)))
         for _, group, info in groups:
             written.append(info.lines)
@@ -81,38 +72,12 @@ def _header(g: Graph) -> list[str]:
         f"{g.param_count():,} parameters.",
         '"""',
         "",
-        *(["import math", ""] if _needs_math(g) else []),
+        *(["import math", ""] if needs_math(g) else []),
         "import torch",
         "import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)",
         "from torch import nn",
         "",
     ]
-
-
-def _tables(g: Graph) -> list[str]:
-    lines = [
-        *_signature("INPUTS", [(v.name, v) for v in g.inputs]),
-        "# forward returns its outputs in this order (one tensor, or a tuple)",
-        *_signature("OUTPUTS", list(g.outputs.items())),
-    ]
-    tokens = g.token_inputs()
-    if tokens:
-        lines += [
-            "# integer inputs read by an embedding: how many token ids each takes",
-            "TOKENS = {" + ", ".join(f"{_literal(k)}: {n}" for k, n in tokens.items()) + "}",
-        ]
-    if g.training:
-        t = g.training
-        params = _loss_params(g, t)
-        lines += [
-            *_signature("TARGETS", [(v.name, v) for v in t.targets]),
-            *fmt.wrap(f"LOSS_INPUTS = {_tuple([_literal(n) for _, n in params.values()])}", 0),
-            *fmt.wrap(f"METRICS = {_metrics(t, params)}", 0, _metrics_comment(t)),
-            "TRAINING = {",
-            *(f"    {_literal(k)}: {_literal(v)}," for k, v in sorted(t.settings.items())),
-            "}",
-        ]
-    return lines
 
 
 def _helpers(g: Graph) -> list[str]:
@@ -133,14 +98,14 @@ def _rewrap(line: str) -> list[str]:
 
 def emit(g: Graph) -> str:
     names = Namespace(MODULE_NAMES | {h for n in g.nodes for h in n.op.torch_helpers})
-    model_name = names.create(class_name(g.name))
+    model_name = names.create(class_name(g.name), "")
     blocks, of = _classes(g, names)
     model = Writer(model_name, [g.root], False, of).write()
     init = [x for line in weight_init(g) for x in _rewrap(line)]
     lines = model.lines
     at = next(i for i, line in enumerate(lines) if line.startswith("    def forward("))
     lines = [*lines[: at - 1], *init, *lines[at - 1 :]]
-    out = [*_header(g), *_tables(g), *_helpers(g)]
+    out = [*_header(g), *tables(g), *_helpers(g)]
     for cls in blocks:
         out += ["", "", *cls]
     out += ["", "", *lines]

@@ -44,10 +44,11 @@ class Namespace:
     def __init__(self, taken: set[str] | frozenset[str] = frozenset()) -> None:
         self.taken: set[str] = set(taken)
 
-    def create(self, base: str) -> str:
+    def create(self, base: str, sep: str = "_") -> str:
+        """`base`, or `base_2`, `base_3`, ... (`sep` "" for class names: `Loss2`)."""
         candidate, k = base, 1
         while candidate in self.taken:
             k += 1
-            candidate = f"{base}_{k}" if not base.endswith("_") else f"{base}{k}"
+            candidate = f"{base}{'' if base.endswith('_') else sep}{k}"
         self.taken.add(candidate)
         return candidate

@@ -84,8 +84,8 @@ def _scheduler(t: Training) -> list[str]:
             + ["    return None"]
         )
     op, attrs, span = t.schedule
-    lr = t.optimizer[1]["lr"] if t.optimizer else None
-    body = op.torch_factory(attrs, lr)  # type: ignore[attr-defined]
+    lr = t.optimizer[1]["lr"] if t.optimizer else 0.0  # lower_training requires an optimizer
+    body = op.torch_factory(attrs, lr)
     return head + [
         f'    """The spec\'s {op.name} schedule (line {span.line}); step it once per optimizer '
         'step."""',
@@ -97,10 +97,7 @@ def _penalty(t: Training) -> list[str]:
     head = ["", "", "def penalty(model):"]
     if not t.penalties:
         return head + ['    """No penalty terms in the spec\'s loss."""', "    return None"]
-    terms = [
-        (term.op.torch_penalty(term, "model"), term.weight)  # type: ignore[attr-defined]
-        for term in t.penalties
-    ]
+    terms = [(term.op.torch_penalty(term, "model"), term.weight) for term in t.penalties]
     return head + [
         f'    """The loss\'s penalty terms (line {t.penalties[0].span.line}); the training loop '
         'adds them to Loss\'s value."""',
@@ -137,9 +134,9 @@ def _tuple(items: list[str]) -> str:
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
-def _needs_math(g: Graph) -> bool:
+def needs_math(g: Graph) -> bool:
     schedule = g.training.schedule if g.training else None
-    return bool(schedule and getattr(schedule[0], "needs_math", False))
+    return bool(schedule and schedule[0].needs_math)
 
 
 def _literal(v) -> str:
@@ -148,3 +145,31 @@ def _literal(v) -> str:
 
 def _dim(d) -> str:
     return str(d) if isinstance(d, int) else f'"{d}"'
+
+
+def tables(g: Graph) -> list[str]:
+    """INPUTS, OUTPUTS, TOKENS, TARGETS, LOSS_INPUTS, METRICS, TRAINING: what a model takes
+    and gives, and what dslc train feeds where."""
+    lines = [
+        *_signature("INPUTS", [(v.name, v) for v in g.inputs]),
+        "# forward returns its outputs in this order (one tensor, or a tuple)",
+        *_signature("OUTPUTS", list(g.outputs.items())),
+    ]
+    tokens = g.token_inputs()
+    if tokens:
+        lines += [
+            "# integer inputs read by an embedding: how many token ids each takes",
+            "TOKENS = {" + ", ".join(f"{_literal(k)}: {n}" for k, n in tokens.items()) + "}",
+        ]
+    if g.training:
+        t = g.training
+        params = _loss_params(g, t)
+        lines += [
+            *_signature("TARGETS", [(v.name, v) for v in t.targets]),
+            *fmt.wrap(f"LOSS_INPUTS = {_tuple([_literal(n) for _, n in params.values()])}", 0),
+            *fmt.wrap(f"METRICS = {_metrics(t, params)}", 0, _metrics_comment(t)),
+            "TRAINING = {",
+            *(f"    {_literal(k)}: {_literal(v)}," for k, v in sorted(t.settings.items())),
+            "}",
+        ]
+    return lines

@@ -15,7 +15,7 @@ import gzip
 import math
 import zipfile
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 
@@ -164,7 +164,7 @@ def read_idx(path: Path) -> np.ndarray:
         packed = untrusted.check_size(path, "data")
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
-            return _idx_body(path, f, packed if path.suffix != ".gz" else None)
+            return _idx_body(path, cast(IO[bytes], f), packed if path.suffix != ".gz" else None)
     except FileNotFoundError:
         raise DslcError(f"data file {path} does not exist") from None
     except (OSError, EOFError, gzip.BadGzipFile) as err:
