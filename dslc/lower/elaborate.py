@@ -19,10 +19,10 @@ from dslc.ir.graph import Graph, Node, ParamSpec, Value
 from dslc.ir.limits import MAX_ATTR_INT, Budget, check_type
 from dslc.ir.types import DTYPES, Sym, TensorType
 from dslc.lower import codes
-from dslc.lower.binding import Arg, bind, count
-from dslc.lower.evaluate import Evaluator
+from dslc.lower.binding import Arg, bind
+from dslc.lower.blocks import Blocks
 from dslc.lower.names import key as site_key
-from dslc.lower.names import module_sites, site_names, snake
+from dslc.lower.names import site_names
 from dslc.lower.scope import POISON, Frame, Poisoned, Scope
 from dslc.ops import LAYER_FAMILIES
 from dslc.ops.base import REGISTRY, OpDef, describe, suggest
@@ -41,15 +41,8 @@ DTYPE_ALIASES = {
     "int32": "i32",
 }
 
-PARAM_TYPES: dict[str, type[Any] | tuple[type[Any], ...]] = {
-    "int": int,
-    "float": (int, float),
-    "bool": bool,
-    "str": str,
-}
 
-
-class Elaborator(Evaluator):
+class Elaborator(Blocks):
     def __init__(self, program: ast.Program, diags: Diagnostics) -> None:
         self.program = program
         self.diags = diags
@@ -116,42 +109,6 @@ class Elaborator(Evaluator):
                 model.span, f"model {model.name} declares no output", "add `output name`"
             )
         return graph, scope
-
-    def instance(
-        self, d: ast.Definition, path: str, scope: Scope, param_codes: dict[str, str]
-    ) -> st.Instance:
-        """The record of one instance of `d` (the model: path "")."""
-        defaults = {}
-        for p in d.params:
-            if isinstance(p.default, ast.Literal):
-                defaults[p.name] = p.default.value
-        return st.Instance(
-            d.name,
-            path,
-            {p.name: scope.vars.get(p.name) for p in d.params},
-            param_codes,
-            doc_comment(self.program.source, d.span.line),
-            defaults=defaults,
-            param_types={p.name: p.type for p in d.params},
-        )
-
-    def collect_blocks(self) -> None:
-        for d in self.program.definitions:
-            if d.kind != "block":
-                continue
-            if d.name in self.blocks:
-                self.diags.error(
-                    d.span,
-                    f"block '{d.name}' is defined twice "
-                    f"(first at line {self.blocks[d.name].span.line})",
-                )
-            elif d.name in REGISTRY:
-                self.diags.error(
-                    d.span,
-                    f"block '{d.name}' has the name of a built-in {REGISTRY[d.name].family} op",
-                )
-            else:
-                self.blocks[d.name] = d
 
     # ---- statements
     def body(
@@ -348,111 +305,6 @@ class Elaborator(Evaluator):
         tensors, attrs = bind(op, list(args), kwargs, span)
         return self.apply(op, tensors, attrs, span, frame, site=site_key(span), given=given)
 
-    # ---- structure: the Evaluator's stages and conditions, recorded for the backends
-    def args(self, exprs: tuple[ast.Expr, ...], scope: Scope, frame: Frame) -> list[Arg]:
-        out = super().args(exprs, scope, frame)
-        table = scope.all_codes()
-        for arg, e in zip(out, exprs, strict=True):
-            arg.code = codes.translate(e, table, arg.value)
-        return out
-
-    def kwargs(self, kws: tuple[ast.Kwarg, ...], scope: Scope, frame: Frame) -> dict[str, Arg]:
-        out = super().kwargs(kws, scope, frame)
-        table = scope.all_codes()
-        for kw in kws:
-            out[kw.name].code = codes.translate(kw.value, table, out[kw.name].value)
-        return out
-
-    def eval(self, e: ast.Expr, scope: Scope, frame: Frame) -> Any:
-        if not isinstance(e, ast.IfElse) or frame.items is None:
-            return super().eval(e, scope, frame)
-        taken = self.condition(e.cond, scope, frame)
-        outer, frame.items = frame.items, []
-        try:
-            value = self.eval(e.then if taken else e.other, scope, frame)
-        finally:
-            inner, frame.items = frame.items, outer
-        if isinstance(value, Value):
-            code = codes.source(codes.translate(e.cond, scope.all_codes(), taken))
-            outer.append(st.CondItem(site_key(e.span), code, taken, inner, value, self.hint))
-        else:
-            outer.extend(inner)
-        return value
-
-    def stage(self, value: Any, stage: ast.Stage, scope: Scope, frame: Frame) -> Any:
-        match stage:
-            case ast.StageNamed():
-                return self.named_stage(value, stage, scope, frame)
-            case ast.StageRepeat():
-                return self.repeat(value, stage, scope, frame, None)
-            case ast.StageSeq() if frame.seq is not None or len(stage.stages) == 1:
-                for inner in stage.stages:
-                    value = self.stage(value, inner, scope, frame)
-                return value
-        return super().stage(value, stage, scope, frame)
-
-    def named_stage(self, value: Any, stage: ast.StageNamed, scope: Scope, frame: Frame) -> Any:
-        inner = stage.stage
-        while isinstance(inner, ast.StageSeq) and len(inner.stages) == 1:
-            inner = inner.stages[0]
-        if isinstance(inner, ast.StageRepeat) and frame.seq is None:
-            return self.repeat(value, inner, scope, frame, site_key(inner.span))
-        if isinstance(inner, ast.StageSeq | ast.StageRepeat):
-            return self.sequence(value, inner, scope, frame, site_key(inner.span))
-        return self.stage(value, inner, scope, frame)
-
-    def sequence(self, value: Any, stage: ast.Stage, scope: Scope, frame: Frame, site) -> Any:
-        """`(a -> b) as name`: an nn.Sequential whose stages are named name.0, name.1, ..."""
-        path = frame.module_name(site, "layers")
-        item = st.SeqItem(path.rsplit(".", 1)[-1], [], value, hint=self.hint)
-        self.instances[path] = "nn.Sequential"
-        inner = frame.within(path + ".", items=item.items, seq=[0])
-        if isinstance(stage, ast.StageRepeat):
-            value = self.repeat(value, stage, scope, inner, None)
-        else:
-            value = self.stage(value, stage, scope, inner)
-        item.output = value if isinstance(value, Value) else None
-        if frame.items is not None:
-            frame.items.append(item)
-        return value
-
-    def repeat(self, value: Any, stage: ast.StageRepeat, scope: Scope, frame: Frame, named) -> Any:
-        """`stage * n`: n copies in a container named by the spec or after its layers (inside an
-        nn.Sequential, the copies' layers join it)."""
-        n = self.repeat_count(stage.count, scope, frame)
-        code = codes.source(codes.translate(stage.count, scope.all_codes(), n))
-        if frame.seq is not None:
-            item = st.RepeatItem("", n, code, sequential=True)
-
-            def within(i: int) -> Frame:
-                return frame.within(frame.path, seq=frame.seq)
-        else:
-            site = named or site_key(stage.span)
-            container = frame.path + frame.sites.names.get(site, frame.sites.auto("layer"))
-            several = module_sites(stage.stage, set(self.blocks)) > 1
-            item = st.RepeatItem(container.rsplit(".", 1)[-1], n, code, sequential=several)
-            self.instances[container] = "nn.Sequential" if several else "nn.ModuleList"
-            seq = [0] if several else None
-
-            def within(i: int) -> Frame:
-                if several:
-                    return frame.within(f"{container}.", seq=seq)
-                return frame.within(f"{container}.{i}.", single=f"{container}.{i}")
-
-        start = self.budget.nodes
-        for i in range(n):
-            copy = st.Copy([], value)
-            inner = within(i)
-            inner.items = copy.items
-            value = self.stage(value, stage.stage, scope, inner)
-            copy.output = value if isinstance(value, Value) else None
-            item.copies.append(copy)
-            if i == 0:  # refuse at once copies that would pass the node limit
-                self.budget.repeat(n, self.budget.nodes - start, stage.span)
-        if frame.items is not None:
-            frame.items.append(item)
-        return value
-
     def takes_several(self, name: str) -> bool:
         if name in self.blocks:
             return sum(isinstance(s, ast.InputDecl) for s in self.blocks[name].body) > 1
@@ -528,115 +380,6 @@ class Elaborator(Evaluator):
             attrs = {**attrs, attr: f"{owner.name}.{key}"}
         return attrs
 
-    def call_block(
-        self, d: ast.Definition, span: Span, args: list[Arg], kwargs: dict[str, Arg], frame: Frame
-    ) -> Any:
-        n_in = sum(isinstance(s, ast.InputDecl) for s in d.body)
-        tensors = [a.value for a in args[:n_in] if isinstance(a.value, Value)]
-        if len(tensors) != n_in:
-            raise SpecError(
-                f"block {d.name} takes {count(n_in, 'tensor input')}, got {len(tensors)}",
-                span=span,
-            )
-        if d.name in self.active:
-            raise SpecError(f"block {d.name} calls itself", span=span)
-        scope = Scope(self.globals)
-        self.bind_params(d, args[n_in:], kwargs, scope, span)
-        scope.codes = {p.name: pyname(p.name) for p in d.params}
-        path = frame.module_name(site_key(span), snake(d.name))
-        instance = self.instance(d, path, scope, param_codes(d, args[n_in:], kwargs))
-        instance.inputs = list(tensors)
-        instance.input_names = [s.name for s in d.body if isinstance(s, ast.InputDecl)]
-        inner = Frame(path + ".", self.block_sites(d), instance.items, (d.name, span), frame)
-        self.instances[path] = d.name
-        self.active.append(d.name)
-        hint = self.hint
-        try:
-            outputs = self.body(d, inner, scope, list(tensors), None)
-        finally:
-            self.active.pop()
-            self.hint = hint
-        if any(v is POISON for v in outputs.values()):
-            raise Poisoned()
-        if not outputs:
-            raise SpecError(
-                f"block {d.name} declares no output", "add `output y = ...` to the block", d.span
-            )
-        values = tuple(outputs.values())
-        instance.outputs, instance.output_names = list(values), list(outputs)
-        if frame.items is not None:
-            frame.items.append(st.CallItem(instance, hint))
-        return values[0] if len(values) == 1 else values
-
-    def block_sites(self, d: ast.Definition):
-        if d.name not in self.sites:
-            self.sites[d.name] = site_names(d.body, set(self.blocks))
-        return self.sites[d.name]
-
-    def bind_params(
-        self,
-        d: ast.Definition,
-        args: list[Arg],
-        kwargs: dict,
-        scope: Scope,
-        span: Span,
-        overrides_given: bool = False,
-    ) -> None:
-        """Bind a block's (or the model's) compile-time parameters: positional, keyword, default."""
-        names = [p.name for p in d.params]
-        if len(args) > len(names):
-            raise SpecError(
-                f"{d.kind} {d.name} takes {len(names)} parameter(s), got {len(args)}",
-                hint=f"{d.name}({', '.join(names)})",
-                span=args[len(names)].span,
-            )
-        given = {p.name: a for p, a in zip(d.params, args, strict=False)}
-        for key, arg in kwargs.items():
-            if key not in names:
-                if overrides_given:
-                    raise SpecError(
-                        f"model {d.name} has no parameter '{key}'", suggest(key, names), d.span
-                    )
-                raise SpecError(
-                    f"{d.kind} {d.name} has no parameter '{key}'",
-                    suggest(key, names),
-                    getattr(arg, "span", span),
-                )
-            if key in given:
-                raise SpecError(
-                    f"{d.kind} {d.name}: parameter '{key}' is given twice",
-                    span=getattr(arg, "span", span),
-                )
-            given[key] = arg if isinstance(arg, Arg) else Arg(arg, d.span)
-        for p in d.params:
-            if p.type not in PARAM_TYPES:
-                raise SpecError(
-                    f"unknown parameter type '{p.type}'", f"one of {', '.join(PARAM_TYPES)}", p.span
-                )
-            if p.name in given:
-                value, where = given[p.name].value, given[p.name].span
-            elif p.default is not None:
-                value, where = self.eval(p.default, scope, Frame()), p.span
-            elif overrides_given:
-                raise SpecError(
-                    f"model parameter '{p.name}' has no value",
-                    span=p.span,
-                    hint=f"give it a default (`{p.name}: {p.type} = ...`) "
-                    f"or pass --param {p.name}=VALUE",
-                )
-            else:
-                raise SpecError(f"{d.kind} {d.name}: missing parameter '{p.name}'", span=span)
-            if (
-                isinstance(value, bool)
-                and p.type != "bool"
-                or not isinstance(value, PARAM_TYPES[p.type])
-            ):
-                raise SpecError(
-                    f"{d.kind} {d.name}: parameter '{p.name}' is {p.type}, got {describe(value)}",
-                    span=where,
-                )
-            scope.define(p.name, float(value) if p.type == "float" else value, p.span)
-
 
 def _given(op: OpDef, key: str, p: ParamSpec, attrs: dict, span: Span) -> ParamSpec:
     """Apply what the spec says of a parameter beyond its op's rule: values written in the spec
@@ -675,28 +418,3 @@ def attr_codes(op: OpDef, args: list[Arg], kwargs: dict[str, Arg]) -> dict[str, 
     out = {a.name: (arg.code, arg.value) for a, arg in zip(op.attrs, args, strict=False)}
     out |= {k: (arg.code, arg.value) for k, arg in kwargs.items()}
     return {k: (codes.source(c), v) for k, (c, v) in out.items() if c is not None}
-
-
-def param_codes(d: ast.Definition, args: list[Arg], kwargs: dict) -> dict[str, str]:
-    """The Python source a call site gives for each parameter it passes."""
-    out = {p.name: a.code for p, a in zip(d.params, args, strict=False)}
-    out |= {k: a.code for k, a in kwargs.items() if isinstance(a, Arg)}
-    return {k: text for k, c in out.items() if (text := codes.source(c)) is not None}
-
-
-def pyname(name: str):
-    import ast as py
-
-    return py.Name(codes.name(name), py.Load())
-
-
-def doc_comment(source: str, line: int) -> str:
-    """The comment lines right above line `line` (1-based), without their `#`: a block's
-    docstring in the generated code."""
-    lines = source.splitlines()
-    out: list[str] = []
-    i = line - 2
-    while 0 <= i < len(lines) and lines[i].lstrip().startswith("#"):
-        out.insert(0, lines[i].lstrip()[1:].strip())
-        i -= 1
-    return "\n".join(out)
