@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dslc.ir.graph import Graph, Training
+from dslc.ir.graph import Graph, Node, Training
 from dslc.ir.types import Sym
 
 
@@ -20,15 +20,29 @@ def fmt_attr(v: Any) -> str:
     return repr(v)
 
 
+def non_default(n: Node) -> dict[str, Any]:
+    """The node's required attributes, and the others where they differ from what its op makes
+    of their defaults (a stride that resolved from the default 1 to (1, 1) is left out)."""
+    required = {a.name for a in n.op.attrs if a.required}
+    given = {a.name: n.attrs[a.name] if a.required else a.default for a in n.op.attrs}
+    try:
+        base = n.op.resolve([v.type for v in n.inputs], given)
+    except Exception:  # noqa: BLE001 (defaults an op cannot resolve alone: print everything)
+        base = {}
+    return {
+        k: v
+        for k, v in n.attrs.items()
+        if k in required or (v not in (None, "default") and (k not in base or base[k] != v))
+    }
+
+
 def format_graph(g: Graph) -> str:
     """A compact, diff-friendly text form: one line per node, parameters indented below."""
     sig = ", ".join(f"{v.name}: {v.type}" for v in g.inputs)
     lines = [f"model {g.name}({sig}) {{  # {g.path}"]
     for n in g.nodes:
         outs = ", ".join(v.name for v in n.outputs)
-        attrs = " ".join(
-            f"{k}={fmt_attr(v)}" for k, v in n.attrs.items() if v not in (None, "default")
-        )
+        attrs = " ".join(f"{k}={fmt_attr(v)}" for k, v in non_default(n).items())
         types = ", ".join(str(v.type) for v in n.outputs)
         ins = ", ".join(v.name for v in n.inputs)
         lines.append(f"  {outs} = {n.op.name}({ins}){' ' + attrs if attrs else ''} : {types}")
