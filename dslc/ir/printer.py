@@ -49,8 +49,7 @@ def format_graph(g: Graph) -> str:
         lines.append(f"      # {n.name} @{n.span.line}:{n.span.column}")
         for k, p in n.params.items():
             kind = "buffer" if p.buffer else "param"
-            init = p.init.kind + (f"({p.init.value})" if p.init.kind == "constant" else "")
-            init += fmt_attr(p.init.values) if p.init.values is not None else ""
+            init = str(p.init)
             frozen = " frozen" if not p.trainable else ""
             lines.append(f"      {kind} {k}: {p.dtype}{list(p.shape)} init={init}{frozen}")
     outs = ", ".join(f"{k} = {v.name}" if k != v.name else k for k, v in g.outputs.items())

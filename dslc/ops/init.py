@@ -9,6 +9,7 @@ the module a PyTorch user would write. For linear and conv that is U(-1/sqrt(fan
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,21 @@ class Init:
     fan_in: int | None = None
     values: tuple | None = None  # kind "values": a nested tuple, broadcast to the shape
 
+    def __str__(self) -> str:
+        """As the IR text shows it: he_normal, constant(0.5), values[[...]]."""
+        if self.kind == "constant":
+            return f"constant({self.value})"
+        if self.kind == "values":
+            return "values" + _text(self.values)
+        return self.kind
+
+
+def _text(v: tuple | float | None) -> str:
+    """Numbers as written in the spec, lists in brackets."""
+    if isinstance(v, tuple):
+        return "[" + ", ".join(map(_text, v)) + "]"
+    return repr(v)
+
 
 FAN_BASED = ("he_uniform", "he_normal", "xavier_uniform", "xavier_normal")
 
@@ -67,74 +83,95 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return fan_in, shape[0] * receptive
 
 
+# Each kind of Init once: its PyTorch statement (None: the module's own reset_parameters
+# already does it; `t` is the target), and its NumPy draw, element by element into `out` from
+# the fans of `shape` (a parameter may be drawn in pieces on several threads), or whole.
+Draw = Callable[[Init, np.ndarray, np.random.Generator, tuple[int, int]], None]
+
+
+@dataclass(frozen=True)
+class Kind:
+    torch: Callable[[Init, str], str | None]
+    draw: Draw | None = None  # elementwise kinds
+    whole: Callable[[Init, tuple[int, ...]], np.ndarray] | None = None
+
+
+def _module_default(init: Init, t: str) -> None:
+    return None
+
+
+def _std(bound: Callable[[Init, tuple[int, int]], float], normal: bool) -> Draw:
+    def draw(init: Init, out: np.ndarray, rng: np.random.Generator, fans: tuple[int, int]) -> None:
+        (_normal if normal else _uniform)(rng, out, bound(init, fans))
+
+    return draw
+
+
+KINDS: dict[str, Kind] = {
+    "uniform_fan_in": Kind(
+        _module_default, _std(lambda i, f: 1.0 / math.sqrt(i.fan_in or f[0]), normal=False)
+    ),
+    "torch_normal": Kind(_module_default, _std(lambda i, f: 1.0, normal=True)),
+    "torch_ones": Kind(_module_default, whole=lambda i, s: np.ones(s, np.float32)),
+    "torch_zeros": Kind(_module_default, whole=lambda i, s: np.zeros(s, np.float32)),
+    "he_uniform": Kind(
+        lambda i, t: f'nn.init.kaiming_uniform_({t}, nonlinearity="relu")',
+        _std(lambda i, f: math.sqrt(6.0 / f[0]), normal=False),
+    ),
+    "he_normal": Kind(
+        lambda i, t: f'nn.init.kaiming_normal_({t}, nonlinearity="relu")',
+        _std(lambda i, f: math.sqrt(2.0 / f[0]), normal=True),
+    ),
+    "xavier_uniform": Kind(
+        lambda i, t: f"nn.init.xavier_uniform_({t})",
+        _std(lambda i, f: math.sqrt(6.0 / (f[0] + f[1])), normal=False),
+    ),
+    "xavier_normal": Kind(
+        lambda i, t: f"nn.init.xavier_normal_({t})",
+        _std(lambda i, f: math.sqrt(2.0 / (f[0] + f[1])), normal=True),
+    ),
+    "normal_0.02": Kind(
+        lambda i, t: f"nn.init.normal_({t}, std=0.02)", _std(lambda i, f: 0.02, normal=True)
+    ),
+    "zeros": Kind(lambda i, t: f"nn.init.zeros_({t})", whole=lambda i, s: np.zeros(s, np.float32)),
+    "ones": Kind(lambda i, t: f"nn.init.ones_({t})", whole=lambda i, s: np.ones(s, np.float32)),
+    "constant": Kind(
+        lambda i, t: f"nn.init.constant_({t}, {i.value!r})",
+        whole=lambda i, s: np.full(s, i.value, np.float32),
+    ),
+    "values": Kind(
+        lambda i, t: f"{t}.copy_(torch.tensor({literal(i.values or ())}))",
+        whole=lambda i, s: np.broadcast_to(np.asarray(i.values, np.float32), s).copy(),
+    ),
+}
+# Kinds whose values are drawn independently, element by element.
+ELEMENTWISE = tuple(k for k, kind in KINDS.items() if kind.draw is not None)
+
+
 def torch_statement(init: Init, target: str) -> str | None:
-    """The nn.init call that gives `target` this init, or None when the module's own
+    """The statement that gives `target` this init, or None where the module's own
     reset_parameters already does it."""
-    match init.kind:
-        case "uniform_fan_in" | "torch_ones" | "torch_zeros" | "torch_normal":
-            return None
-        case "normal_0.02":
-            return f"nn.init.normal_({target}, std=0.02)"
-        case "he_uniform" | "he_normal":
-            fn = "kaiming_uniform_" if init.kind == "he_uniform" else "kaiming_normal_"
-            return f'nn.init.{fn}({target}, nonlinearity="relu")'
-        case "xavier_uniform" | "xavier_normal":
-            return f"nn.init.{init.kind}_({target})"
-        case "zeros" | "ones":
-            return f"nn.init.{init.kind}_({target})"
-        case "constant":
-            return f"nn.init.constant_({target}, {init.value!r})"
-        case "values":
-            assert init.values is not None
-            return f"{target}.copy_(torch.tensor({literal(init.values)}))"
-    raise ValueError(f"unknown init kind {init.kind}")
-
-
-# Kinds whose values are drawn independently, element by element: a large parameter of such a
-# kind may be drawn in pieces (each with its own generator) on several threads.
-ELEMENTWISE = ("uniform_fan_in", *FAN_BASED, "torch_normal", "normal_0.02")
+    return KINDS[init.kind].torch(init, target)
 
 
 def sample(init: Init, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """Draw a parameter in float32 from the same distribution PyTorch would use (drawn in
     float32 directly: a ResNet-50's 25M values take a tenth of a second)."""
-    match init.kind:
-        case kind if kind in ELEMENTWISE:
-            out = np.empty(shape, np.float32)
-            fill(init, out.reshape(-1), rng, shape)
-            return out
-        case "zeros" | "torch_zeros":
-            return np.zeros(shape, np.float32)
-        case "ones" | "torch_ones":
-            return np.ones(shape, np.float32)
-        case "constant":
-            return np.full(shape, init.value, np.float32)
-        case "values":
-            return np.broadcast_to(np.asarray(init.values, np.float32), shape).copy()
-    raise ValueError(f"unknown init kind {init.kind}")
+    kind = KINDS[init.kind]
+    if kind.whole is not None:
+        return kind.whole(init, shape)
+    out = np.empty(shape, np.float32)
+    fill(init, out.reshape(-1), rng, shape)
+    return out
 
 
 def fill(init: Init, out: np.ndarray, rng: np.random.Generator, shape: tuple[int, ...]) -> None:
     """Draw `out` in place: all of a parameter of shape `shape` (which gives the fans), or a
     piece of it, for an ELEMENTWISE kind. Drawing into `out` spares a copy of 500 MB of GPT-2."""
-    fan_in, fan_out = fans(shape) if shape else (1, 1)
-    match init.kind:
-        case "uniform_fan_in":
-            _uniform(rng, out, 1.0 / math.sqrt(init.fan_in or fan_in))
-        case "he_uniform":
-            _uniform(rng, out, math.sqrt(6.0 / fan_in))
-        case "he_normal":
-            _normal(rng, out, math.sqrt(2.0 / fan_in))
-        case "xavier_uniform":
-            _uniform(rng, out, math.sqrt(6.0 / (fan_in + fan_out)))
-        case "xavier_normal":
-            _normal(rng, out, math.sqrt(2.0 / (fan_in + fan_out)))
-        case "torch_normal":  # nn.Embedding's default
-            _normal(rng, out, 1.0)
-        case "normal_0.02":
-            _normal(rng, out, 0.02)
-        case _:
-            raise ValueError(f"{init.kind} is not drawn element by element")
+    draw = KINDS[init.kind].draw
+    if draw is None:
+        raise ValueError(f"{init.kind} is not drawn element by element")
+    draw(init, out, rng, fans(shape) if shape else (1, 1))
 
 
 def _uniform(rng: np.random.Generator, out: np.ndarray, bound: float) -> None:
