@@ -9,11 +9,10 @@ model = spec.torch_module()             # an initialized torch.nn.Module
 onnx_model = spec.onnx_model(weights=model.state_dict())
 """
 
-__version__ = "0.1.0"
-
-from dslc.api import Spec, check, compile_source, load  # noqa: E402
-from dslc.diagnostics import CompileError, Diagnostic  # noqa: E402
-from dslc.errors import DslcError  # noqa: E402
+from dslc.api import Spec, check, compile_source, load
+from dslc.diagnostics import CompileError, Diagnostic
+from dslc.errors import DslcError
+from dslc.version import __version__
 
 __all__ = [
     "Spec",

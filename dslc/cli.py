@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dslc import __version__
 from dslc.api import Spec, load
 from dslc.diagnostics import CompileError
 from dslc.errors import DslcError
+from dslc.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):

@@ -90,7 +90,7 @@ class Blocks(Structure):
             raise SpecError(f"block {d.name} calls itself", span=span)
         scope = Scope(self.globals)
         self.bind_params(d, args[n_in:], kwargs, scope, span)
-        scope.codes = {p.name: pyname(p.name) for p in d.params}
+        scope.codes = {p.name: py.Name(p.name, py.Load()) for p in d.params}
         path = frame.module_name(site_key(span), snake(d.name))
         instance = self.instance(d, path, scope, param_codes(d, args[n_in:], kwargs))
         instance.inputs = list(tensors)
@@ -191,10 +191,6 @@ def param_codes(d: ast.Definition, args: list[Arg], kwargs: dict) -> dict[str, s
     out = {p.name: a.code for p, a in zip(d.params, args, strict=False)}
     out |= {k: a.code for k, a in kwargs.items() if isinstance(a, Arg)}
     return {k: text for k, c in out.items() if (text := codes.source(c)) is not None}
-
-
-def pyname(name: str) -> py.Name:
-    return py.Name(codes.name(name), py.Load())
 
 
 def doc_comment(source: str, line: int) -> str:

@@ -10,9 +10,6 @@ builds the source of an expression from them. Anything that is not a compile-tim
 from __future__ import annotations
 
 import ast as py
-import copy
-import json
-import keyword
 from typing import Any
 
 from dslc.frontend import ast
@@ -27,15 +24,6 @@ _COMPARE = {
     "<=": py.LtE(),
     ">=": py.GtE(),
 }
-
-
-def name(identifier: str) -> str:
-    """A spec parameter's name in Python: keywords and builtins get a trailing underscore."""
-    import builtins
-
-    if keyword.iskeyword(identifier) or identifier in vars(builtins) or identifier == "self":
-        return identifier + "_"
-    return identifier
 
 
 def constant(value: Any) -> py.expr | None:
@@ -103,16 +91,7 @@ def _logic(e: ast.Logic, codes: dict[str, py.expr]) -> py.expr | None:
     return py.BoolOp(py.And() if e.op == "and" else py.Or(), [left, right])
 
 
-class _DoubleQuotes(py.NodeTransformer):
-    """Strings in double quotes, as ruff format writes them."""
-
-    def visit_Constant(self, node: py.Constant) -> py.AST:  # noqa: N802 (ast's method name)
-        if isinstance(node.value, str):
-            return py.Name(json.dumps(node.value), py.Load())
-        return node
-
-
 def source(code: py.expr | None) -> str | None:
-    if code is None:
-        return None
-    return py.unparse(_DoubleQuotes().visit(copy.deepcopy(code)))
+    """Python source with the spec's own names; the backend makes them legal Python
+    (backends/torch/pynames.python)."""
+    return None if code is None else py.unparse(code)

@@ -10,10 +10,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from dslc import __version__
 from dslc.backends.onnx.builder import OnnxBuilder, value_info
 from dslc.errors import DslcError
 from dslc.ir.graph import Graph
+from dslc.version import __version__
 
 
 def build_lazy(

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from dslc.backends.torch import fmt
-from dslc.backends.torch.pynames import RESERVED, Namespace, variable
+from dslc.backends.torch.pynames import RESERVED, Namespace, python, variable
 from dslc.backends.torch.values import (
     NotGeneric,
     Occ,
@@ -99,11 +99,9 @@ class Writer:
     def source(self, info: ClassInfo, inputs: list[str], outs: list[str], occs) -> list[str]:
         first = self.instances[0]
         sig = [n for _, _, n in info.dim_args]
-        sig += [variable_param(p) for p in info.required]
+        sig += [variable(p) for p in info.required]
         sig += [
-            f"{variable_param(p)}={py(first.defaults[p])}"
-            for p in info.params
-            if p in first.defaults
+            f"{variable(p)}={py(first.defaults[p])}" for p in info.params if p in first.defaults
         ]
         lines = [f"class {info.name}(nn.Module):"]
         if first.doc:
@@ -186,10 +184,10 @@ class Writer:
                 continue
             cands = []
             for o, inst in zip(occs, insts, strict=True):
-                c = [inst.param_codes[p]] if o.generic and p in inst.param_codes else []
+                c = [python(inst.param_codes[p])] if o.generic and p in inst.param_codes else []
                 cands.append([*c, py(inst.params[p])])
             value = choose(cands, f"{info.name}: parameter {p}")
-            parts.append(value if p in info.required else f"{variable_param(p)}={value}")
+            parts.append(value if p in info.required else f"{variable(p)}={value}")
         return f"{info.name}({', '.join(parts)})"
 
     def ctor(self, made: list[Ctor | None], nodes, occs: list[Occ]) -> str:
@@ -306,7 +304,8 @@ class Writer:
 
     def count(self, row: list[st.RepeatItem]) -> str:
         cands = [
-            ([r.count_code] if self.generic and r.count_code else []) + [str(r.count)] for r in row
+            ([python(r.count_code)] if self.generic and r.count_code else []) + [str(r.count)]
+            for r in row
         ]
         return choose(cands, "repeat counts")
 
@@ -383,9 +382,9 @@ class Writer:
         if len(taken) == 1:
             self.items([r.items for r in row], occs, indent, ctx)
             return
-        code = row[0].code
-        if code is None:
+        if row[0].code is None:
             raise NotGeneric("a condition without a Python form")
+        code = python(row[0].code)
         branches = []
         for want in (True, False):
             sel = [(o, r) for o, r in zip(occs, row, strict=True) if r.taken == want]
@@ -450,13 +449,7 @@ def _spelled(node, arg) -> bool:
     """The spec gives this argument an expression over the block's parameters (not a number),
     so the class passes it on even where it equals the default."""
     code = node.codes.get(arg.attr, (None, None))[0] if arg.attr else None
-    return code is not None and code != py(node.codes[arg.attr][1])
-
-
-def variable_param(p: str) -> str:
-    from dslc.lower.codes import name
-
-    return name(p)
+    return code is not None and python(code) != py(node.codes[arg.attr][1])
 
 
 def consume(occs: list[Occ], inputs: list[list[Value]]) -> None:

@@ -7,7 +7,6 @@ comes from its op's registry entry (torch_module, torch_layer, torch_call)."""
 
 from __future__ import annotations
 
-from dslc import __version__
 from dslc.backends.torch import fmt
 from dslc.backends.torch.classes import ClassInfo, Writer
 from dslc.backends.torch.inits import weight_init
@@ -16,6 +15,7 @@ from dslc.backends.torch.training import factories, needs_math, tables
 from dslc.backends.torch.values import NotGeneric
 from dslc.ir import structure as st
 from dslc.ir.graph import Graph
+from dslc.version import __version__
 
 
 def _definitions(root: st.Instance) -> dict[str, list[st.Instance]]:

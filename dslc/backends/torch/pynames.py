@@ -4,7 +4,9 @@ builtin and none of the names the module defines itself (after torch.fx's _Names
 
 from __future__ import annotations
 
+import ast
 import builtins
+import json
 import keyword
 import re
 
@@ -52,3 +54,21 @@ class Namespace:
             candidate = f"{base}{'' if base.endswith('_') else sep}{k}"
         self.taken.add(candidate)
         return candidate
+
+
+class _Legal(ast.NodeTransformer):
+    """A spec expression's names as the class's arguments are called, strings in double
+    quotes (as ruff format writes them)."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:  # noqa: N802 (ast's method name)
+        return ast.Name(variable(node.id), node.ctx)
+
+    def visit_Constant(self, node: ast.Constant) -> ast.AST:  # noqa: N802
+        if isinstance(node.value, str):
+            return ast.Name(json.dumps(node.value), ast.Load())
+        return node
+
+
+def python(code: str) -> str:
+    """The Python source of a spec expression kept in the IR (`width * 4`, `stride != 1`)."""
+    return ast.unparse(_Legal().visit(ast.parse(code, mode="eval")).body)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dslc.backends.torch.pynames import python, variable
 from dslc.ir.graph import Node, Value
 from dslc.ir.structure import Instance
 from dslc.ops.pycode import Arg, py
@@ -58,7 +59,7 @@ class Occ:
         if self.generic and arg.attr is not None and arg.attr in node.codes:
             code, given = node.codes[arg.attr]
             if norm(given) == norm(arg.value):
-                out.append(code)
+                out.append(python(code))
         if arg.dim is not None:
             k, d = arg.dim
             return [*out, *self.dim_cands(node.inputs[k], d)]
@@ -75,7 +76,7 @@ def input_dims(occ: Occ, dim_names: dict[tuple[int, int], str]) -> None:
             cands: Cands = []
             if occ.generic and isinstance(size, int) and d > 0:
                 cands += [
-                    p
+                    variable(p)
                     for p, val in inst.params.items()
                     if isinstance(val, int) and not isinstance(val, bool) and val == size
                 ]
@@ -105,7 +106,7 @@ def output_dims(occ: Occ, node: Node) -> None:
                 for v in node.inputs:
                     if v.type.rank == out.type.rank and v.type.shape[d] == size:
                         cands += occ.dims.get(id(v), [[]] * v.type.rank)[d]
-                cands += [c for c, given in node.codes.values() if given == size]
+                cands += [python(c) for c, given in node.codes.values() if given == size]
                 cands += _concat(occ, node, d, size)
             per_dim.append(cands)
         occ.dims[id(out)] = per_dim
@@ -134,7 +135,7 @@ def call_dims(occ: Occ, inst: Instance) -> None:
                     if v.type.rank == out.type.rank and v.type.shape[d] == size:
                         cands += occ.dims.get(id(v), [[]] * v.type.rank)[d]
                 cands += [
-                    code
+                    python(code)
                     for p, code in inst.param_codes.items()
                     if inst.params.get(p) == size and not isinstance(inst.params.get(p), bool)
                 ]
