@@ -65,21 +65,36 @@ def check_layer_name(name: str, span: Span) -> None:
 
 
 @dataclass
-class Sites:
-    """The static names of one definition's module sites: call-site key -> name."""
+class Numbering:
+    """Names numbered per prefix (conv1, conv2; fc1_1 after a prefix ending in a digit),
+    skipping the names already taken here or in `others`."""
 
-    names: dict[Key, str] = field(default_factory=dict)
     taken: set[str] = field(default_factory=set)
     counters: dict[str, int] = field(default_factory=dict)
 
-    def auto(self, prefix: str) -> str:
+    def next(self, prefix: str, others: set[str] | frozenset[str] = frozenset()) -> str:
         sep = "_" if prefix[-1].isdigit() else ""
         while True:
             self.counters[prefix] = self.counters.get(prefix, 0) + 1
             name = f"{prefix}{sep}{self.counters[prefix]}"
-            if name not in self.taken:
+            if name not in self.taken and name not in others:
                 self.taken.add(name)
                 return name
+
+
+@dataclass
+class Sites:
+    """The static names of one definition's module sites: call-site key -> name."""
+
+    names: dict[Key, str] = field(default_factory=dict)
+    numbering: Numbering = field(default_factory=Numbering)
+
+    @property
+    def taken(self) -> set[str]:
+        return self.numbering.taken
+
+    def auto(self, prefix: str) -> str:
+        return self.numbering.next(prefix)
 
     def plural(self, prefix: str) -> str:
         name, k = f"{prefix}s", 1
@@ -118,7 +133,7 @@ class _Walker:
                     node.name_span,
                 )
             seen[node.name] = node.name_span
-        self.sites.taken |= set(seen)
+        self.sites.taken.update(seen)
 
     def prefix(self, name: str) -> str | None:
         """The numbering prefix of a call of `name`, if it is a module site."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dslc.diagnostics import Span, SpecError
-from dslc.lower.names import Key, Sites
+from dslc.lower.names import Key, Numbering, Sites
 from dslc.ops.base import suggest
 
 
@@ -95,19 +95,13 @@ class Frame:
     items: list | None = None
     call_site: tuple[str, Span] | None = None
     parent: Frame | None = None
-    counters: dict[str, int] = field(default_factory=dict)
-    taken: set[str] = field(default_factory=set)
+    numbering: Numbering = field(default_factory=Numbering)  # names of non-module nodes
     seq: list[int] | None = None
     single: str | None = None
 
     def name(self, prefix: str) -> str:
         """A fresh name for a node that is no module (its IR and ONNX name only)."""
-        while True:
-            self.counters[prefix] = self.counters.get(prefix, 0) + 1
-            name = f"{prefix}{self.counters[prefix]}"
-            if name not in self.taken and name not in self.sites.taken:
-                self.taken.add(name)
-                return self.path + name
+        return self.path + self.numbering.next(prefix, self.sites.taken)
 
     def module_name(self, site: Key | None, prefix: str) -> str:
         """The name of a module made at `site`: its index in a sequence, a repetition's slot,

@@ -65,13 +65,14 @@ def render(made: Ctor, func: str | None = None, *leading: str) -> str:
     parts += [
         f"{k}={py(a.value)}"
         for k, a in made.kwargs
-        if a.default is NO_DEFAULT or _norm(a.value) != _norm(a.default)
+        if a.default is NO_DEFAULT or norm(a.value) != norm(a.default)
     ]
     return f"{func or made.func}({', '.join(parts)})"
 
 
-def _norm(v: Any) -> Any:
-    return tuple(_norm(x) for x in v) if isinstance(v, list | tuple) else v
+def norm(v: Any) -> Any:
+    """Lists as tuples, so that a value given as [3, 3] equals the resolved (3, 3)."""
+    return tuple(norm(x) for x in v) if isinstance(v, list | tuple) else v
 
 
 def py(value: Any) -> str:

@@ -9,22 +9,17 @@ every instance proposes (`choose`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from dslc.backends.torch.pynames import python, variable
 from dslc.ir.graph import Node, Value
 from dslc.ir.structure import Instance
-from dslc.ops.pycode import Arg, py
+from dslc.ops.pycode import Arg, norm, py
 
 Cands = list[str]
 
 
 class NotGeneric(Exception):
     """The instances of a block differ where one class cannot express the difference."""
-
-
-def norm(v: Any) -> Any:
-    return tuple(norm(x) for x in v) if isinstance(v, list | tuple) else v
 
 
 def choose(cands: list[Cands], what: str) -> str:
