@@ -300,6 +300,14 @@ def expect_rank(op: str, t: TensorType, ranks: tuple[int, ...], layout: str = ""
         raise SpecError(f"{op} expects a rank-{want} input{layout}, got {t}")
 
 
+def known_channels(op: str, x: TensorType) -> int:
+    """The channel count of (N, C, ...), which layers that hold per-channel parameters need."""
+    c = x.shape[1]
+    if not isinstance(c, int):
+        raise SpecError(f"{op} needs a known channel count in dim 1, got {x}")
+    return c
+
+
 def expect_f32(op: str, t: TensorType) -> None:
     """Layers with parameters: the parameters are f32, so the input must be too."""
     if t.dtype != "f32":

@@ -14,6 +14,7 @@ from dslc.ops.base import (
     OpDef,
     expect_f32,
     expect_rank,
+    known_channels,
     ntuple,
     register,
     weighted_macs,
@@ -122,9 +123,7 @@ class ConvNd(OpDef):
     def infer(self, ins, a):
         (x,) = ins
         expect_f32(self.name, x)
-        c = x.shape[1]
-        if not isinstance(c, int):
-            raise SpecError(f"{self.name} needs a known channel count in dim 1, got {x}")
+        c = known_channels(self.name, x)
         if a["in_channels"] is not None and a["in_channels"] != c:
             raise SpecError(
                 f"{self.name} expects {a['in_channels']} input channels, got {c} (input {x})"

@@ -15,6 +15,7 @@ from dslc.ops.base import (
     OpDef,
     expect_f32,
     expect_rank,
+    known_channels,
     ntuple,
     register,
     weighted_macs,
@@ -117,9 +118,7 @@ class ConvTransposeNd(OpDef):
     def infer(self, ins, a):
         (x,) = ins
         expect_f32(self.name, x)
-        c, g = x.shape[1], a["groups"]
-        if not isinstance(c, int):
-            raise SpecError(f"{self.name} needs a known channel count in dim 1, got {x}")
+        c, g = known_channels(self.name, x), a["groups"]
         if c % g or a["out_channels"] % g:
             raise SpecError(
                 f"{self.name}: groups={g} must divide the input ({c}) "

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dslc.diagnostics import SpecError
 from dslc.ir.graph import ParamSpec
-from dslc.ops.base import REGISTRY, Attr, OpDef, expect_f32, expect_rank, register
+from dslc.ops.base import (
+    REGISTRY,
+    Attr,
+    OpDef,
+    expect_f32,
+    expect_rank,
+    known_channels,
+    register,
+)
 from dslc.ops.init import Init
 from dslc.ops.pycode import Arg, attr, ctor, dim, lit
 
@@ -30,8 +38,7 @@ class BatchNorm(OpDef):
         (x,) = ins
         expect_f32(self.name, x)
         expect_rank(self.name, x, (2, 3, 4, 5), " (N, C, ...)")
-        if not isinstance(x.shape[1], int):
-            raise SpecError(f"batch_norm needs a known channel count in dim 1, got {x}")
+        known_channels(self.name, x)
         return x
 
     def params(self, ins, a):

@@ -13,19 +13,13 @@ from dslc.ops.base import (
     expect_f32,
     expect_float,
     expect_rank,
+    known_channels,
     register,
 )
 from dslc.ops.init import Init
 from dslc.ops.pycode import attr, ctor, dim
 
 EPS = Attr("eps", "float", 1e-5, "added to the variance", positive=True)
-
-
-def known_channels(op: str, x) -> int:
-    c = x.shape[1]
-    if not isinstance(c, int):
-        raise SpecError(f"{op} needs a known channel count in dim 1, got {x}")
-    return c
 
 
 def affine_params(ins, a) -> dict[str, ParamSpec]:
