@@ -24,6 +24,7 @@ from dslc.lower.blocks import Blocks
 from dslc.lower.names import key as site_key
 from dslc.lower.names import site_names
 from dslc.lower.scope import POISON, Frame, Poisoned, Scope
+from dslc.names import Namespace
 from dslc.ops import LAYER_FAMILIES
 from dslc.ops.base import REGISTRY, OpDef, describe, suggest
 from dslc.ops.init import values_shape
@@ -48,7 +49,7 @@ class Elaborator(Blocks):
         self.diags = diags
         self.nodes: list[Node] = []
         self.instances: dict[str, str] = {}  # block instance path -> block name
-        self.used_names: set[str] = set()
+        self.value_names = Namespace()  # the IR's value names
         self.blocks: dict[str, ast.Definition] = {}
         self.active: list[str] = []  # blocks being expanded, to catch recursion
         self.globals = Scope()
@@ -65,12 +66,7 @@ class Elaborator(Blocks):
             self.diags.error(where, err.message, hint)
 
     def fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.used_names:
-            k += 1
-            name = f"{base}_{k}"
-        self.used_names.add(name)
-        return name
+        return self.value_names.create(base)
 
     # ---- the file
     def run(self, overrides: dict[str, Any]) -> tuple[Graph | None, Scope | None]:
@@ -211,7 +207,7 @@ class Elaborator(Blocks):
         """Give a tensor made by this statement the name the spec gives it."""
         made_here = any(v is out for n in self.nodes[start:] for out in n.outputs)
         if isinstance(v, Value) and made_here and not v.user_named:
-            self.used_names.discard(v.name)
+            self.value_names.release(v.name)
             v.name, v.user_named = self.fresh(name), True
             v.hint = name.rsplit(".", 1)[-1]
 

@@ -11,6 +11,7 @@ from onnx import TensorProto, helper
 
 from dslc.ir.graph import Graph, Node
 from dslc.ir.types import DTYPES, TensorType, numpy_dtype
+from dslc.names import Namespace
 
 OPSET = 21  # the default; a model that uses a newer op gets the opset that defines it
 # ONNX ops newer than OPSET that ops emit, and the opset that defines them. The IR version is
@@ -31,7 +32,7 @@ class OnnxBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, np.ndarray] = {}
         self.aliases: dict[str, str] = {}
-        self.node_names: set[str] = set()
+        self.node_names = Namespace()
 
     def resolve(self, name: str) -> str:
         return self.aliases.get(name, name)
@@ -40,11 +41,7 @@ class OnnxBuilder:
         self, node: Node, op_type: str, inputs: list[str], outputs: list[str], **attrs: Any
     ) -> str:
         """Append an ONNX node for IR node `node`; returns its first output's name."""
-        name, k = f"{node.name}/{op_type}", 1
-        while name in self.node_names:
-            k += 1
-            name = f"{node.name}/{op_type}_{k}"
-        self.node_names.add(name)
+        name = self.node_names.create(f"{node.name}/{op_type}")
         self.opset = max(self.opset, NEWER_OPS.get(op_type, OPSET))
         proto = helper.make_node(
             op_type, [self.resolve(i) for i in inputs], outputs, name=name, **attrs

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from dslc.backends.torch import fmt
-from dslc.backends.torch.pynames import RESERVED, Namespace, python, variable
+from dslc.backends.torch.pynames import RESERVED, python, variable
 from dslc.backends.torch.values import (
     NotGeneric,
     Occ,
@@ -24,6 +24,7 @@ from dslc.backends.torch.values import (
 )
 from dslc.ir import structure as st
 from dslc.ir.graph import Value
+from dslc.names import Namespace
 from dslc.ops.pycode import NO_DEFAULT, Ctor, py
 
 Line = tuple[int, str, str]  # indent, code, comment

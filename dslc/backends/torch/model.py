@@ -10,11 +10,12 @@ from __future__ import annotations
 from dslc.backends.torch import fmt
 from dslc.backends.torch.classes import ClassInfo, Writer
 from dslc.backends.torch.inits import weight_init
-from dslc.backends.torch.pynames import MODULE_NAMES, Namespace, class_name
+from dslc.backends.torch.pynames import MODULE_NAMES, class_name
 from dslc.backends.torch.training import factories, needs_math, tables
 from dslc.backends.torch.values import NotGeneric
 from dslc.ir import structure as st
 from dslc.ir.graph import Graph
+from dslc.names import Namespace
 from dslc.version import __version__
 
 

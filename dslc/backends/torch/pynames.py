@@ -1,6 +1,6 @@
 """Python names for what a spec names: every name the user writes reaches the generated module
 either unchanged or renamed so that it is legal, follows PEP 8 (ruff's N rules) and shadows no
-builtin and none of the names the module defines itself (after torch.fx's _Namespace)."""
+builtin and none of the names the module defines itself."""
 
 from __future__ import annotations
 
@@ -38,22 +38,6 @@ def class_name(name: str) -> str:
     if base[0].isdigit():
         base = "M" + base
     return base
-
-
-class Namespace:
-    """Unique names within one scope: a taken name gets _2, _3, ..."""
-
-    def __init__(self, taken: set[str] | frozenset[str] = frozenset()) -> None:
-        self.taken: set[str] = set(taken)
-
-    def create(self, base: str, sep: str = "_") -> str:
-        """`base`, or `base_2`, `base_3`, ... (`sep` "" for class names: `Loss2`)."""
-        candidate, k = base, 1
-        while candidate in self.taken:
-            k += 1
-            candidate = f"{base}{'' if base.endswith('_') else sep}{k}"
-        self.taken.add(candidate)
-        return candidate
 
 
 class _Legal(ast.NodeTransformer):

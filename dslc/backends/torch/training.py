@@ -5,9 +5,10 @@ METRICS, TRAINING) that `dslc train` reads."""
 from __future__ import annotations
 
 from dslc.backends.torch import fmt
-from dslc.backends.torch.pynames import Namespace, variable
+from dslc.backends.torch.pynames import variable
 from dslc.ir.graph import Graph, Training, Value
 from dslc.ir.types import DTYPES
+from dslc.names import Namespace
 
 
 def factories(g: Graph) -> list[str]:
