@@ -77,15 +77,25 @@ def _paint(text: str, role: str, color: bool) -> str:
 def _excerpt(source_lines: list[str], span: Span, color: bool = False) -> list[str]:
     if not 1 <= span.line <= len(source_lines):
         return []
-    text = source_lines[span.line - 1].expandtabs(1)
+    text = source_lines[span.line - 1].expandtabs(1).rstrip()
     end = span.end_column if span.end_line == span.line else len(text) + 1
-    width = max(1, min(end, len(text.rstrip()) + 1) - span.column)
+    column = span.column
+    width = max(1, min(end, len(text) + 1) - column)
+    if len(text) > EXCERPT:  # a megabyte on one line: the part around the column, marked
+        start = max(0, column - 1 - EXCERPT // 2)
+        shown = text[start : start + EXCERPT]
+        text = ("..." if start else "") + shown + ("..." if start + EXCERPT < len(text) else "")
+        column = column - start + (3 if start else 0)
+        width = min(width, EXCERPT - (column - 1) + (3 if start else 0))
     gutter = f"{span.line:>5} | "
-    caret = "^" + "~" * (width - 1)
+    caret = "^" + "~" * (max(1, width) - 1)
     return [
-        gutter + text.rstrip(),
-        " " * (len(gutter) - 2) + "| " + " " * (span.column - 1) + _paint(caret, "caret", color),
+        gutter + text,
+        " " * (len(gutter) - 2) + "| " + " " * (column - 1) + _paint(caret, "caret", color),
     ]
+
+
+EXCERPT = 200  # the most of one source line an error shows
 
 
 @dataclass

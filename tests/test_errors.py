@@ -239,3 +239,16 @@ def test_rendering_many_diagnostics_splits_the_source_once() -> None:
     text = diags.render()
     assert time.perf_counter() - start < 1.0
     assert text.count("\n") == 2 * MANY + MANY - 1
+
+
+def test_an_error_on_a_huge_line_shows_the_part_around_it() -> None:
+    """A spec line of a megabyte: the excerpt is at most 200 characters around the column, with
+    the caret under the offending name (it printed the whole line before)."""
+    pad = "x" + " " * 1_000_000
+    source = f"model M {{ input x: f32[N, 4]  output y = {pad}-> nosuchlayer -> relu }}"
+    with pytest.raises(CompileError) as info:
+        dslc.compile_source(source, "wide.dl")
+    text, caret = info.value.diagnostics.render().splitlines()[1:3]
+    assert len(text) < 300 and "| ..." in text  # what comes before the column is cut
+    at = caret.index("^")
+    assert text[at : at + len("nosuchlayer")] == "nosuchlayer"
