@@ -162,3 +162,30 @@ def open_npz(path: str | os.PathLike[str], where: str = "") -> np.lib.npyio.NpzF
     with zipfile.ZipFile(path) as archive:
         check_npz(archive, path, where)
     return np.load(Path(path), allow_pickle=False)
+
+
+def read_arrays(path: str | os.PathLike[str], where: str = "") -> dict[str, np.ndarray]:
+    """Every array of a .npy (under the name "") or .npz file, checked as above; what a user can
+    get wrong (a pickled object array, a truncated or corrupt file) is a DslcError naming it."""
+    what = where or str(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
+            check_npy(path, where=what)
+            return {"": np.load(path, allow_pickle=False)}
+        if not magic.startswith(b"PK"):  # .npz files are zips
+            raise DslcError(f"{what} is not a NumPy .npy or .npz file")
+        with open_npz(path, what) as z:
+            return {k: z[k] for k in z.files}  # reading every member finds a truncated file
+    except FileNotFoundError:
+        raise DslcError(f"{what} does not exist") from None
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "Object arrays" in str(err):
+            raise DslcError(
+                f"{what} holds Python objects, not plain arrays; refused (never unpickled)",
+                hint="save numeric arrays: np.savez(path, x=x.astype(np.float32), y=y)",
+            ) from None
+        raise DslcError(f"cannot read {what} (truncated or corrupt?): {err}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as err:
+        raise DslcError(f"cannot read {what} (truncated or corrupt?): {err}") from None

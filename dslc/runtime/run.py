@@ -54,36 +54,14 @@ def _load_array(name: str, path: str) -> np.ndarray:
     the bytes that are there (untrusted.py): a 1 KB file cannot make numpy allocate terabytes."""
     if not os.path.isfile(path):
         raise DslcError(f"input file '{path}' for '{name}' {_not_a_file(path)}")
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
-        if magic == b"\x93NUMPY":
-            untrusted.check_npy(path, where=f"input file '{path}'")
-            return np.load(path, allow_pickle=False)
-        if not magic.startswith(b"PK"):  # .npz files are zips
-            raise DslcError(f"input file '{path}' is not a NumPy .npy or .npz file")
-        with untrusted.open_npz(path, f"input file '{path}'") as loaded:
-            return _pick_from_npz(name, path, loaded)
-    except ValueError as e:
-        if "Object arrays" in str(e):
-            raise DslcError(
-                f"input file '{path}' holds a Python object array, which dslc does not load",
-                hint="save a numeric array (objects would need pickle, which can run code)",
-            ) from None
-        raise DslcError(f"cannot read input file '{path}': {e}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DslcError(f"cannot read input file '{path}': {e}") from None
-
-
-def _pick_from_npz(name: str, path: str, npz: np.lib.npyio.NpzFile) -> np.ndarray:
-    keys = list(npz.files)
-    if name in keys:
-        return npz[name]
-    if len(keys) == 1:
-        return npz[keys[0]]
-    listed = ", ".join(keys) or "none"
+    arrays = untrusted.read_arrays(path, f"input file '{path}'")
+    if name in arrays:
+        return arrays[name]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    listed = ", ".join(arrays) or "none"
     raise DslcError(
-        f"'{path}' holds {len(keys)} arrays ({listed}) and none is called '{name}'",
+        f"'{path}' holds {len(arrays)} arrays ({listed}) and none is called '{name}'",
         hint="save one array per file, or name the array after the input",
     )
 
