@@ -154,9 +154,8 @@ class Writer:
             n.op.torch_call(n, [o.vars[id(v)] for v in n.inputs], ref)
             for n, o in zip(nodes, occs, strict=True)
         ]
-        code = choose([[c] for c in calls], f"{nodes[0].op.name} differs between instances")
-        consume(occs, [n.inputs for n in nodes])
-        self.assign([n.outputs for n in nodes], occs, code, indent, ctx)
+        ends = [(n.inputs, n.outputs) for n in nodes]
+        self.line(calls, ends, occs, indent, ctx, None, f"{nodes[0].op.name} differs")
 
     def call(self, row: list[st.CallItem], occs: list[Occ], indent: int, ctx) -> None:
         insts = [r.instance for r in row]
@@ -169,10 +168,12 @@ class Writer:
             call_dims(occ, inst)
         if ctx.seq:
             return
-        args = [[o.vars[id(v)] for v in i.inputs] for o, i in zip(occs, insts, strict=True)]
-        code = choose([[f"{ref}({', '.join(a)})"] for a in args], "block inputs differ")
-        consume(occs, [i.inputs for i in insts])
-        self.assign([i.outputs for i in insts], occs, code, indent, ctx, row[0].hint)
+        calls = [
+            f"{ref}({', '.join(o.vars[id(v)] for v in i.inputs)})"
+            for o, i in zip(occs, insts, strict=True)
+        ]
+        ends = [(i.inputs, i.outputs) for i in insts]
+        self.line(calls, ends, occs, indent, ctx, row[0].hint, "block inputs differ")
 
     def block_ctor(self, info: ClassInfo, insts: list[st.Instance], occs: list[Occ]) -> str:
         parts = []
@@ -232,6 +233,13 @@ class Writer:
         return f"self.{attr}"
 
     # ---- forward statements
+    def line(self, calls: list[str], ends, occs: list[Occ], indent: int, ctx: Ctx, hint, what):
+        """`out = call` in forward: the call must read alike in every occurrence; `ends`:
+        each occurrence's values read and values made."""
+        code = choose([[c] for c in calls], what)
+        consume(occs, [reads for reads, _ in ends])
+        self.assign([made for _, made in ends], occs, code, indent, ctx, hint)
+
     def assign(
         self,
         outputs: list[list[Value]],
@@ -373,10 +381,8 @@ class Writer:
         ref = self.module(name, f"nn.Sequential({', '.join(elements)})", indent, ctx)
         if ctx.seq:
             return
-        args = [[f"{ref}({o.vars[id(start)]})"] for o, (start, _) in zip(occs, ends, strict=True)]
-        call = choose(args, "sequence inputs differ")
-        consume(occs, [[start] for start, _ in ends])
-        self.assign([[end] for _, end in ends], occs, call, indent, ctx, hint)
+        calls = [f"{ref}({o.vars[id(start)]})" for o, (start, _) in zip(occs, ends, strict=True)]
+        self.line(calls, [([a], [b]) for a, b in ends], occs, indent, ctx, hint, "inputs differ")
 
     def condition(self, row: list[st.CondItem], occs: list[Occ], indent: int, ctx) -> None:
         taken = {r.taken for r in row}

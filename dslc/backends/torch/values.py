@@ -91,48 +91,41 @@ def dim_arg(inst: Instance, i: int, d: int) -> str:
 
 def output_dims(occ: Occ, node: Node) -> None:
     """Candidates for a node's output dims, from its inputs' and its attributes' expressions."""
-    if not occ.generic:
-        return
-    for out in node.outputs:
-        per_dim: list[Cands] = []
-        for d, size in enumerate(out.type.shape):
-            cands: Cands = []
-            if isinstance(size, int):
-                for v in node.inputs:
-                    if v.type.rank == out.type.rank and v.type.shape[d] == size:
-                        cands += occ.dims.get(id(v), [[]] * v.type.rank)[d]
-                cands += [python(c) for c, given in node.codes.values() if given == size]
-                cands += _concat(occ, node, d, size)
-            per_dim.append(cands)
-        occ.dims[id(out)] = per_dim
-
-
-def _concat(occ: Occ, node: Node, d: int, size: int) -> Cands:
-    if node.op.name != "concat" or node.attrs.get("axis") != d:
-        return []
-    parts = [occ.dim_cands(v, d) for v in node.inputs]
-    if not all(parts):
-        return []
-    return [" + ".join(p[0] for p in parts)]
+    given = [(python(code), value) for code, value in node.codes.values()]
+    _dims(occ, node.inputs, node.outputs, given)
 
 
 def call_dims(occ: Occ, inst: Instance) -> None:
-    """Candidates for a nested instance's output dims: its call site's parameter expressions of
-    equal value, or its input's dim where it is unchanged."""
+    """Candidates for a nested instance's output dims, from its input dims and its call
+    site's parameter expressions."""
+    given = [(python(code), inst.params.get(p)) for p, code in inst.param_codes.items()]
+    _dims(occ, inst.inputs, inst.outputs, given)
+
+
+def _dims(occ: Occ, inputs: list[Value], outputs: list[Value], given: list[tuple]) -> None:
+    """Each output dim: an input's candidates at the same position where the size is the same,
+    an expression given at the call site of equal value, or the sum of the inputs' dims there
+    (a concatenation)."""
     if not occ.generic:
         return
-    for out in inst.outputs:
+    for out in outputs:
         per_dim: list[Cands] = []
         for d, size in enumerate(out.type.shape):
             cands: Cands = []
             if isinstance(size, int):
-                for v in inst.inputs:
+                for v in inputs:
                     if v.type.rank == out.type.rank and v.type.shape[d] == size:
                         cands += occ.dims.get(id(v), [[]] * v.type.rank)[d]
-                cands += [
-                    python(code)
-                    for p, code in inst.param_codes.items()
-                    if inst.params.get(p) == size and not isinstance(inst.params.get(p), bool)
-                ]
+                cands += [c for c, value in given if value == size and not isinstance(value, bool)]
+                cands += _sum(occ, inputs, out, d, size)
             per_dim.append(cands)
         occ.dims[id(out)] = per_dim
+
+
+def _sum(occ: Occ, inputs: list[Value], out: Value, d: int, size: int) -> Cands:
+    same = [v for v in inputs if v.type.rank == out.type.rank]
+    sizes = [n for v in same if isinstance(n := v.type.shape[d], int)]
+    if len(same) < 2 or len(sizes) != len(same) or sum(sizes) != size:
+        return []
+    parts = [occ.dim_cands(v, d) for v in same]
+    return [" + ".join(p[0] for p in parts)] if all(parts) else []
