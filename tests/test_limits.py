@@ -212,3 +212,28 @@ def test_ops_declare_the_constant_tables_their_onnx_export_builds():
     lrn = REGISTRY["local_response_norm"]
     assert lrn.tables([x], {"size": 2}) == {"window": (6, 6)}
     assert lrn.tables([x], {"size": 3}) == {}  # onnxruntime's LRN
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "what"),
+    [
+        (
+            "model M { input x: f32[N, 4]  output y = x -> relu }\n" + "# a comment\n" * 30_000,
+            20_001,
+            "30,002 lines",
+        ),
+        (
+            "model M { input x: f32[N, 4]  output y = x -> linear(2, init=["
+            + ", ".join(["1.0"] * 300_000)
+            + "]) }",
+            1,
+            "characters",
+        ),
+    ],
+)
+def test_a_spec_beyond_the_text_limits_is_refused_before_parsing(source, line, what):
+    """A 100,000-line spec took 17 s to parse; one past the limits is refused at once."""
+    start = time.perf_counter()
+    (d,) = compile_error(source).diagnostics.items
+    assert time.perf_counter() - start < HANG
+    assert d.span is not None and d.span.line == line and what in d.message

@@ -14,7 +14,7 @@ from lark import Token, Transformer, v_args
 
 from dslc.diagnostics import Diagnostics, Span, SpecError
 from dslc.frontend import ast
-from dslc.ir.limits import MAX_INT
+from dslc.ir.limits import MAX_INT, MAX_SOURCE_BYTES, MAX_SOURCE_LINES
 
 _GRAMMAR_NAME = "dslc.lark"
 
@@ -103,12 +103,36 @@ SYNTAX_ERRORS: dict[str, list[str]] = {
 
 
 def parse(source: str, path: str, diags: Diagnostics) -> ast.Program | None:
+    if too_long(source, path, diags):
+        return None
     try:
         tree = parser().parse(source)
     except lark.exceptions.UnexpectedInput as err:
         diags.error(*_describe(err, source, path))
         return None
     return _ToAst(path, source).transform(tree)
+
+
+def too_long(source: str, path: str, diags: Diagnostics) -> bool:
+    """A spec beyond the text limits is refused, at the first line past them, before Lark
+    spends seconds parsing it."""
+    lines = source.count("\n") + 1
+    if lines <= MAX_SOURCE_LINES and len(source) <= MAX_SOURCE_BYTES:
+        return False
+    if lines > MAX_SOURCE_LINES:
+        line, what = (
+            MAX_SOURCE_LINES + 1,
+            f"{lines:,} lines, beyond dslc's limit of {MAX_SOURCE_LINES:,}",
+        )
+    else:
+        line = source.count("\n", 0, MAX_SOURCE_BYTES) + 1
+        what = f"{len(source):,} characters, beyond dslc's limit of {MAX_SOURCE_BYTES:,}"
+    diags.error(
+        Span(path, line, 1, line, 2),
+        f"the spec has {what}",
+        "a spec describes a model in a few hundred lines; weights and data belong in files",
+    )
+    return True
 
 
 def _describe(err: lark.exceptions.UnexpectedInput, source: str, path: str):

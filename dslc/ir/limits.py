@@ -32,6 +32,10 @@ MAX_PARAMETERS = 2**30  # parameters of the whole model: 4 GiB of float32
 MAX_NODES = 50_000  # nodes of the expanded graph, and block instances (as costly to expand)
 MAX_REPEAT = 10_000  # the count of one `stage * n`
 MAX_LIST_VALUES = 65_536  # numbers in one literal list (init values, a filter kernel)
+# The spec's text: Lark parses about 10,000 lines a second here, so a spec beyond these is
+# refused before it is parsed (the largest in specs/ has 50 lines).
+MAX_SOURCE_LINES = 20_000
+MAX_SOURCE_BYTES = 2**20
 
 
 def number_text(v: int | float, grouped: bool = False) -> str:
