@@ -134,3 +134,24 @@ def test_a_layer_named_twice_is_refused() -> None:
     with pytest.raises(dslc.CompileError) as err:
         dslc.compile_source(source, "twice.dl")
     assert "names two layers" in err.value.diagnostics.items[0].message
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        'x""";__import__("os").system("touch INJECTED");"""y.dl',
+        "a\\N.dl",
+        "C:\\Users\\me.dl",
+        "quote'\".dl",
+        "new\nline.dl",
+    ],
+)
+def test_a_spec_file_name_cannot_inject_code(tmp_path, monkeypatch, filename: str) -> None:
+    """The file name reaches the generated module's docstring: escaped, it runs nothing and
+    is never a syntax error."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / filename
+    path.write_text("model M { input x: f32[N, 4]  output y = x -> linear(2) }")
+    ns = dslc.load(path).torch_namespace()
+    assert ns["create_model"]()(torch.randn(1, 4)).shape == (1, 2)
+    assert not (tmp_path / "INJECTED").exists()
