@@ -66,17 +66,23 @@ def part(g: Graph, instance: str) -> Graph:
         new_nodes,
         weight_prefix=prefix,
     )
-    found = next((i for i in g.root.instances() if i.path == instance), None) if g.root else None
-    if found is not None:
-        renamed = {id(old): new for old, new in zip(nodes, new_nodes, strict=True)}
-        graph.root = _rebase(found, renamed, copy, prefix)
-        graph.root.path = ""
-        graph.root.inputs, graph.root.input_names = graph.inputs, [v.name for v in graph.inputs]
-        graph.root.outputs, graph.root.output_names = (
-            list(graph.outputs.values()),
-            list(graph.outputs),
-        )
+    renamed = {id(old): new for old, new in zip(nodes, new_nodes, strict=True)}
+    graph.root = _root(g, instance, graph, renamed, copy)
     return graph
+
+
+def _root(
+    g: Graph, instance: str, part: Graph, nodes: dict[int, Node], value
+) -> st.Instance | None:
+    """The part's block structure: the instance's, over the part's nodes and values."""
+    found = next((i for i in g.root.instances() if i.path == instance), None) if g.root else None
+    if found is None:
+        return None
+    root = _rebase(found, nodes, value, instance + ".")
+    root.path = ""
+    root.inputs, root.input_names = part.inputs, [v.name for v in part.inputs]
+    root.outputs, root.output_names = list(part.outputs.values()), list(part.outputs)
+    return root
 
 
 def _rebase(inst: st.Instance, nodes: dict[int, Node], value, prefix: str) -> st.Instance:
