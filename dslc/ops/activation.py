@@ -7,25 +7,35 @@ from typing import Any
 
 from dslc.diagnostics import SpecError
 from dslc.ops.base import Attr, OpDef, expect_float, register
-from dslc.ops.pycode import attr, ctor
+from dslc.ops.pycode import attr, ctor, render
 
 
 class Activation(OpDef):
+    """An elementwise function with an nn.Module form (`layer`, built from the attributes:
+    those in `positional` by position, the rest by keyword, left out at their default) and a
+    functional form (`function`) that takes the same arguments after the input."""
+
     family = "activation"
-    torch_fmt: str  # format string over x and the attributes
+    function: str  # torch.relu, F.elu
+    layer: str  # nn.ReLU, nn.ELU
+    positional: tuple[str, ...] = ()
     onnx_op: str
 
     def infer(self, ins, a):
         expect_float(self.name, ins[0])
         return ins[0]
 
-    layer: str = ""  # the nn.Module form: nn.ReLU
+    def torch_layer(self, node):
+        args = [attr(node, n) for n in self.positional]
+        kwargs = {
+            a.name: attr(node, a.name, default=a.default)
+            for a in self.attrs
+            if a.name not in self.positional
+        }
+        return ctor(self.layer, *args, **kwargs)
 
     def torch_call(self, node, args, module):
-        return self.torch_fmt.format(x=args[0], **node.attrs)
-
-    def torch_layer(self, node):
-        return ctor(self.layer, *(attr(node, a.name) for a in self.attrs)) if self.layer else None
+        return render(self.torch_layer(node), self.function, args[0])
 
     def onnx_attrs(self, a: dict[str, Any]) -> dict[str, Any]:
         return {}
@@ -37,20 +47,22 @@ class Activation(OpDef):
 def activation(
     name: str,
     doc: str,
-    torch_fmt: str,
+    function: str,
     onnx_op: str,
     layer: str,
     attrs: tuple[Attr, ...] = (),
     onnx_attrs=None,
     example: str = "",
+    positional: tuple[str, ...] = (),
 ) -> None:
     body: dict[str, Any] = {
         "name": name,
         "layer": layer,
         "doc": doc,
-        "torch_fmt": torch_fmt,
+        "function": function,
         "onnx_op": onnx_op,
         "attrs": attrs,
+        "positional": positional,
         "example": example or f"x -> {name}",
     }
     if onnx_attrs:
@@ -58,19 +70,97 @@ def activation(
     register(type(name.title().replace("_", ""), (Activation,), body))
 
 
-activation("relu", "max(x, 0).", "torch.relu({x})", "Relu", "nn.ReLU")
-activation("sigmoid", "1 / (1 + exp(-x)).", "torch.sigmoid({x})", "Sigmoid", "nn.Sigmoid")
-activation("tanh", "Hyperbolic tangent.", "torch.tanh({x})", "Tanh", "nn.Tanh")
+activation("relu", "max(x, 0).", "torch.relu", "Relu", "nn.ReLU")
+activation("sigmoid", "1 / (1 + exp(-x)).", "torch.sigmoid", "Sigmoid", "nn.Sigmoid")
+activation("tanh", "Hyperbolic tangent.", "torch.tanh", "Tanh", "nn.Tanh")
 activation(
     "leaky_relu",
     "x for x > 0, negative_slope * x otherwise.",
-    "F.leaky_relu({x}, {negative_slope!r})",
+    "F.leaky_relu",
     "LeakyRelu",
     "nn.LeakyReLU",
     (Attr("negative_slope", "float", 0.01, "slope for x < 0"),),
     onnx_attrs=lambda a: {"alpha": a["negative_slope"]},
     example="x -> leaky_relu(0.2)",
+    positional=("negative_slope",),
 )
+activation(
+    "hardswish",
+    "x * relu6(x + 3) / 6 (MobileNetV3's; torch.nn.Hardswish).",
+    "F.hardswish",
+    "HardSwish",
+    "nn.Hardswish",
+)
+activation(
+    "hardsigmoid",
+    "relu6(x + 3) / 6 (torch.nn.Hardsigmoid).",
+    "F.hardsigmoid",
+    "HardSigmoid",
+    "nn.Hardsigmoid",
+    onnx_attrs=lambda a: {"alpha": 1 / 6, "beta": 0.5},
+)
+activation(
+    "elu",
+    "x for x > 0, alpha * (exp(x) - 1) otherwise (torch.nn.ELU).",
+    "F.elu",
+    "Elu",
+    "nn.ELU",
+    (Attr("alpha", "float", 1.0, "the value x -> -infinity tends to, times -1"),),
+    onnx_attrs=lambda a: {"alpha": a["alpha"]},
+    example="x -> elu(alpha=0.5)",
+)
+activation(
+    "selu",
+    "scale * elu(x, alpha) with the self-normalizing constants (torch.nn.SELU).",
+    "F.selu",
+    "Selu",
+    "nn.SELU",
+)
+activation("mish", "x * tanh(softplus(x)) (torch.nn.Mish).", "F.mish", "Mish", "nn.Mish")
+
+
+@register
+class Silu(Activation):
+    name = "silu"
+    doc = "x * sigmoid(x), the swish of EfficientNet and LLaMA's MLP (torch.nn.SiLU)."
+    example = "x -> silu"
+    function, layer = "F.silu", "nn.SiLU"
+
+    def onnx(self, node, b, ins, outs):
+        gate = b.add(node, "Sigmoid", ins, [b.temp(node, "sigmoid")])
+        b.add(node, "Mul", [ins[0], gate], outs)
+
+
+@register
+class Softplus(Activation):
+    name = "softplus"
+    doc = (
+        "log(1 + exp(beta * x)) / beta, and x itself where beta * x > threshold "
+        "(torch.nn.Softplus)."
+    )
+    example = "x -> softplus"
+    function, layer = "F.softplus", "nn.Softplus"
+    attrs = (
+        Attr("beta", "float", 1.0, "sharpness", positive=True),
+        Attr("threshold", "float", 20.0, "beta * x above which it is x"),
+    )
+
+    def onnx(self, node, b, ins, outs):
+        a, dtype = node.attrs, node.inputs[0].type.dtype
+        bx = b.add(
+            node, "Mul", [ins[0], b.const(node, "beta", a["beta"], dtype)], [b.temp(node, "bx")]
+        )
+        soft = b.add(node, "Softplus", [bx], [b.temp(node, "softplus")])
+        soft = b.add(
+            node, "Div", [soft, b.const(node, "beta", a["beta"], dtype)], [b.temp(node, "scaled")]
+        )
+        linear = b.add(
+            node,
+            "Greater",
+            [bx, b.const(node, "threshold", a["threshold"], dtype)],
+            [b.temp(node, "linear")],
+        )
+        b.add(node, "Where", [linear, ins[0], soft], outs)
 
 
 @register
@@ -80,17 +170,7 @@ class Gelu(Activation):
     example = "x -> gelu"
     attrs = (Attr("approximate", "str", "none", "none (erf) or tanh", choices=("none", "tanh")),)
     onnx_op = "Gelu"
-
-    def torch_layer(self, node):
-        return ctor("nn.GELU", approximate=attr(node, "approximate", default="none"))
-
-    def torch_call(self, node, args, module):
-        approx = node.attrs["approximate"]
-        return (
-            f"F.gelu({args[0]})"
-            if approx == "none"
-            else f'F.gelu({args[0]}, approximate="{approx}")'
-        )
+    function, layer = "F.gelu", "nn.GELU"
 
     def onnx_attrs(self, a):
         return {"approximate": a["approximate"]}
@@ -158,7 +238,7 @@ for _name, _fn, _op in (
             (SoftmaxLike,),
             {
                 "name": _name,
-                "torch_fmt": f"F.{_fn}({{x}}, dim={{axis}})",
+                "function": f"F.{_fn}",
                 "onnx_op": _op,
                 "layer": f"nn.{_op}",
                 "doc": ("exp(x) / sum exp(x)" if _name == "softmax" else "x - log(sum exp(x))")

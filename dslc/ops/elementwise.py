@@ -1,10 +1,12 @@
-"""Binary elementwise arithmetic with broadcasting: what `a + b`, `a * b`, `x * 0.5` compile to."""
+"""Elementwise ops: the arithmetic that `a + b`, `a * b`, `x * 0.5` compile to (with
+broadcasting), the math functions exp, log, sqrt, abs and pow, and the elementwise minimum and
+maximum of two tensors."""
 
 from __future__ import annotations
 
 from dslc.diagnostics import SpecError
 from dslc.ir.types import INT_DTYPES, Dim, TensorType
-from dslc.ops.base import Attr, OpDef, register
+from dslc.ops.base import Attr, OpDef, expect_float, register
 
 
 def broadcast(op: str, a: TensorType, b: TensorType) -> TensorType:
@@ -87,6 +89,90 @@ for _name, _sym, _op in (
                 "onnx_op": _op,
                 "doc": f"a {_sym} b elementwise, with broadcasting; written `a {_sym} b`.",
                 "example": f"y = a {_sym} b",
+            },
+        )
+    )
+
+
+class Unary(OpDef):
+    family = "elementwise"
+    function: str
+    onnx_op: str
+
+    def infer(self, ins, a):
+        expect_float(self.name, ins[0])
+        return ins[0]
+
+    def torch_call(self, node, args, module):
+        return f"{self.function}({args[0]})"
+
+    def onnx(self, node, b, ins, outs):
+        b.add(node, self.onnx_op, ins, outs)
+
+
+for _name, _doc, _op in (
+    ("exp", "e to the power x.", "Exp"),
+    ("log", "The natural logarithm (-inf at 0, NaN below, as in PyTorch and ONNX).", "Log"),
+    ("sqrt", "The square root (NaN below 0).", "Sqrt"),
+    ("abs", "|x|.", "Abs"),
+):
+    register(
+        type(
+            _op,
+            (Unary,),
+            {
+                "name": _name,
+                "doc": _doc,
+                "function": f"torch.{_name}",
+                "onnx_op": _op,
+                "example": f"x -> {_name}",
+            },
+        )
+    )
+
+
+@register
+class Pow(Unary):
+    name = "pow"
+    doc = "x to the power `exponent`, a constant (torch.pow)."
+    example = "x -> pow(2)"
+    attrs = (Attr("exponent", "float", doc="the power"),)
+
+    def torch_call(self, node, args, module):
+        return f"torch.pow({args[0]}, {node.attrs['exponent']!r})"
+
+    def onnx(self, node, b, ins, outs):
+        dtype = node.inputs[0].type.dtype
+        b.add(node, "Pow", [ins[0], b.const(node, "exponent", node.attrs["exponent"], dtype)], outs)
+
+
+class Extremum(OpDef):
+    family = "elementwise"
+    inputs = ("a", "b")
+    onnx_op: str
+
+    def infer(self, ins, a):
+        for t in ins:
+            expect_float(self.name, t)
+        return broadcast(self.name, ins[0], ins[1])
+
+    def torch_call(self, node, args, module):
+        return f"torch.{self.name}({args[0]}, {args[1]})"
+
+    def onnx(self, node, b, ins, outs):
+        b.add(node, self.onnx_op, ins, outs)
+
+
+for _name, _op, _what in (("minimum", "Min", "smaller"), ("maximum", "Max", "larger")):
+    register(
+        type(
+            _op,
+            (Extremum,),
+            {
+                "name": _name,
+                "onnx_op": _op,
+                "doc": f"The {_what} of a and b, elementwise, with broadcasting (torch.{_name}).",
+                "example": f"y = {_name}(a, b)",
             },
         )
     )

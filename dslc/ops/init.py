@@ -114,6 +114,7 @@ KINDS: dict[str, Kind] = {
     "torch_normal": Kind(_module_default, _std(lambda i, f: 1.0, normal=True)),
     "torch_ones": Kind(_module_default, whole=lambda i, s: np.ones(s, np.float32)),
     "torch_zeros": Kind(_module_default, whole=lambda i, s: np.zeros(s, np.float32)),
+    "torch_prelu": Kind(_module_default, whole=lambda i, s: np.full(s, 0.25, np.float32)),
     "he_uniform": Kind(
         lambda i, t: f'nn.init.kaiming_uniform_({t}, nonlinearity="relu")',
         _std(lambda i, f: math.sqrt(6.0 / f[0]), normal=False),

@@ -34,12 +34,17 @@ FAMILY_TEXT = {
         "Pooling, adaptive pooling and upsampling; the input layout is (N, C, *spatial).",
     ),
     "norm": ("Normalization and dropout", "Normalization layers, and dropout."),
-    "activation": ("Activations", "Elementwise nonlinearities and (log-)softmax."),
+    "activation": (
+        "Activations",
+        "Elementwise nonlinearities, clipping, gated and learned activations, and (log-)softmax. "
+        "Each has an nn.Module form, so it may stand in a named sequence.",
+    ),
     "shape": ("Shape", "Ops that move data without computing on it."),
     "elementwise": (
-        "Elementwise arithmetic",
-        "What `a + b`, `a - b`, `a * b`, `a / b` and `x * 0.5` compile to; usually written with "
-        "the operators rather than by name.",
+        "Elementwise arithmetic and math",
+        "What `a + b`, `a - b`, `a * b`, `a / b` and `x * 0.5` compile to (usually written with "
+        "the operators rather than by name); the math functions `exp`, `log`, `sqrt`, `abs` and "
+        "`pow`; and `minimum` and `maximum` of two tensors, with broadcasting.",
     ),
     "stochastic": (
         "Stochastic layers",
