@@ -155,3 +155,16 @@ def test_a_spec_file_name_cannot_inject_code(tmp_path, monkeypatch, filename: st
     ns = dslc.load(path).torch_namespace()
     assert ns["create_model"]()(torch.randn(1, 4)).shape == (1, 2)
     assert not (tmp_path / "INJECTED").exists()
+
+
+def test_a_tensor_named_like_a_helper_function_does_not_hide_it() -> None:
+    source = """
+    model M {
+        input masked_mean: f32[N, T, 4]
+        input m: bool[N, T]
+        h = masked_mean -> relu
+        output y = masked_mean(h, m, axis=1) + masked_mean(masked_mean, m, axis=1)
+    }"""
+    model = dslc.compile_source(source, "helper.dl").torch_module()
+    out = model(torch.randn(2, 3, 4), torch.ones(2, 3, dtype=torch.bool))
+    assert out.shape == (2, 4)

@@ -17,6 +17,7 @@ from dslc.ops import (  # noqa: F401
     norm_local,
     optim,
     pool,
+    reduce,
     resize,
     schedule,
     shape,

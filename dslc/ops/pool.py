@@ -97,13 +97,12 @@ for _kind, _what in (("max", "Maximum"), ("avg", "Average")):
         )
 
 
-@register
-class GlobalAvgPool(OpDef):
-    name = "global_avg_pool"
+class GlobalPool(OpDef):
+    """Mean or maximum over all spatial dims: (N, C, *spatial) -> (N, C)."""
+
     family = "pool"
-    prefix = "gap"
-    doc = "Mean over all spatial dims: (N, C, *spatial) -> (N, C), as Keras' GlobalAveragePooling."
-    example = "x -> global_avg_pool"
+    reduce: str  # mean | amax
+    onnx_op: str
 
     def infer(self, ins, a):
         (x,) = ins
@@ -113,11 +112,29 @@ class GlobalAvgPool(OpDef):
 
     def torch_call(self, node, args, module):
         dims = tuple(range(2, node.inputs[0].type.rank))
-        return f"{args[0]}.mean(dim={dims if len(dims) > 1 else dims[0]})"
+        return f"{args[0]}.{self.reduce}(dim={dims if len(dims) > 1 else dims[0]})"
 
     def onnx(self, node, b, ins, outs):
-        pooled = b.add(node, "GlobalAveragePool", ins, [b.temp(node, "pooled")])
+        pooled = b.add(node, self.onnx_op, ins, [b.temp(node, "pooled")])
         b.add(node, "Flatten", [pooled], outs, axis=1)
+
+
+@register
+class GlobalAvgPool(GlobalPool):
+    name = "global_avg_pool"
+    prefix = "gap"
+    doc = "Mean over all spatial dims: (N, C, *spatial) -> (N, C), as Keras' GlobalAveragePooling."
+    example = "x -> global_avg_pool"
+    reduce, onnx_op = "mean", "GlobalAveragePool"
+
+
+@register
+class GlobalMaxPool(GlobalPool):
+    name = "global_max_pool"
+    prefix = "gmp"
+    doc = "Maximum over all spatial dims: (N, C, *spatial) -> (N, C), as Keras' GlobalMaxPooling."
+    example = "x -> global_max_pool"
+    reduce, onnx_op = "amax", "GlobalMaxPool"
 
 
 def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:

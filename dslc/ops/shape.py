@@ -6,7 +6,7 @@ from collections import Counter
 from typing import cast
 
 from dslc.diagnostics import SpecError
-from dslc.ir.types import Dim, Sym, TensorType, dim_add, dim_prod
+from dslc.ir.types import DTYPES, Dim, Sym, TensorType, dim_add, dim_prod
 from dslc.ops.base import Attr, OpDef, register
 from dslc.ops.pycode import attr, ctor
 
@@ -177,3 +177,72 @@ class Identity(OpDef):
 
     def onnx(self, node, b, ins, outs):
         b.alias(outs[0], ins[0])
+
+
+@register
+class Squeeze(OpDef):
+    name = "squeeze"
+    family = "shape"
+    doc = "Removes dim `axis`, which must have size 1 (torch.squeeze)."
+    example = "x -> squeeze(1)"
+    attrs = (Attr("axis", "int", doc="the dim of size 1 to remove"),)
+
+    def resolve(self, ins, a):
+        return {"axis": _norm_axis(self.name, a["axis"], ins[0].rank)}
+
+    def infer(self, ins, a):
+        (x,) = ins
+        if x.shape[a["axis"]] != 1:
+            raise SpecError(f"squeeze: dim {a['axis']} of {x} has size {x.shape[a['axis']]}, not 1")
+        return x.with_shape(x.shape[: a["axis"]] + x.shape[a["axis"] + 1 :])
+
+    def torch_call(self, node, args, module):
+        return f"{args[0]}.squeeze({node.attrs['axis']})"
+
+    def onnx(self, node, b, ins, outs):
+        b.add(node, "Squeeze", [ins[0], b.const(node, "axes", [node.attrs["axis"]], "i64")], outs)
+
+
+@register
+class Unsqueeze(OpDef):
+    name = "unsqueeze"
+    family = "shape"
+    doc = "Inserts a dim of size 1 at `axis` of the output (torch.unsqueeze)."
+    example = "x -> unsqueeze(1)"
+    attrs = (Attr("axis", "int", doc="where the new dim stands in the output"),)
+
+    def resolve(self, ins, a):
+        return {"axis": _norm_axis(self.name, a["axis"], ins[0].rank + 1)}
+
+    def infer(self, ins, a):
+        (x,) = ins
+        return x.with_shape((*x.shape[: a["axis"]], 1, *x.shape[a["axis"] :]))
+
+    def torch_call(self, node, args, module):
+        return f"{args[0]}.unsqueeze({node.attrs['axis']})"
+
+    def onnx(self, node, b, ins, outs):
+        axes = b.const(node, "axes", [node.attrs["axis"]], "i64")
+        b.add(node, "Unsqueeze", [ins[0], axes], outs)
+
+
+@register
+class Cast(OpDef):
+    name = "cast"
+    family = "shape"
+    doc = "The tensor in another dtype (Tensor.to): f32 of a bool mask, i64 of floats (truncated)."
+    example = 'm = mask -> cast("f32")'
+    attrs = (Attr("dtype", "str", doc="the new dtype", choices=tuple(DTYPES)),)
+
+    def infer(self, ins, a):
+        return TensorType(a["dtype"], ins[0].shape)
+
+    def torch_call(self, node, args, module):
+        return f"{args[0]}.to(torch.{DTYPES[node.attrs['dtype']][1]})"
+
+    def onnx(self, node, b, ins, outs):
+        b.add(node, "Cast", ins, outs, to=ONNX_TYPES[node.attrs["dtype"]])
+
+
+# TensorProto's element types, by number, so that ops need not import onnx
+ONNX_TYPES = {"f16": 10, "bf16": 16, "f32": 1, "f64": 11, "i32": 6, "i64": 7, "bool": 9}

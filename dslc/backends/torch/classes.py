@@ -42,14 +42,21 @@ class ClassInfo:
 
 
 class Writer(Control):
-    def __init__(self, name: str, instances: list[st.Instance], generic: bool, classes) -> None:
+    def __init__(
+        self,
+        name: str,
+        instances: list[st.Instance],
+        generic: bool,
+        classes,
+        reserved: frozenset[str] = RESERVED,
+    ) -> None:
         self.name = name
         self.instances = instances
         self.generic = generic
         self.classes = classes  # id(instance) -> ClassInfo of the nested blocks, written first
         self.init: list[Line] = []
         self.fwd: list[Line] = []
-        self.ns = Namespace(RESERVED)
+        self.ns = Namespace(reserved)  # the module's own names and its helpers' are taken
         self.dim_names: dict[tuple[int, int], str] = {}
         self.flags = 0
 

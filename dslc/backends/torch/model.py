@@ -10,7 +10,7 @@ from __future__ import annotations
 from dslc.backends.torch import fmt
 from dslc.backends.torch.classes import ClassInfo, Writer
 from dslc.backends.torch.inits import weight_init
-from dslc.backends.torch.pynames import MODULE_NAMES, class_name
+from dslc.backends.torch.pynames import MODULE_NAMES, RESERVED, class_name
 from dslc.backends.torch.training import factories, needs_math, tables
 from dslc.backends.torch.values import NotGeneric
 from dslc.ir import structure as st
@@ -28,7 +28,9 @@ def _definitions(root: st.Instance) -> dict[str, list[st.Instance]]:
     return out
 
 
-def _classes(g: Graph, names: Namespace) -> tuple[list[list[str]], dict[int, ClassInfo]]:
+def _classes(
+    g: Graph, names: Namespace, reserved: frozenset[str]
+) -> tuple[list[list[str]], dict[int, ClassInfo]]:
     """The source of every block class and the class each instance is built from: one class
     for all instances of a block, or failing that one per distinct instantiation."""
     written: list[list[str]] = []
@@ -36,12 +38,12 @@ def _classes(g: Graph, names: Namespace) -> tuple[list[list[str]], dict[int, Cla
     for block, instances in _definitions(g.root).items():
         base = names.create(class_name(block), "")
         try:
-            groups = [(base, instances, Writer(base, instances, True, of).write())]
+            groups = [(base, instances, Writer(base, instances, True, of, reserved).write())]
         except NotGeneric:
             groups = []
             for k, group in enumerate(_distinct(instances)):
                 name = base if k == 0 else names.create(base, "")
-                groups.append((name, group, _one(name, group, of)))
+                groups.append((name, group, _one(name, group, of, reserved)))
         for _, group, info in groups:
             written.append(info.lines)
             of.update((id(inst), info) for inst in group)
@@ -56,11 +58,11 @@ def _distinct(instances: list[st.Instance]) -> list[list[st.Instance]]:
     return list(seen.values())
 
 
-def _one(name: str, group: list[st.Instance], of) -> ClassInfo:
+def _one(name: str, group: list[st.Instance], of, reserved: frozenset[str]) -> ClassInfo:
     try:
-        return Writer(name, group, True, of).write()
+        return Writer(name, group, True, of, reserved).write()
     except NotGeneric:
-        return Writer(name, group[:1], False, of).write()
+        return Writer(name, group[:1], False, of, reserved).write()
 
 
 def _header(g: Graph) -> list[str]:
@@ -98,10 +100,12 @@ def _rewrap(line: str) -> list[str]:
 
 
 def emit(g: Graph) -> str:
-    names = Namespace(MODULE_NAMES | {h for n in g.nodes for h in n.op.torch_helpers})
+    helpers = {h for n in g.nodes for h in n.op.torch_helpers}
+    names = Namespace(MODULE_NAMES | helpers)
+    reserved = RESERVED | helpers  # a local variable must not hide a helper function either
     model_name = names.create(class_name(g.name), "")
-    blocks, of = _classes(g, names)
-    model = Writer(model_name, [g.root], False, of).write()
+    blocks, of = _classes(g, names, reserved)
+    model = Writer(model_name, [g.root], False, of, reserved).write()
     init = [x for line in weight_init(g) for x in _rewrap(line)]
     lines = model.lines
     at = next(i for i, line in enumerate(lines) if line.startswith("    def forward("))
