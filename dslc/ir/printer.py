@@ -64,8 +64,10 @@ def _format_training(t: Training) -> list[str]:
     lines = ["train {"]
     lines += [f"  target {v.name}: {v.type}" for v in t.targets]
     for term in [*t.loss, *t.penalties]:
+        defaults = {a.name: a.default for a in term.op.attrs}
+        given = {k: v for k, v in term.attrs.items() if v != defaults.get(k)}
         attrs = ", ".join(
-            [*(v.name for v in term.inputs), *(f"{k}={fmt_attr(v)}" for k, v in term.attrs.items())]
+            [*(v.name for v in term.inputs), *(f"{k}={fmt_attr(v)}" for k, v in given.items())]
         )
         lines.append(f"  loss += {term.weight!r} * {term.op.name}({attrs})")
     for key, setting in (("optimizer", t.optimizer), ("schedule", t.schedule)):

@@ -29,6 +29,7 @@ class Loss(OpDef):
         if a.get("class_dim") == -1:  # (N, ..., C): move C to dim 1, as PyTorch reads it
             x = x.with_shape((x.shape[0], x.shape[-1], *x.shape[1:-1]))
         self.check(x, t)
+        _check_weights(self.name, x, a)
         return SCALAR
 
     def check(self, x: TensorType, t: TensorType) -> None:
@@ -39,13 +40,49 @@ class Loss(OpDef):
     def torch_call(self, node, args, module):
         defaults = {at.name: at.default for at in self.attrs} | self.torch_defaults
         extra = "".join(
-            f", {k}={v!r}" if not isinstance(v, str) else f', {k}="{v}"'
+            f", {k}={_argument(v, k, args[0])}"
             for k, v in node.attrs.items()
             if v != defaults[k] and k != "class_dim"
         )
         # F's losses take the classes in dim 1: (N, T, V) logits become (N, V, T).
         moved = ".movedim(-1, 1)" if node.attrs.get("class_dim") == -1 else ""
         return f"F.{self.torch_fn}({args[0]}{moved}, {args[1]}{extra})"
+
+
+def _argument(v, key: str, prediction: str) -> str:
+    """An attribute as F's keyword argument; class weights as a tensor on the prediction's
+    device and dtype."""
+    if key in WEIGHTS:
+        return f"{prediction}.new_tensor({list(v)!r})"
+    return f'"{v}"' if isinstance(v, str) else repr(v)
+
+
+def _check_weights(op: str, x: TensorType, a) -> None:
+    """`weight`: one per class (dim 1 once the class dim is there); `pos_weight`: one per
+    output of the last dim, or one for all."""
+    if a.get("weight") is not None and (x.rank < 2 or len(a["weight"]) != x.shape[1]):
+        raise SpecError(
+            f"{op}: weight has {len(a['weight'])} values, but prediction {x} has "
+            f"{x.shape[1] if x.rank >= 2 else 'no'} classes",
+            hint="one weight per class",
+        )
+    pos = a.get("pos_weight")
+    if pos is not None and len(pos) not in (1, x.shape[-1]):
+        raise SpecError(
+            f"{op}: pos_weight has {len(pos)} values, but prediction {x} has {x.shape[-1]} "
+            "outputs in its last dim",
+            hint="one weight for all outputs, or one per output",
+        )
+
+
+WEIGHTS = ("weight", "pos_weight")
+WEIGHT = Attr("weight", "floats", None, "a weight per class (rarer classes count more)", minimum=0)
+IGNORE = Attr(
+    "ignore_index",
+    "int",
+    -100,
+    "a target value that counts for nothing: padding (PyTorch's -100 unless set)",
+)
 
 
 def loss(name: str, torch_fn: str, doc: str, example: str, **body) -> None:
@@ -121,6 +158,16 @@ loss(
     "binary_cross_entropy_with_logits",
     "Binary cross-entropy on logits (sigmoid built in, numerically stable).",
     "bce_with_logits(z, y)",
+    attrs=(
+        *Loss.attrs,
+        Attr(
+            "pos_weight",
+            "floats",
+            None,
+            "how much a positive counts against a negative, for all outputs or each",
+            minimum=0,
+        ),
+    ),
 )
 
 
@@ -168,6 +215,8 @@ loss(
             "label_smoothing", "float", 0.0, "mix the target with uniform", minimum=0.0, maximum=1.0
         ),
         CLASS_DIM,
+        IGNORE,
+        WEIGHT,
     ),
 )
 loss(
@@ -177,7 +226,7 @@ loss(
     "nll(log_probs, y)",
     check=_check_class_target,
     classifies=True,
-    attrs=(*Loss.attrs, CLASS_DIM),
+    attrs=(*Loss.attrs, CLASS_DIM, IGNORE, WEIGHT),
 )
 
 

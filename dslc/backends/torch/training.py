@@ -169,8 +169,24 @@ def tables(g: Graph) -> list[str]:
             *_signature("TARGETS", [(v.name, v) for v in t.targets]),
             *fmt.wrap(f"LOSS_INPUTS = {_tuple([_literal(n) for _, n in params.values()])}", 0),
             *fmt.wrap(f"METRICS = {_metrics(t, params)}", 0, _metrics_comment(t)),
+            *_ignored(t, params),
             "TRAINING = {",
             *(f"    {_literal(k)}: {_literal(v)}," for k, v in sorted(t.settings.items())),
             "}",
         ]
     return lines
+
+
+def _ignored(t: Training, params: dict[int, tuple[str, str]]) -> list[str]:
+    """IGNORE_INDEX: the target value a classification term sets to count for nothing
+    (padding), where the spec sets one; dslc train then allows it in the data and leaves it
+    out of the accuracy."""
+    ignored = {
+        params[id(term.inputs[1])][1]: term.attrs["ignore_index"]
+        for term in t.loss
+        if term.attrs.get("ignore_index", -100) != -100
+    }
+    if not ignored:
+        return []
+    table = ", ".join(f"{_literal(k)}: {v}" for k, v in ignored.items())
+    return ["# target values that count for nothing (padding)", f"IGNORE_INDEX = {{{table}}}"]

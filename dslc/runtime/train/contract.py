@@ -32,6 +32,7 @@ class Contract:
     create_scheduler: Callable[[Any, int, int], Any]
     reduction: str  # how the loss reduces over the batch: "mean", "sum" or "mixed"
     tokens: dict[str, int]  # integer inputs read by an embedding -> vocabulary (language models)
+    ignore: dict[str, int]  # class-index target -> the value that counts for nothing (padding)
 
     def override(self, key: str, value: Any) -> None:
         """A setting from the command line, recorded where the run's settings are read."""
@@ -85,6 +86,7 @@ def contract(spec: Spec) -> Contract:
         create_scheduler=ns["create_scheduler"],
         reduction=_reduction(spec),
         tokens=dict(ns.get("TOKENS", {})),
+        ignore=dict(ns.get("IGNORE_INDEX", {})),
     )
 
 

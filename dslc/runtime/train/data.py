@@ -55,7 +55,11 @@ def check(
 
 
 def check_classes(
-    arrays: dict[str, np.ndarray], classes: dict[str, tuple[str, int]], model: str, source: str
+    arrays: dict[str, np.ndarray],
+    classes: dict[str, tuple[str, int]],
+    model: str,
+    source: str,
+    ignore: dict[str, int] | None = None,
 ) -> None:
     """Class labels within the prediction's classes, before training: F.cross_entropy would
     fail mid-epoch on the first batch holding one past the end (an IndexError, or a CUDA
@@ -64,6 +68,11 @@ def check_classes(
         labels = arrays.get(name)
         if labels is None or labels.size == 0 or labels.dtype.kind not in "iu":
             continue
+        skip = (ignore or {}).get(name)  # the spec's ignore_index (padding) counts for nothing
+        if skip is not None:
+            labels = labels[labels != skip]
+            if labels.size == 0:
+                continue
         low, high = labels.min(), labels.max()
         if low >= 0 and high < count:
             continue

@@ -227,7 +227,7 @@ class Trainer:
             total += self._total(loss, len(next(iter(batch.values()))))
             if "accuracy" in self.c.metrics:  # the first classifier's; later ones unreported
                 output, target = self.c.metrics["accuracy"]
-                hits, n = accuracy(values[output], values[target])
+                hits, n = accuracy(values[output], values[target], self.c.ignore.get(target))
                 right, counted = right + hits, counted + n
         self.module.train()
         return total / len(self.val), (right / counted if counted else None)
@@ -325,9 +325,14 @@ def _is(value: Any, kind: str) -> bool:
     }[kind]
 
 
-def accuracy(logits: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
-    """Examples whose argmax over the class dim (1) equals the target, and the count."""
+def accuracy(
+    logits: torch.Tensor, target: torch.Tensor, ignore: int | None = None
+) -> tuple[float, int]:
+    """Examples whose argmax over the class dim (1) equals the target, and the count; targets
+    equal to `ignore` (the loss's ignore_index) are not counted."""
     predicted = logits.argmax(dim=1)
     if predicted.shape != target.shape:  # class dim last, as in (N, T, V) language models
         predicted = logits.argmax(dim=-1)
-    return float((predicted == target).sum().item()), target.numel()
+    counted = target != ignore if ignore is not None else torch.ones_like(target, dtype=torch.bool)
+    hits = ((predicted == target) & counted).sum().item()
+    return float(hits), int(counted.sum().item())

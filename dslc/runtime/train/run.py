@@ -131,7 +131,7 @@ def _load(path: str, c: Contract, opts: Options) -> dict[str, Any]:
     """The arrays of one data file, checked against the spec, class labels included (before
     any split, so that a bad label's position is its position in the file)."""
     arrays = data.load(path, c.arrays, c.name, opts.columns)
-    data.check_classes(arrays, c.classes, c.name, path)
+    data.check_classes(arrays, c.classes, c.name, path, c.ignore)
     return arrays
 
 
