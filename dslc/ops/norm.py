@@ -72,6 +72,12 @@ class BatchNorm(OpDef):
         b.add(node, "BatchNormalization", [ins[0], *stats], outs, epsilon=node.attrs["eps"])
 
 
+NORM_ATTRS = (
+    Attr("eps", "float", 1e-5, "added to the variance", positive=True),
+    Attr("dims", "int", 1, "how many trailing dims to normalize over", positive=True),
+)
+
+
 @register
 class LayerNorm(OpDef):
     name = "layer_norm"
@@ -80,17 +86,32 @@ class LayerNorm(OpDef):
     module = True
     doc = (
         "Layer normalization over the last `dims` dims, with a learned scale and shift "
-        "(torch.nn.LayerNorm)."
+        "(torch.nn.LayerNorm); or, with `axis`, over that one dim, as ConvNeXt normalizes the "
+        "channels of (N, C, H, W) (axis=1)."
     )
     example = "x -> layer_norm"
     attrs = (
-        Attr("eps", "float", 1e-5, "added to the variance", positive=True),
-        Attr("dims", "int", 1, "how many trailing dims to normalize over", positive=True),
+        *NORM_ATTRS,
+        Attr("axis", "int", None, "normalize over this one dim instead (channels-first: 1)"),
     )
+
+    def resolve(self, ins, a):
+        if a["axis"] is None:
+            return a
+        if a["dims"] != 1:
+            raise SpecError("layer_norm: give axis or dims, not both")
+        axis = a["axis"]
+        if not -ins[0].rank <= axis < ins[0].rank:
+            raise SpecError(f"layer_norm: axis {axis} is out of range for {ins[0]}")
+        return {**a, "axis": axis % ins[0].rank}
 
     def infer(self, ins, a):
         (x,) = ins
         expect_f32(self.name, x)
+        if a["axis"] is not None:
+            if not isinstance(x.shape[a["axis"]], int):
+                raise SpecError(f"layer_norm over axis {a['axis']} needs it known, got {x}")
+            return x
         tail = x.shape[x.rank - a["dims"] :] if a["dims"] <= x.rank else None
         if tail is None or not all(isinstance(d, int) for d in tail):
             if a["dims"] > x.rank:
@@ -101,7 +122,8 @@ class LayerNorm(OpDef):
         return x
 
     def params(self, ins, a):
-        shape = tuple(ins[0].shape[-a["dims"] :])
+        x = ins[0]
+        shape = (x.shape[a["axis"]],) if a["axis"] is not None else tuple(x.shape[-a["dims"] :])
         return {
             "weight": ParamSpec(shape, Init("torch_ones")),
             "bias": ParamSpec(shape, Init("torch_zeros")),
@@ -110,11 +132,30 @@ class LayerNorm(OpDef):
     def torch_module(self, node):
         return ctor("nn.LayerNorm", _normalized(node), eps=attr(node, "eps", default=1e-5))
 
+    def torch_call(self, node, args, module):
+        axis = _inner_axis(node)
+        if axis is None:
+            return super().torch_call(node, args, module)
+        return f"{module}({args[0]}.movedim({axis}, -1)).movedim(-1, {axis})"
+
     def onnx(self, node, b, ins, outs):
+        axis = _inner_axis(node)
+        if axis is None:
+            self._last_dims(node, b, ins[0], outs[0])
+            return
+        perm = [i for i in range(node.inputs[0].type.rank) if i != axis] + [axis]
+        back = sorted(range(len(perm)), key=perm.__getitem__)
+        moved = b.add(node, "Transpose", ins, [b.temp(node, "moved")], perm=perm)
+        normed = self._last_dims(node, b, moved, b.temp(node, "normed"))
+        b.add(node, "Transpose", [normed], outs, perm=back)
+
+    def _last_dims(self, node, b, x: str, out: str) -> str:
+        """x normalized over its last `dims` dims (1 where `axis` moved that dim last)."""
+        ins, outs = [x], [out]
         w, bias = b.param(node, "weight"), b.param(node, "bias")
         dims = node.attrs["dims"]
         if b.fused:
-            b.add(
+            return b.add(
                 node,
                 "LayerNormalization",
                 [ins[0], w, bias],
@@ -122,16 +163,24 @@ class LayerNorm(OpDef):
                 axis=-dims,
                 epsilon=node.attrs["eps"],
             )
-            return
         mean = b.add(node, "ReduceMean", [ins[0], _last(node, b, dims)], [b.temp(node, "mean")])
         centred = b.add(node, "Sub", [ins[0], mean], [b.temp(node, "centred")])
         scaled = _divide_by_rms(node, b, centred, dims)
         shifted = b.add(node, "Mul", [scaled, w], [b.temp(node, "scaled")])
-        b.add(node, "Add", [shifted, bias], outs)
+        return b.add(node, "Add", [shifted, bias], outs)
+
+
+def _inner_axis(node) -> int | None:
+    """The `axis` of a layer norm over a dim that is not the last (None: the usual kind)."""
+    axis = node.attrs.get("axis")
+    return None if axis is None or axis == node.inputs[0].type.rank - 1 else axis
 
 
 def _normalized(node) -> Arg:
-    """normalized_shape: the last dim (as a number), or the last `dims` dims (a list)."""
+    """normalized_shape: the last dim (as a number), or the last `dims` dims (a list), or the
+    `axis` dim."""
+    if node.attrs.get("axis") is not None:
+        return dim(node, 0, node.attrs["axis"])
     if node.attrs["dims"] == 1:
         return dim(node, 0, -1)
     return lit(list(node.inputs[0].type.shape[-node.attrs["dims"] :]))
@@ -162,10 +211,10 @@ class RmsNorm(OpDef):
         "times a learned scale, no centring or shift (torch.nn.RMSNorm; LLaMA's norm)."
     )
     example = "x -> rms_norm"
-    attrs = LayerNorm.attrs
+    attrs = NORM_ATTRS
 
     def infer(self, ins, a):
-        return REGISTRY["layer_norm"].infer(ins, a)
+        return REGISTRY["layer_norm"].infer(ins, {**a, "axis": None})
 
     def params(self, ins, a):
         return {"weight": ParamSpec(tuple(ins[0].shape[-a["dims"] :]), Init("torch_ones"))}

@@ -4,7 +4,7 @@ like dropout."""
 from __future__ import annotations
 
 from dslc.diagnostics import SpecError
-from dslc.ops.base import OpDef, expect_float, register
+from dslc.ops.base import Attr, OpDef, expect_float, register
 
 
 @register
@@ -32,6 +32,43 @@ class Reparameterize(OpDef):
     def torch_call(self, node, args, module):
         mu, logvar = args
         return f"{mu} + (0.5 * {logvar}).exp() * torch.randn_like({mu}) if self.training else {mu}"
+
+    def onnx(self, node, b, ins, outs):
+        b.alias(outs[0], ins[0])
+
+
+DROP_PATH = '''
+def drop_path(x, p, training):
+    """Stochastic depth: zero each example's whole x with probability p while training,
+    scaling the kept ones by 1/(1-p) (torchvision's stochastic_depth, mode "row")."""
+    if not training or p == 0.0:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+'''
+
+
+@register
+class DropPath(OpDef):
+    name = "drop_path"
+    family = "stochastic"
+    doc = (
+        "Stochastic depth (Huang et al., 2016): while training, each example's whole tensor is "
+        "zeroed with probability p and the rest scaled by 1/(1-p), so a residual branch is "
+        "skipped for that example; identity in eval mode and ONNX. Put it on the branch: "
+        "`x + (x -> Block -> drop_path(0.1))`."
+    )
+    example = "y = x + (x -> mlp -> drop_path(0.1))"
+    attrs = (Attr("p", "float", doc="probability of dropping", minimum=0.0, maximum=1.0),)
+    torch_helpers = {"drop_path": DROP_PATH}
+    forward_attrs = ("p",)
+
+    def infer(self, ins, a):
+        expect_float(self.name, ins[0])
+        return ins[0]
+
+    def torch_call(self, node, args, module):
+        return f"drop_path({args[0]}, {node.attrs['p']!r}, self.training)"
 
     def onnx(self, node, b, ins, outs):
         b.alias(outs[0], ins[0])

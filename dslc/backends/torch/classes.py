@@ -9,7 +9,7 @@ classes.py writes one class per distinct instantiation instead (see docs/archite
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dslc.backends.torch import fmt
 from dslc.backends.torch.control import Control, Ctx, Line
@@ -140,12 +140,37 @@ class Writer(Control):
             output_dims(occ, node)
         if ctx.seq:
             return
+        shown = self.forward_attrs(nodes)
         calls = [
-            n.op.torch_call(n, [o.vars[id(v)] for v in n.inputs], ref)
+            n.op.torch_call(
+                replace(n, attrs={**n.attrs, **shown}), [o.vars[id(v)] for v in n.inputs], ref
+            )
             for n, o in zip(nodes, occs, strict=True)
         ]
         ends = [(n.inputs, n.outputs) for n in nodes]
         self.line(calls, ends, occs, indent, ctx, None, f"{nodes[0].op.name} differs")
+
+    def forward_attrs(self, nodes) -> dict[str, Source]:
+        """Attributes a functional op reads in forward (its `forward_attrs`) that the spec
+        gives as an expression over the block's parameters: kept on the module in __init__
+        (`self.drop = drop`), and read from there."""
+        out: dict[str, Source] = {}
+        if not self.generic:
+            return out
+        for key in nodes[0].op.forward_attrs:
+            codes = {python(n.codes[key][0]) if key in n.codes else None for n in nodes}
+            code = codes.pop() if len(codes) == 1 else None
+            if code is None or code == py(nodes[0].attrs[key]):
+                continue
+            name = code if code.isidentifier() else key
+            taken = {c.split(" = ")[0] for _, c, _ in self.init if c.startswith("self.")}
+            if f"self.{name}" in taken and (8, f"self.{name} = {code}", "") not in self.init:
+                name = f"{name}_{key}"  # a layer has that name already
+            line = (8, f"self.{name} = {code}", "")
+            if line not in self.init:
+                self.init.append(line)
+            out[key] = Source(f"self.{name}")
+        return out
 
     def call(self, row: list[st.CallItem], occs: list[Occ], indent: int, ctx) -> None:
         insts = [r.instance for r in row]
@@ -259,6 +284,13 @@ class Writer(Control):
                 self.ns.taken.add(name)
                 return name
         return self.ns.create(base)
+
+
+class Source(str):
+    """Python source standing for an attribute's value: it prints as itself (repr too)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _spelled(node, arg) -> bool:
