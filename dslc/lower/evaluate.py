@@ -153,9 +153,9 @@ class Evaluator:
 
     def repeat_count(self, e: ast.Expr, scope: Scope, frame: Frame) -> int:
         n = self.eval(e, scope, frame)
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise SpecError(
-                f"a repeat count must be a positive integer, got {describe(n)}", span=e.span
+                f"a repeat count must be a non-negative integer, got {describe(n)}", span=e.span
             )
         if n > MAX_REPEAT:
             raise SpecError(

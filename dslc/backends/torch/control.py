@@ -47,6 +47,10 @@ class Control:
 
     def repeat(self, row: list[st.RepeatItem], occs: list[Occ], indent: int, ctx) -> None:
         first = row[0]
+        if not any(_builds(c.items) for r in row for c in r.copies):
+            return  # no layers in any copy (`stage * 0`, or a repetition of one): the identity
+        if any(not r.copies for r in row):
+            raise NotGeneric("some instances repeat a stage no times")
         if first.sequential or ctx.seq:
             self.joined(row, occs, indent, ctx)
             return
@@ -210,6 +214,11 @@ class Control:
                 self.fwd.append((indent, one, t_lines[0][2]))
                 return
         self.fwd += [(indent, f"if {guard}:", ""), *t_lines, (indent, "else:", ""), *e_lines]
+
+
+def _builds(items: list[st.Item]) -> bool:
+    """Whether the items make any node or block instance."""
+    return any(isinstance(i, st.OpItem | st.CallItem) for i in st.walk(items))
 
 
 def _minus_one(count: str) -> str:

@@ -20,12 +20,26 @@ from dslc.version import __version__
 
 
 def _definitions(root: st.Instance) -> dict[str, list[st.Instance]]:
-    """Block name -> its instances, children before the blocks that call them."""
-    out: dict[str, list[st.Instance]] = {}
+    """Block name -> its instances, every block after the blocks it calls (its class's
+    constructor calls theirs)."""
+    found: dict[str, list[st.Instance]] = {}
+    calls: dict[str, set[str]] = {}
     for inst in root.instances():
         if inst is not root:
-            out.setdefault(inst.block, []).append(inst)
-    return out
+            found.setdefault(inst.block, []).append(inst)
+            inner = {i.instance.block for i in st.walk(inst.items) if isinstance(i, st.CallItem)}
+            calls.setdefault(inst.block, set()).update(inner)
+    order: list[str] = []
+
+    def visit(block: str) -> None:
+        if block not in order:
+            for callee in sorted(calls[block], key=list(found).index):
+                visit(callee)
+            order.append(block)
+
+    for block in found:
+        visit(block)
+    return {block: found[block] for block in order}
 
 
 def _classes(
