@@ -43,3 +43,22 @@ def test_a_repetition_of_nothing_is_the_identity() -> None:
     )
     x = torch.randn(2, 4)
     assert torch.equal(spec.torch_module()(x), x.abs())
+
+
+def test_a_repeated_block_takes_a_mask_every_copy_receives() -> None:
+    """`x -> Layer(4, mask=mask) * 3` (a BERT encoder's stack): tensor inputs by keyword, for
+    blocks and ops alike; the loop passes the mask to every copy."""
+    spec = dslc.compile_source(
+        "block Layer(heads: int) { input x  input mask\n"
+        "  output y = x + (x -> layer_norm -> attention(heads, mask=mask)) }\n"
+        "model Encoder { input tokens: i64[N, T]  input mask: bool[N, T]\n"
+        "  output y = tokens -> embedding(50, 16) -> Layer(4, mask=mask) * 3 }"
+    )
+    assert "for layer in self.layers:\n            y = layer(y, mask)" in spec.torch_source()
+    model = spec.torch_module().eval()
+    tokens = torch.randint(0, 50, (2, 5))
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    out = model(tokens, mask)
+    changed = tokens.clone()
+    changed[1, 3:] = 7  # padding the mask hides: the real tokens' outputs do not move
+    assert torch.allclose(model(changed, mask)[1, :2], out[1, :2], atol=1e-6)

@@ -30,6 +30,18 @@ class Arg:
     code: Any = None  # the argument as Python source over the definition's names (lower.codes)
 
 
+def by_name(names: list[str], given: int, kwargs: dict[str, Arg]) -> list[Value]:
+    """Tensor inputs given by keyword (`attention(4, mask=m)`), taken out of `kwargs`: the
+    inputs after the `given` positional ones, in order, while the call names them."""
+    out: list[Value] = []
+    for name in names[given:]:
+        arg = kwargs.get(name)
+        if arg is None or not isinstance(arg.value, Value):
+            break
+        out.append(kwargs.pop(name).value)
+    return out
+
+
 def bind(
     op: OpDef, args: list[Arg], kwargs: dict[str, Arg], span: Span
 ) -> tuple[list[Value], dict]:
@@ -44,6 +56,7 @@ def bind(
     else:
         while args and isinstance(args[0].value, Value):
             tensors.append(args.pop(0).value)
+        tensors += by_name([i.rstrip("?") for i in op.inputs], len(tensors), kwargs)
         if len(tensors) > len(op.inputs):
             raise SpecError(
                 f"{op.name} takes {count(len(op.inputs), 'tensor input')}, got {len(tensors)}",

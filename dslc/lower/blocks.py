@@ -12,7 +12,7 @@ from dslc.frontend import ast
 from dslc.ir import structure as st
 from dslc.ir.graph import Value
 from dslc.lower import codes
-from dslc.lower.binding import Arg, count
+from dslc.lower.binding import Arg, by_name, count
 from dslc.lower.names import key as site_key
 from dslc.lower.names import site_names, snake
 from dslc.lower.scope import POISON, Frame, Poisoned, Scope
@@ -79,8 +79,12 @@ class Blocks(Structure):
     def call_block(
         self, d: ast.Definition, span: Span, args: list[Arg], kwargs: dict[str, Arg], frame: Frame
     ) -> Any:
-        n_in = sum(isinstance(s, ast.InputDecl) for s in d.body)
+        names = [s.name for s in d.body if isinstance(s, ast.InputDecl)]
+        n_in = len(names)
         tensors = [a.value for a in args[:n_in] if isinstance(a.value, Value)]
+        positional = len(tensors)
+        kwargs = dict(kwargs)
+        tensors += by_name(names, positional, kwargs)
         if len(tensors) != n_in:
             raise SpecError(
                 f"block {d.name} takes {count(n_in, 'tensor input')}, got {len(tensors)}",
@@ -89,10 +93,10 @@ class Blocks(Structure):
         if d.name in self.active:
             raise SpecError(f"block {d.name} calls itself", span=span)
         scope = Scope(self.globals)
-        self.bind_params(d, args[n_in:], kwargs, scope, span)
+        self.bind_params(d, args[positional:], kwargs, scope, span)
         scope.codes = {p.name: py.Name(p.name, py.Load()) for p in d.params}
         path = frame.module_name(site_key(span), snake(d.name))
-        instance = self.instance(d, path, scope, param_codes(d, args[n_in:], kwargs))
+        instance = self.instance(d, path, scope, param_codes(d, args[positional:], kwargs))
         instance.inputs = list(tensors)
         instance.input_names = [s.name for s in d.body if isinstance(s, ast.InputDecl)]
         inner = Frame(path + ".", self.block_sites(d), instance.items, (d.name, span), frame)
