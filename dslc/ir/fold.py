@@ -78,7 +78,7 @@ def _fold(src: Node, bn: Node, weights: dict[str, np.ndarray], in_place: bool) -
     bias = weights.get(f"{src.name}.bias", np.zeros(len(scale))).astype(np.float64)
     weights[f"{src.name}.bias"] = (bias * scale + shift).astype(np.float32)
     for key in bn.params:  # the affine map's parameters and statistics, folded away
-        weights.pop(f"{bn.name}.{key}", None)
+        weights.pop(bn.key(key), None)
     params = dict(src.params)
     params["bias"] = ParamSpec((len(scale),), Init("zeros"))
     return replace(src, attrs={**src.attrs, "bias": True}, outputs=bn.outputs, params=params)

@@ -57,6 +57,11 @@ class Node:
     def output(self) -> Value:
         return self.outputs[0]
 
+    def key(self, param: str) -> str:
+        """A parameter's state_dict key: `conv1.weight`; a free-standing learned tensor (key
+        "") is its node's name alone, as an nn.Parameter attribute is."""
+        return f"{self.name}.{param}" if param else self.name
+
     def tied(self) -> dict[str, str]:
         """Parameters this node shares with another (weight tying): key -> the owner's
         state_dict key, such as {"weight": "embed.weight"}."""
@@ -109,7 +114,7 @@ class Graph:
     def parameters(self, buffers: bool = False) -> list[tuple[str, ParamSpec]]:
         """(state_dict key, spec) for every parameter, in module order."""
         return [
-            (f"{n.name}.{k}", p)
+            (n.key(k), p)
             for n in self.nodes
             for k, p in n.params.items()
             if buffers or not p.buffer
@@ -127,7 +132,7 @@ class Graph:
     def ties(self) -> dict[str, str]:
         """Tied parameters: the sharer's state_dict key -> the owner's. PyTorch's state_dict
         holds both keys (one tensor); ONNX one initializer, the owner's; counts count it once."""
-        return {f"{n.name}.{k}": owner for n in self.nodes for k, owner in n.tied().items()}
+        return {n.key(k): owner for n in self.nodes for k, owner in n.tied().items()}
 
     def param_count(self) -> int:
         total = 0

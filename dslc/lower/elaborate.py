@@ -389,6 +389,7 @@ def _given(op: OpDef, key: str, p: ParamSpec, attrs: dict, span: Span) -> ParamS
 
 def _check_values(op: OpDef, key: str, p: ParamSpec, span: Span) -> None:
     assert p.init.values is not None
+    key = key or "it"  # a learned tensor's own parameter
     try:
         shape = values_shape(p.init.values)
     except ValueError:

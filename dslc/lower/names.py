@@ -110,6 +110,14 @@ def site_names(body: tuple[ast.Stmt, ...], blocks: set[str]) -> Sites:
     sites = Sites()
     walker = _Walker(sites, blocks)
     walker.collect_user_names(body)
+    for stmt in body:  # `gamma = parameter(...)`: the tensor takes the assignment's name
+        value = getattr(stmt, "value", None)
+        if isinstance(stmt, ast.Assign) and len(stmt.names) == 1 and isinstance(value, ast.Call):
+            op = REGISTRY.get(value.name)
+            if op is not None and op.named_by_target and stmt.names[0] not in sites.taken:
+                check_layer_name(stmt.names[0], stmt.span)
+                sites.names[key(value.span)] = stmt.names[0]
+                sites.taken.add(stmt.names[0])
     for stmt in body:
         if isinstance(stmt, ast.Assign | ast.OutputDecl) and stmt.value is not None:
             walker.expr(stmt.value)
@@ -175,6 +183,8 @@ class _Walker:
 
     def site(self, span: Span, name: str, given: str | None) -> None:
         prefix = self.prefix(name)
+        if key(span) in self.sites.names:  # named already (by its assignment)
+            return
         if given is not None:
             self.sites.names[key(span)] = given
         elif prefix is not None:

@@ -12,6 +12,7 @@ from dslc.ops import (  # noqa: F401
     elementwise,
     embedding,
     gated,
+    learned,
     loss,
     norm,
     norm_local,
@@ -38,6 +39,7 @@ LAYER_FAMILIES = (
     "shape",
     "elementwise",
     "stochastic",
+    "learned",
 )
 FAMILIES = (*LAYER_FAMILIES, "loss", "penalty", "optimizer", "schedule")
 

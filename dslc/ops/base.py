@@ -240,6 +240,9 @@ class OpDef:
     # The op's PyTorch form is a module attribute built by torch_module (layers with parameters
     # or state: linear, conv, batch norm, dropout); otherwise a function call in forward.
     module: ClassVar[bool] = False
+    # An op without tensor inputs that an assignment names (`gamma = parameter(...)`): the
+    # assignment's name is its node's (its attribute and state_dict key).
+    named_by_target: ClassVar[bool] = False
     # Attributes a functional op's torch_call prints with repr only, so that a block class may
     # print an expression there instead (drop_path's p: `drop_path(x, self.drop, ...)`).
     forward_attrs: ClassVar[tuple[str, ...]] = ()

@@ -43,8 +43,8 @@ class Init:
 
     def __str__(self) -> str:
         """As the IR text shows it: he_normal, constant(0.5), values[[...]]."""
-        if self.kind == "constant":
-            return f"constant({self.value})"
+        if self.kind in ("constant", "torch_full"):
+            return f"{self.kind}({self.value})"
         if self.kind == "values":
             return "values" + _text(self.values)
         return self.kind
@@ -65,7 +65,8 @@ def from_attr(value: str | float | tuple, default: Init, vector: bool = False) -
     `vector`: the parameter is 1-D (a bias), which has no fans for He or Xavier."""
     if vector and value in FAN_BASED:
         raise SpecError(
-            f"{value} needs a weight's fan-in and fan-out, which a bias does not have",
+            f"{value} needs a weight's fan-in and fan-out, which a 1-D parameter (a bias) "
+            "does not have",
             hint='biases take "default", "zeros", "ones" or a number',
         )
     # Attr.coerce (kind "init") has already refused bools and unknown scheme names.
@@ -115,6 +116,7 @@ KINDS: dict[str, Kind] = {
     "torch_ones": Kind(_module_default, whole=lambda i, s: np.ones(s, np.float32)),
     "torch_zeros": Kind(_module_default, whole=lambda i, s: np.zeros(s, np.float32)),
     "torch_prelu": Kind(_module_default, whole=lambda i, s: np.full(s, 0.25, np.float32)),
+    "torch_full": Kind(_module_default, whole=lambda i, s: np.full(s, i.value, np.float32)),
     "he_uniform": Kind(
         lambda i, t: f'nn.init.kaiming_uniform_({t}, nonlinearity="relu")',
         _std(lambda i, f: math.sqrt(6.0 / f[0]), normal=False),

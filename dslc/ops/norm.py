@@ -61,7 +61,7 @@ class BatchNorm(OpDef):
     def inference_affine(self, node, weights):
         """Eval-mode batch norm as y = scale * x + shift per channel (float64, for folding)."""
         w, bias, mean, var = (
-            weights[f"{node.name}.{k}"].astype("float64")
+            weights[node.key(k)].astype("float64")
             for k in ("weight", "bias", "running_mean", "running_var")
         )
         scale = w / (var + node.attrs["eps"]) ** 0.5

@@ -23,6 +23,7 @@ class Arg:
     attr: str | None = None  # the op attribute the value comes from
     dim: tuple[int, int] | None = None  # or (input index, dim index) of the node's inputs
     default: Any = NO_DEFAULT  # a keyword argument equal to this is left out
+    item: int | None = None  # the value is this element of the (list) attribute `attr`
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,16 @@ class Ctor:
     func: str
     args: tuple[Arg, ...] = ()
     kwargs: tuple[tuple[str, Arg], ...] = ()
+
+
+TUPLE = ""  # the func of a Ctor that stands for a tuple of its arguments: (width, 1, 1)
+
+
+class Source(str):
+    """Python source standing for a value: it prints as itself (repr too)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def ctor(func: str, *args: Arg, **kwargs: Arg) -> Ctor:
@@ -77,6 +88,8 @@ def norm(v: Any) -> Any:
 
 def py(value: Any) -> str:
     """A concrete value as Python source."""
+    if isinstance(value, Source):
+        return str(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, tuple):

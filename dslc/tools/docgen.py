@@ -51,6 +51,10 @@ FAMILY_TEXT = {
         "Random while training (`model.train()`), deterministic in inference: eval mode and "
         "ONNX use the mean.",
     ),
+    "learned": (
+        "Learned tensors",
+        "Parameters that stand on their own, used in arithmetic with the tensors of the graph.",
+    ),
     "loss": (
         "Losses",
         "Used in the train section: `loss = ...` is one of these calls or a weighted sum of them "

@@ -53,7 +53,7 @@ class OnnxBuilder:
 
     def param(self, node: Node, key: str) -> str:
         """The initializer of a node's parameter (for a tied one, its owner's: stored once)."""
-        name = node.tied().get(key, f"{node.name}.{key}")
+        name = node.tied().get(key, node.key(key))
         if name not in self.initializers:
             dtype = node.params[key].dtype if key in node.params else "f32"
             self.initializers[name] = np.asarray(self.weights[name], dtype=numpy_dtype(dtype))

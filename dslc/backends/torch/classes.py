@@ -26,7 +26,7 @@ from dslc.backends.torch.values import (
 from dslc.ir import structure as st
 from dslc.ir.graph import Value
 from dslc.names import Namespace
-from dslc.ops.pycode import NO_DEFAULT, Ctor, py
+from dslc.ops.pycode import NO_DEFAULT, TUPLE, Ctor, Source, py
 
 
 @dataclass
@@ -147,6 +147,11 @@ class Writer(Control):
             )
             for n, o in zip(nodes, occs, strict=True)
         ]
+        if ref is not None and not ctx.var and all(c == ref for c in calls):
+            for occ, node in zip(occs, nodes, strict=True):  # a learned tensor: read in place
+                occ.vars[id(node.output)] = ref
+                occ.uses.setdefault(id(node.output), 0)
+            return
         ends = [(n.inputs, n.outputs) for n in nodes]
         self.line(calls, ends, occs, indent, ctx, None, f"{nodes[0].op.name} differs")
 
@@ -214,6 +219,9 @@ class Writer(Control):
         first = ctors[0]
         parts = []
         for i in range(len(first.args)):
+            if isinstance(first.args[i].value, Ctor):  # a constructor inside: torch.zeros(...)
+                parts.append(self.ctor([c.args[i].value for c in ctors], nodes, occs))
+                continue
             cands = [o.arg_cands(n, c.args[i]) for o, n, c in zip(occs, nodes, ctors, strict=True)]
             parts.append(choose(cands, f"{first.func} argument {i}"))
         for k, (name, arg) in enumerate(first.kwargs):
@@ -227,6 +235,8 @@ class Writer(Control):
                 continue
             cands = [o.arg_cands(n, a) for o, n, a in zip(occs, nodes, args, strict=True)]
             parts.append(f"{name}={choose(cands, f'{first.func} argument {name}')}")
+        if first.func == TUPLE:
+            return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
         return f"{first.func}({', '.join(parts)})"
 
     def module(self, path: str, code: str, indent: int, ctx) -> str:
@@ -284,13 +294,6 @@ class Writer(Control):
                 self.ns.taken.add(name)
                 return name
         return self.ns.create(base)
-
-
-class Source(str):
-    """Python source standing for an attribute's value: it prints as itself (repr too)."""
-
-    def __repr__(self) -> str:
-        return str(self)
 
 
 def _spelled(node, arg) -> bool:

@@ -31,8 +31,10 @@ def _statements(g: Graph) -> tuple[dict[Group, list[str | None]], dict[str, Grou
             if p.buffer:
                 continue
             group = n.op.torch_param(n, key)
+            if not group[0]:  # an nn.Parameter attribute: initialized by itself
+                continue
             groups.setdefault(group, []).append(init.torch_statement(p.init, "m." + group[1]))
-            where[f"{n.name}.{key}"] = group
+            where[n.key(key)] = group
     return groups, where
 
 
@@ -47,8 +49,8 @@ def weight_init(g: Graph) -> list[str]:
     single = []
     for n in g.nodes:
         for key, p in n.params.items():
-            full = f"{n.name}.{key}"
-            if p.buffer or full not in where or where[full] in shared:
+            full = n.key(key)
+            if p.buffer or where.get(full) in shared:
                 continue
             stmt = init.torch_statement(p.init, attribute_path(full))
             if stmt:
@@ -57,7 +59,7 @@ def weight_init(g: Graph) -> list[str]:
         lines += ["        with torch.no_grad():", *(f"            {x}" for x in single)]
     else:
         lines += [f"        {x}" for x in single]
-    frozen = [f"{n.name}.{k}" for n in g.nodes for k, p in n.params.items() if not p.trainable]
+    frozen = [n.key(k) for n in g.nodes for k, p in n.params.items() if not p.trainable]
     if frozen:
         lines.append("        # frozen: given in the spec (trainable=false), never trained")
         lines += [f"        {attribute_path(k)}.requires_grad_(False)" for k in frozen]

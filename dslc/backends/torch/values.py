@@ -8,7 +8,9 @@ every instance proposes (`choose`)."""
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
+from typing import Any
 
 from dslc.backends.torch.pynames import python, variable
 from dslc.ir.graph import Node, Value
@@ -53,12 +55,23 @@ class Occ:
         out: Cands = []
         if self.generic and arg.attr is not None and arg.attr in node.codes:
             code, given = node.codes[arg.attr]
+            if arg.item is not None:
+                code, given = element(code, given, arg.item)
             if norm(given) == norm(arg.value):
                 out.append(python(code))
         if arg.dim is not None:
             k, d = arg.dim
             return [*out, *self.dim_cands(node.inputs[k], d)]
         return [*out, py(arg.value)]
+
+
+def element(code: str, given: Any, i: int) -> tuple[str, Any]:
+    """Element i of a list attribute's source and value (`[width, 1, 1]`, item 0: `width`); a
+    single value given for a list attribute (`parameter(width)`) is its element 0."""
+    tree = ast.parse(code, mode="eval").body
+    if isinstance(tree, ast.List | ast.Tuple) and isinstance(given, list | tuple):
+        return ast.unparse(tree.elts[i]), given[i]
+    return code, given
 
 
 def input_dims(occ: Occ, dim_names: dict[tuple[int, int], str]) -> None:

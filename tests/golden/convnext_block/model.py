@@ -2,7 +2,7 @@
 and compile again.
 
 Spec: specs/convnext_block.dl
-6,853 parameters.
+6,885 parameters.
 """
 
 import torch
@@ -40,6 +40,7 @@ class ConvNeXtBlock(nn.Module):
         self.norm = nn.LayerNorm(width, eps=1e-06)
         self.pwconv1 = nn.Conv2d(width, 4 * width, kernel_size=1)
         self.pwconv2 = nn.Conv2d(4 * width, width, kernel_size=1)
+        self.gamma = nn.Parameter(torch.full((width, 1, 1), 1e-06))
         self.drop = drop
 
     def forward(self, x):
@@ -48,8 +49,9 @@ class ConvNeXtBlock(nn.Module):
         branch = self.pwconv1(branch)  # (N, 64, 4, 4)
         branch = F.gelu(branch)  # (N, 64, 4, 4)
         branch = self.pwconv2(branch)  # (N, 16, 4, 4)
-        branch = drop_path(branch, self.drop, self.training)  # (N, 16, 4, 4)
-        y = x + branch  # (N, 16, 4, 4)
+        y = branch * self.gamma  # (N, 16, 4, 4)
+        y = drop_path(y, self.drop, self.training)  # (N, 16, 4, 4)
+        y = x + y  # (N, 16, 4, 4)
         return y
 
 
@@ -80,7 +82,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The loss of line 25: outputs and targets in, a scalar out."""
+    """The loss of line 26: outputs and targets in, a scalar out."""
 
     def forward(self, logits, label):
         return F.cross_entropy(logits, label)
@@ -91,7 +93,7 @@ def create_loss():
 
 
 def create_optimizer(model):
-    """The spec's optimizer (line 26)."""
+    """The spec's optimizer (line 27)."""
     return torch.optim.AdamW(model.parameters())
 
 
