@@ -323,6 +323,13 @@ def expect_f32(op: str, t: TensorType) -> None:
         )
 
 
+def norm_axis(op: str, axis: int, rank: int) -> int:
+    """A dim index of a rank-`rank` tensor, negative counting from the end, as 0..rank-1."""
+    if not -rank <= axis < rank:
+        raise SpecError(f"{op}: axis {axis} is out of range for rank {rank}")
+    return axis % rank
+
+
 def expect_float(op: str, t: TensorType) -> None:
     if not t.dtype.startswith(("f", "bf")):
         raise SpecError(f"{op} expects a floating-point input, got {t}", hint="declare it as f32")

@@ -16,6 +16,12 @@ class Clipped(Activation):
         low, high = self.bounds
         return (a[low] if low else None), (a[high] if high else None)
 
+    def resolve(self, ins, a):
+        low, high = self.limits(a)
+        if low is not None and high is not None and low > high:
+            raise SpecError(f"{self.name}: {self.bounds[0]} {low} is above {self.bounds[1]} {high}")
+        return a
+
     def onnx(self, node, b, ins, outs):
         dtype = node.inputs[0].type.dtype
         low, high = self.limits(node.attrs)
@@ -51,11 +57,6 @@ class Hardtanh(Clipped):
     )
     bounds = ("min_val", "max_val")
 
-    def resolve(self, ins, a):
-        if a["min_val"] > a["max_val"]:
-            raise SpecError(f"hardtanh: min_val {a['min_val']} is above max_val {a['max_val']}")
-        return a
-
 
 @register
 class Clamp(Clipped):
@@ -72,9 +73,7 @@ class Clamp(Clipped):
     def resolve(self, ins, a):
         if a["min"] is None and a["max"] is None:
             raise SpecError("clamp needs min, max or both", hint="x -> clamp(min=0.0, max=6.0)")
-        if a["min"] is not None and a["max"] is not None and a["min"] > a["max"]:
-            raise SpecError(f"clamp: min {a['min']} is above max {a['max']}")
-        return a
+        return super().resolve(ins, a)
 
     def torch_layer(self, node):
         """nn.Hardtanh is clamp with both ends; torch has no module for one end."""

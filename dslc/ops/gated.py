@@ -6,10 +6,9 @@ from __future__ import annotations
 from dslc.diagnostics import SpecError
 from dslc.ir.graph import ParamSpec
 from dslc.ops.activation import Activation
-from dslc.ops.base import Attr, expect_f32, known_channels, register
+from dslc.ops.base import Attr, expect_f32, known_channels, norm_axis, register
 from dslc.ops.init import Init
 from dslc.ops.pycode import ctor, lit
-from dslc.ops.shape import _norm_axis
 
 
 @register
@@ -21,7 +20,7 @@ class Glu(Activation):
     attrs = (Attr("dim", "int", -1, "the dim to halve; its size must be known and even"),)
 
     def resolve(self, ins, a):
-        return {"dim": _norm_axis(self.name, a["dim"], ins[0].rank)}
+        return {"dim": norm_axis(self.name, a["dim"], ins[0].rank)}
 
     def infer(self, ins, a):
         (x,) = ins

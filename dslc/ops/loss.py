@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from dslc.diagnostics import SpecError
 from dslc.ir.types import FLOAT_DTYPES, INT_DTYPES, TensorType
-from dslc.ops.base import Attr, OpDef, register
+from dslc.ops.base import Attr, HasAttrs, OpDef, register
 
 SCALAR = TensorType("f32", ())
 
@@ -83,6 +83,12 @@ IGNORE = Attr(
     -100,
     "a target value that counts for nothing: padding (PyTorch's -100 unless set)",
 )
+
+
+def ignored(term: HasAttrs) -> int | None:
+    """The target value a loss term sets to count for nothing, where the spec sets one."""
+    value = term.attrs.get(IGNORE.name, IGNORE.default)
+    return None if value == IGNORE.default else value
 
 
 def loss(name: str, torch_fn: str, doc: str, example: str, **body) -> None:

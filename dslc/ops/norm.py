@@ -11,6 +11,7 @@ from dslc.ops.base import (
     expect_f32,
     expect_rank,
     known_channels,
+    norm_axis,
     register,
 )
 from dslc.ops.init import Init
@@ -100,10 +101,7 @@ class LayerNorm(OpDef):
             return a
         if a["dims"] != 1:
             raise SpecError("layer_norm: give axis or dims, not both")
-        axis = a["axis"]
-        if not -ins[0].rank <= axis < ins[0].rank:
-            raise SpecError(f"layer_norm: axis {axis} is out of range for {ins[0]}")
-        return {**a, "axis": axis % ins[0].rank}
+        return {**a, "axis": norm_axis(self.name, a["axis"], ins[0].rank)}
 
     def infer(self, ins, a):
         (x,) = ins

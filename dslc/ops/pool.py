@@ -111,8 +111,7 @@ class GlobalPool(OpDef):
         return x.with_shape(x.shape[:2])
 
     def torch_call(self, node, args, module):
-        dims = tuple(range(2, node.inputs[0].type.rank))
-        return f"{args[0]}.{self.reduce}(dim={dims if len(dims) > 1 else dims[0]})"
+        return pycode.tensor_method(args[0], self.reduce, tuple(range(2, node.inputs[0].type.rank)))
 
     def onnx(self, node, b, ins, outs):
         pooled = b.add(node, self.onnx_op, ins, [b.temp(node, "pooled")])

@@ -81,6 +81,12 @@ def render(made: Ctor, func: str | None = None, *leading: str) -> str:
     return f"{func or made.func}({', '.join(parts)})"
 
 
+def tensor_method(arg: str, method: str, axes: tuple[int, ...], keepdim: bool = False) -> str:
+    """A reduction as torch.Tensor's method: `x.mean(dim=1)`, `x.amax(dim=(2, 3))`."""
+    dim = axes[0] if len(axes) == 1 else tuple(axes)
+    return f"{arg}.{method}(dim={dim}{', keepdim=True' if keepdim else ''})"
+
+
 def norm(v: Any) -> Any:
     """Lists as tuples, so that a value given as [3, 3] equals the resolved (3, 3)."""
     return tuple(norm(x) for x in v) if isinstance(v, list | tuple) else v

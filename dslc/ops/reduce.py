@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dslc.diagnostics import SpecError
 from dslc.ir.types import INT_DTYPES, TensorType
-from dslc.ops.base import Attr, OpDef, expect_f32, expect_float, register
-from dslc.ops.shape import _norm_axis
+from dslc.ops.base import Attr, OpDef, expect_f32, expect_float, norm_axis, register
+from dslc.ops.pycode import tensor_method
 
 AXES = Attr("axis", "ints", doc="the dim, or the dims, to reduce; negative counts from the end")
 KEEPDIM = Attr("keepdim", "bool", False, "keep each reduced dim, with size 1")
@@ -20,7 +20,7 @@ def reduced(x: TensorType, axes: tuple[int, ...], keep: bool) -> TensorType:
 
 def _axes(op: str, x: TensorType, axis) -> tuple[int, ...]:
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    norm = tuple(sorted({_norm_axis(op, a, x.rank) for a in axes}))
+    norm = tuple(sorted({norm_axis(op, a, x.rank) for a in axes}))
     if len(norm) != len(axes):
         raise SpecError(f"{op}: axis {list(axes)} names a dim twice")
     return norm
@@ -40,10 +40,7 @@ class Reduce(OpDef):
         return reduced(ins[0], a["axis"], a["keepdim"])
 
     def torch_call(self, node, args, module):
-        axes = node.attrs["axis"]
-        dim = axes[0] if len(axes) == 1 else axes
-        keep = ", keepdim=True" if node.attrs["keepdim"] else ""
-        return f"{args[0]}.{self.method}(dim={dim}{keep})"
+        return tensor_method(args[0], self.method, node.attrs["axis"], node.attrs["keepdim"])
 
     def onnx(self, node, b, ins, outs):
         axes = b.const(node, "axes", list(node.attrs["axis"]), "i64")
@@ -80,15 +77,14 @@ class Argmax(OpDef):
     attrs = (Attr("axis", "int", doc="the dim to search"), KEEPDIM)
 
     def resolve(self, ins, a):
-        return {**a, "axis": _norm_axis(self.name, a["axis"], ins[0].rank)}
+        return {**a, "axis": norm_axis(self.name, a["axis"], ins[0].rank)}
 
     def infer(self, ins, a):
         expect_float(self.name, ins[0])
         return TensorType("i64", reduced(ins[0], (a["axis"],), a["keepdim"]).shape)
 
     def torch_call(self, node, args, module):
-        keep = ", keepdim=True" if node.attrs["keepdim"] else ""
-        return f"{args[0]}.argmax(dim={node.attrs['axis']}{keep})"
+        return tensor_method(args[0], "argmax", (node.attrs["axis"],), node.attrs["keepdim"])
 
     def onnx(self, node, b, ins, outs):
         a = node.attrs
@@ -118,7 +114,7 @@ class MaskedMean(OpDef):
     attrs = (Attr("axis", "int", 1, "the dim to average over: the mask's last"),)
 
     def resolve(self, ins, a):
-        return {"axis": _norm_axis(self.name, a["axis"], ins[0].rank)}
+        return {"axis": norm_axis(self.name, a["axis"], ins[0].rank)}
 
     def infer(self, ins, a):
         x, mask = ins

@@ -7,14 +7,8 @@ from typing import cast
 
 from dslc.diagnostics import SpecError
 from dslc.ir.types import DTYPES, Dim, Sym, TensorType, dim_add, dim_prod
-from dslc.ops.base import Attr, OpDef, register
+from dslc.ops.base import Attr, OpDef, norm_axis, register
 from dslc.ops.pycode import attr, ctor
-
-
-def _norm_axis(op: str, axis: int, rank: int) -> int:
-    if not -rank <= axis < rank:
-        raise SpecError(f"{op}: axis {axis} is out of range for rank {rank}")
-    return axis % rank
 
 
 @register
@@ -26,7 +20,7 @@ class Flatten(OpDef):
     attrs = (Attr("start", "int", 1, "first dim to merge"),)
 
     def resolve(self, ins, a):
-        return {"start": _norm_axis(self.name, a["start"], max(ins[0].rank, 1))}
+        return {"start": norm_axis(self.name, a["start"], max(ins[0].rank, 1))}
 
     def infer(self, ins, a):
         (x,) = ins
@@ -131,7 +125,7 @@ class Concat(OpDef):
     attrs = (Attr("axis", "int", 1, "the dim to join along"),)
 
     def resolve(self, ins, a):
-        return {"axis": _norm_axis(self.name, a["axis"], ins[0].rank)}
+        return {"axis": norm_axis(self.name, a["axis"], ins[0].rank)}
 
     def infer(self, ins, a):
         axis, first = a["axis"], ins[0]
@@ -188,7 +182,7 @@ class Squeeze(OpDef):
     attrs = (Attr("axis", "int", doc="the dim of size 1 to remove"),)
 
     def resolve(self, ins, a):
-        return {"axis": _norm_axis(self.name, a["axis"], ins[0].rank)}
+        return {"axis": norm_axis(self.name, a["axis"], ins[0].rank)}
 
     def infer(self, ins, a):
         (x,) = ins
@@ -212,7 +206,7 @@ class Unsqueeze(OpDef):
     attrs = (Attr("axis", "int", doc="where the new dim stands in the output"),)
 
     def resolve(self, ins, a):
-        return {"axis": _norm_axis(self.name, a["axis"], ins[0].rank + 1)}
+        return {"axis": norm_axis(self.name, a["axis"], ins[0].rank + 1)}
 
     def infer(self, ins, a):
         (x,) = ins

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dslc.diagnostics import SpecError
 from dslc.ir.types import Dim, TensorType, dim_prod
-from dslc.ops.base import Attr, OpDef, expect_float, register
-from dslc.ops.shape import _norm_axis
+from dslc.ops.base import Attr, OpDef, expect_float, norm_axis, register
 
 
 def _permuted(x: TensorType, perm: list[int]) -> TensorType:
@@ -37,7 +36,7 @@ class Transpose(OpDef):
 
     def resolve(self, ins, a):
         r = ins[0].rank
-        return {k: _norm_axis(self.name, a[k], r) for k in ("dim0", "dim1")}
+        return {k: norm_axis(self.name, a[k], r) for k in ("dim0", "dim1")}
 
     def infer(self, ins, a):
         return _permuted(ins[0], _swap(ins[0].rank, a))
@@ -69,7 +68,7 @@ class Permute(OpDef):
                 f"rank {x.rank}",
                 hint=f"list every dim once, such as {list(reversed(range(x.rank)))}",
             )
-        perm = tuple(_norm_axis(self.name, d, x.rank) for d in dims)
+        perm = tuple(norm_axis(self.name, d, x.rank) for d in dims)
         twice = sorted({d for d in perm if perm.count(d) > 1})
         if twice:
             raise SpecError(
@@ -109,7 +108,7 @@ class Split(OpDef):
     def resolve(self, ins, a):
         """`sections` becomes the size of each part, so the IR says what each output holds."""
         x = ins[0]
-        axis = _norm_axis(self.name, a["axis"], x.rank)
+        axis = norm_axis(self.name, a["axis"], x.rank)
         size = x.shape[axis]
         if not isinstance(size, int):
             raise SpecError(

@@ -9,6 +9,7 @@ from dslc.backends.torch.pynames import variable
 from dslc.ir.graph import Graph, Training, Value
 from dslc.ir.types import DTYPES
 from dslc.names import Namespace
+from dslc.ops.loss import ignored
 
 
 def factories(g: Graph) -> list[str]:
@@ -181,12 +182,12 @@ def _ignored(t: Training, params: dict[int, tuple[str, str]]) -> list[str]:
     """IGNORE_INDEX: the target value a classification term sets to count for nothing
     (padding), where the spec sets one; dslc train then allows it in the data and leaves it
     out of the accuracy."""
-    ignored = {
-        params[id(term.inputs[1])][1]: term.attrs["ignore_index"]
+    table = {
+        params[id(term.inputs[1])][1]: value
         for term in t.loss
-        if term.attrs.get("ignore_index", -100) != -100
+        if (value := ignored(term)) is not None
     }
-    if not ignored:
+    if not table:
         return []
-    table = ", ".join(f"{_literal(k)}: {v}" for k, v in ignored.items())
-    return ["# target values that count for nothing (padding)", f"IGNORE_INDEX = {{{table}}}"]
+    text = ", ".join(f"{_literal(k)}: {v}" for k, v in table.items())
+    return ["# target values that count for nothing (padding)", f"IGNORE_INDEX = {{{text}}}"]
