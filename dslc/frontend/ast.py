@@ -82,6 +82,34 @@ class IfElse(Expr):
 
 
 @dataclass(frozen=True)
+class Slice:
+    """`start:stop:step` in a subscript; an omitted part is None."""
+
+    span: Span
+    start: Expr | None
+    stop: Expr | None
+    step: Expr | None
+
+
+@dataclass(frozen=True)
+class Ellipsis_:
+    """`...` in a subscript: as many whole dims as the others leave."""
+
+    span: Span
+
+
+Subscript = Expr | Slice | Ellipsis_
+
+
+@dataclass(frozen=True)
+class Index(Expr):
+    """`base[i, a:b, ...]`: elements of a tensor (a slice, an index) or of a compile-time list."""
+
+    base: Expr
+    items: tuple[Subscript, ...]
+
+
+@dataclass(frozen=True)
 class Pipe(Expr):
     """`source -> stage`: the source becomes the stage's first input."""
 

@@ -333,6 +333,15 @@ class _ToAst(Transformer):
     def list(self, meta, c):
         return ast.ListExpr(self._span(meta), tuple(i for i in c if i is not None))
 
+    def index(self, meta, c):
+        return ast.Index(self._span(meta), c[0], tuple(i for i in c[1:] if i is not None))
+
+    def slice(self, meta, c):
+        return ast.Slice(self._span(meta), c[0], c[1], c[2] if len(c) > 2 else None)
+
+    def ellipsis(self, meta, c):
+        return ast.Ellipsis_(self._span(meta))
+
     def call(self, meta, c):
         args, kwargs = c[1] or ((), ())
         return ast.Call(self._span(meta), str(c[0]), self._tok(c[0]), args, kwargs)

@@ -13,7 +13,9 @@ What an instance holds are items:
 
 Expressions that the generated code may use instead of a value (a block parameter `width`, a
 call site's `width * 4`, a repeat count `blocks - 1`) are kept as Python source, in the names
-of the definition they were written in (`codes`)."""
+of the definition they were written in (`codes`). A dim of the definition's input i read with
+`shape(x)[d]` stands there as the name DIM_MARKER + "i_d", which the backend writes as the
+constructor argument that carries the dim (`in_channels`)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dslc.ir.graph import Node, Value
+
+DIM_MARKER = "__dim_"
 
 
 @dataclass(eq=False)

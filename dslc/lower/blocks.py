@@ -79,7 +79,7 @@ class Blocks(Structure):
     def call_block(
         self, d: ast.Definition, span: Span, args: list[Arg], kwargs: dict[str, Arg], frame: Frame
     ) -> Any:
-        names = [s.name for s in d.body if isinstance(s, ast.InputDecl)]
+        names = input_names(d)
         n_in = len(names)
         tensors = [a.value for a in args[:n_in] if isinstance(a.value, Value)]
         positional = len(tensors)
@@ -95,10 +95,13 @@ class Blocks(Structure):
         scope = Scope(self.globals)
         self.bind_params(d, args[positional:], kwargs, scope, span)
         scope.codes = {p.name: py.Name(p.name, py.Load()) for p in d.params}
+        for i, (name, t) in enumerate(zip(names, tensors, strict=True)):
+            dims: list[py.expr] = [codes.dim_marker(i, k) for k in range(t.type.rank)]
+            scope.codes[codes.shape_key(name)] = py.List(dims, py.Load())
         path = frame.module_name(site_key(span), snake(d.name))
         instance = self.instance(d, path, scope, param_codes(d, args[positional:], kwargs))
         instance.inputs = list(tensors)
-        instance.input_names = [s.name for s in d.body if isinstance(s, ast.InputDecl)]
+        instance.input_names = names
         inner = Frame(path + ".", self.block_sites(d), instance.items, (d.name, span), frame)
         self.instances[path] = d.name
         self.active.append(d.name)
@@ -207,3 +210,7 @@ def doc_comment(source: str, line: int) -> str:
         out.insert(0, lines[i].lstrip()[1:].strip())
         i -= 1
     return "\n".join(out)
+
+
+def input_names(d: ast.Definition) -> list[str]:
+    return [s.name for s in d.body if isinstance(s, ast.InputDecl)]

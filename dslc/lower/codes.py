@@ -14,6 +14,7 @@ from typing import Any
 
 from dslc.frontend import ast
 from dslc.ir.limits import MAX_INT
+from dslc.ir.structure import DIM_MARKER
 
 _OPS = {"+": py.Add(), "-": py.Sub(), "*": py.Mult()}
 _COMPARE = {
@@ -60,12 +61,44 @@ def translate(e: ast.Expr, codes: dict[str, py.expr], value: Any = None) -> py.e
             return py.Compare(left, [_COMPARE[e.op]], [right])
         case ast.Logic():
             return _logic(e, codes)
+        case ast.Call() if e.name == "shape" and len(e.args) == 1 and not e.kwargs:
+            arg = e.args[0]
+            return codes.get(shape_key(arg.name)) if isinstance(arg, ast.Ref) else None
+        case ast.Index():
+            return _index(e, codes, value)
         case ast.IfElse():
             parts = [translate(x, codes) for x in (e.cond, e.then, e.other)]
             if None in parts:
                 return None
             return py.IfExp(parts[0], parts[1], parts[2])  # type: ignore[arg-type]
     return None
+
+
+def shape_key(name: str) -> str:
+    """Where a block input's dims stand among the names' codes: `shape(x)` reads them."""
+    return f"#shape:{name}"
+
+
+def dim_marker(i: int, d: int) -> py.Name:
+    """Dim d of a block's input i in an expression (`shape(x)[1] * 4`); the PyTorch backend
+    writes it as the constructor argument that carries that dim (`in_channels * 4`)."""
+    return py.Name(f"{DIM_MARKER}{i}_{d}", py.Load())
+
+
+def _index(e: ast.Index, codes: dict[str, py.expr], value: Any) -> py.expr | None:
+    """`shape(x)[1]`, `widths[i]`: a single integer index of a list's source."""
+    base = translate(e.base, codes)
+    if base is None or len(e.items) != 1 or isinstance(e.items[0], ast.Slice | ast.Ellipsis_):
+        return None
+    index = translate(e.items[0], codes)
+    if index is None:
+        return None
+    if isinstance(base, py.List) and isinstance(index, py.Constant | py.UnaryOp):
+        k = py.literal_eval(index)
+        return (
+            base.elts[k] if isinstance(k, int) and -len(base.elts) <= k < len(base.elts) else None
+        )
+    return py.Subscript(base, index, py.Load())
 
 
 def _binop(e: ast.BinOp, codes: dict[str, py.expr], value: Any) -> py.expr | None:

@@ -14,7 +14,9 @@ from dslc.ir.limits import MAX_REPEAT, Budget, check_list, check_value, number_t
 from dslc.ir.types import Sym, dim_add, dim_mul
 from dslc.lower.binding import Arg
 from dslc.lower.scope import Frame, Poisoned, Scope
+from dslc.lower.subscript import QUERIES, expand, number, pick, shape_query
 from dslc.ops.base import REGISTRY, describe
+from dslc.ops.index import Cut, Item, item_text
 
 
 class Evaluator:
@@ -47,6 +49,15 @@ class Evaluator:
             case ast.BinOp():
                 left, right = self.eval(e.left, scope, frame), self.eval(e.right, scope, frame)
                 return self.arith(e.op, left, right, e.span, frame)
+            case ast.Call() if e.name in QUERIES and e.name not in self.blocks:
+                return shape_query(
+                    e.name,
+                    [self.eval(a, scope, frame) for a in e.args],
+                    {k.name: k for k in e.kwargs},
+                    e.span,
+                )
+            case ast.Index():
+                return self.subscript(e, scope, frame)
             case ast.Call():
                 return self.invoke(
                     e.name,
@@ -74,6 +85,33 @@ class Evaluator:
             case ast.Compare():
                 return self.compare(e, scope, frame)
         raise AssertionError(f"unknown expression {e!r}")
+
+    def subscript(self, e: ast.Index, scope: Scope, frame: Frame) -> Any:
+        """`base[items]`: an index node on a tensor; Python's indexing on a list or tuple."""
+        base = self.eval(e.base, scope, frame)
+        items = [self.item(i, scope, frame) for i in e.items]
+        if isinstance(base, list | tuple):
+            return pick(base, items, e.span)
+        if not isinstance(base, Value):
+            raise SpecError(f"cannot index {describe(base)}", span=e.base.span)
+        subscript = expand(items, base.type.rank, e.span)
+        if not subscript:
+            return base
+        return self.apply(REGISTRY["index"], [base], {"items": item_text(subscript)}, e.span, frame)
+
+    def item(self, x: ast.Subscript, scope: Scope, frame: Frame) -> Item | None:
+        """One subscript: an integer, a Cut, or None for `...`."""
+        if isinstance(x, ast.Ellipsis_):
+            return None
+        if not isinstance(x, ast.Slice):
+            return number(self.eval(x, scope, frame), "an index", x.span)
+        bounds = [
+            None if b is None else number(self.eval(b, scope, frame), f"a slice's {what}", b.span)
+            for b, what in ((x.start, "start"), (x.stop, "stop"), (x.step, "step"))
+        ]
+        if bounds[2] == 0:
+            raise SpecError("a slice step cannot be 0", span=x.span)
+        return Cut(bounds[0], bounds[1], 1 if bounds[2] is None else bounds[2])
 
     def invoke(
         self,

@@ -48,6 +48,12 @@ KINDS: dict[str, tuple[str, Any]] = {
         lambda v: isinstance(v, str) or _is_num(v) or _nested_numbers(v),
     ),
     "tensor": ("a tensor", lambda v: _is_value(v)),
+    "sizes": (
+        "an integer, or a list of sizes (integers, one -1 or one symbolic size such as T - 1)",
+        lambda v: (
+            _is_int(v) or isinstance(v, list) and all(_is_int(d) or isinstance(d, Sym) for d in v)
+        ),
+    ),
     "shape": (
         "a list of dims (integers, -1, or symbolic dims such as N)",
         lambda v: isinstance(v, list) and all(_is_int(d) or isinstance(d, Sym) for d in v),

@@ -51,6 +51,8 @@ class Parameter(OpDef):
         if a["init"] == "default":
             raise SpecError("parameter: init has no default here; give a scheme or a number")
         init = from_attr(a["init"], Init("zeros"), vector=len(a["shape"]) < 2)
+        if init.kind == "constant" and init.value in (0.0, 1.0):  # init=0 is zeros
+            init = replace(init, kind="zeros" if init.value == 0.0 else "ones")
         if init.kind in CONSTRUCTED:
             init = replace(init, kind=CONSTRUCTED[init.kind])
         return {"": ParamSpec(a["shape"], init)}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dslc.diagnostics import SpecError
-from dslc.ir.types import Dim, TensorType, dim_prod
+from dslc.ir.types import Dim, Sym, TensorType, dim_add, dim_prod
 from dslc.ops.base import Attr, OpDef, expect_float, norm_axis, register
+from dslc.ops.index import INT64_MAX
 
 
 def _permuted(x: TensorType, perm: list[int]) -> TensorType:
@@ -92,65 +93,114 @@ class Split(OpDef):
     family = "shape"
     doc = (
         "Cuts a tensor along axis into several: `sections` equal parts, or parts of the listed "
-        "sizes. Unpack them: `q, k, v = h -> split(3)`."
+        "sizes, of which one may be -1 (the rest of the dim) or symbolic (`[1, T - 1]`), so that "
+        "a symbolic dim can be cut too. Unpack them: `q, k, v = h -> split(3)`."
     )
     example = "q, k, v = h -> split(3, axis=-1)"
     attrs = (
         Attr(
             "sections",
-            "ints",
+            "sizes",
             doc="how many equal parts (the dim must divide), or the size of each part",
-            positive=True,
         ),
-        Attr("axis", "int", -1, "the dim to cut; it must have a known size"),
+        Attr("axis", "int", -1, "the dim to cut"),
     )
 
     def resolve(self, ins, a):
         """`sections` becomes the size of each part, so the IR says what each output holds."""
         x = ins[0]
         axis = norm_axis(self.name, a["axis"], x.rank)
-        size = x.shape[axis]
-        if not isinstance(size, int):
-            raise SpecError(
-                f"split: dim {axis} of {x} is the symbolic {size}; split needs a known size",
-                hint="split along a dim of fixed size, such as the features",
-            )
         return {"sections": _sizes(x, axis, a["sections"]), "axis": axis}
 
     def infer(self, ins, a):
         x, axis = ins[0], a["axis"]
-        if sum(a["sections"]) != x.shape[axis]:  # resolve checked this; verify re-checks it
-            raise SpecError(f"split: sizes {list(a['sections'])} do not fit {x}")
+        total: Dim = 0
+        for s in a["sections"]:
+            total = dim_add(total, s)
+        if total != x.shape[axis]:  # resolve checked this; verify re-checks it
+            raise SpecError(f"split: sizes {_listed(a['sections'])} do not fit {x}")
         return [x.with_shape((*x.shape[:axis], s, *x.shape[axis + 1 :])) for s in a["sections"]]
 
     def torch_call(self, node, args, module):
-        sizes = list(node.attrs["sections"])
-        call = f"torch.split({args[0]}, {sizes}, dim={node.attrs['axis']})"
+        axis, sizes = node.attrs["axis"], node.attrs["sections"]
+        known = sum(s for s in sizes if isinstance(s, int))
+        rest = f"{args[0]}.shape[{axis}] - {known}" if known else f"{args[0]}.shape[{axis}]"
+        listed = ", ".join(str(s) if isinstance(s, int) else rest for s in sizes)
+        call = f"torch.split({args[0]}, [{listed}], dim={axis})"
         return call if len(sizes) > 1 else f"{call}[0]"  # one part: a tensor, not a 1-tuple
 
     def onnx(self, node, b, ins, outs):
-        sizes = b.const(node, "split", list(node.attrs["sections"]), "i64")
-        b.add(node, "Split", [ins[0], sizes], outs, axis=node.attrs["axis"])
-
-
-def _sizes(x: TensorType, axis: int, sections: int | tuple[int, ...]) -> tuple[int, ...]:
-    size = x.shape[axis]
-    assert isinstance(size, int)
-    if isinstance(sections, int):
-        if size % sections:
-            raise SpecError(
-                f"split: dim {axis} of {x} has size {size}, which does not divide into "
-                f"{sections} equal parts",
-                hint=f"make the dim a multiple of {sections}, or list the parts' sizes (summing "
-                f"to {size})",
+        axis, sizes = node.attrs["axis"], node.attrs["sections"]
+        if all(isinstance(s, int) for s in sizes):
+            b.add(
+                node, "Split", [ins[0], b.const(node, "split", list(sizes), "i64")], outs, axis=axis
             )
-        return (size // sections,) * sections
-    if sum(sections) != size:
+            return
+        # one part of symbolic size: the parts before it measured from the start, those after
+        # it from the end, each a Slice
+        j = next(i for i, s in enumerate(sizes) if not isinstance(s, int))
+        axes = b.const(node, "axis", [axis], "i64")
+        for i, out in enumerate(outs):
+            start = sum(sizes[:i]) if i <= j else -sum(sizes[i:])
+            end = sum(sizes[: i + 1]) if i < j else (-sum(sizes[i + 1 :]) or INT64_MAX)
+            bounds = [
+                b.const(node, f"part{i}_{k}", [v], "i64")
+                for k, v in (("start", start), ("end", end))
+            ]
+            b.add(node, "Slice", [ins[0], *bounds, axes], [out])
+
+
+def _listed(sizes) -> str:
+    return "[" + ", ".join(map(str, sizes)) + "]"
+
+
+def _sizes(x: TensorType, axis: int, sections) -> tuple[Dim, ...]:
+    size = x.shape[axis]
+    if isinstance(sections, int):
+        return _equal(x, axis, sections)
+    if any(isinstance(s, int) and s <= 0 and s != -1 for s in sections):
+        raise SpecError(f"split: part sizes must be positive (or one -1), got {_listed(sections)}")
+    open_parts = [i for i, s in enumerate(sections) if s == -1 or isinstance(s, Sym)]
+    if len(open_parts) > 1:
         raise SpecError(
-            f"split: sizes {list(sections)} sum to {sum(sections)} but dim {axis} of {x} has "
-            f"size {size}"
+            f"split: at most one part may be -1 or symbolic, got {_listed(sections)}",
+            hint="give every other part a fixed size",
         )
-    return sections
+    known = sum(s for s in sections if isinstance(s, int) and s != -1)
+    if open_parts and sections[open_parts[0]] == -1:
+        rest = dim_add(size, known, -1)
+        if isinstance(rest, int) and rest <= 0:
+            raise SpecError(f"split: sizes {_listed(sections)} leave nothing for -1 of {x}")
+        sections = [rest if s == -1 else s for s in sections]
+    total: Dim = 0
+    for s in sections:
+        total = dim_add(total, s)
+    if total != size:
+        raise SpecError(
+            f"split: sizes {_listed(sections)} sum to {total} but dim {axis} of {x} has "
+            f"size {size}",
+            hint="write -1 for the part that takes the rest",
+        )
+    return tuple(sections)
+
+
+def _equal(x: TensorType, axis: int, sections: int) -> tuple[int, ...]:
+    size = x.shape[axis]
+    if sections <= 0:
+        raise SpecError(f"split: sections must be positive, got {sections}")
+    if not isinstance(size, int):
+        raise SpecError(
+            f"split: dim {axis} of {x} is the symbolic {size}; equal parts need a known size",
+            hint="list the parts' sizes with one -1 for the rest: `split([1, -1], axis=1)`",
+        )
+    if size % sections:
+        raise SpecError(
+            f"split: dim {axis} of {x} has size {size}, which does not divide into "
+            f"{sections} equal parts",
+            hint=f"make the dim a multiple of {sections}, or list the parts' sizes (summing "
+            f"to {size})",
+        )
+    return (size // sections,) * sections
 
 
 @register

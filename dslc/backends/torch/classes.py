@@ -140,7 +140,7 @@ class Writer(Control):
             output_dims(occ, node)
         if ctx.seq:
             return
-        shown = self.forward_attrs(nodes)
+        shown = self.forward_attrs(nodes, occs)
         calls = [
             n.op.torch_call(
                 replace(n, attrs={**n.attrs, **shown}), [o.vars[id(v)] for v in n.inputs], ref
@@ -155,7 +155,7 @@ class Writer(Control):
         ends = [(n.inputs, n.outputs) for n in nodes]
         self.line(calls, ends, occs, indent, ctx, None, f"{nodes[0].op.name} differs")
 
-    def forward_attrs(self, nodes) -> dict[str, Source]:
+    def forward_attrs(self, nodes, occs: list[Occ]) -> dict[str, Source]:
         """Attributes a functional op reads in forward (its `forward_attrs`) that the spec
         gives as an expression over the block's parameters: kept on the module in __init__
         (`self.drop = drop`), and read from there."""
@@ -163,7 +163,7 @@ class Writer(Control):
         if not self.generic:
             return out
         for key in nodes[0].op.forward_attrs:
-            codes = {python(n.codes[key][0]) if key in n.codes else None for n in nodes}
+            codes = {occs[0].source(n.codes[key][0]) if key in n.codes else None for n in nodes}
             code = codes.pop() if len(codes) == 1 else None
             if code is None or code == py(nodes[0].attrs[key]):
                 continue
@@ -206,7 +206,8 @@ class Writer(Control):
                 continue
             cands = []
             for o, inst in zip(occs, insts, strict=True):
-                c = [python(inst.param_codes[p])] if o.generic and p in inst.param_codes else []
+                code = inst.param_codes.get(p) if o.generic else None
+                c = [text] if code and (text := o.source(code)) else []
                 cands.append([*c, py(inst.params[p])])
             value = choose(cands, f"{info.name}: parameter {p}")
             parts.append(value if p in info.required else f"{variable(p)}={value}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dslc.backends.torch import fmt
-from dslc.backends.torch.pynames import python, variable
+from dslc.backends.torch.pynames import variable
 from dslc.backends.torch.values import NotGeneric, Occ, choose
 from dslc.ir import structure as st
 from dslc.names import Namespace
@@ -54,7 +54,7 @@ class Control:
         if first.sequential or ctx.seq:
             self.joined(row, occs, indent, ctx)
             return
-        count = self.count(row)
+        count = self.count(row, occs)
         attr = f"self.{first.name}"
         elem = self.ns.create(variable(first.name[:-1] if first.name.endswith("s") else "layer"))
         loop_var = self.loop_var(row, occs)
@@ -89,11 +89,11 @@ class Control:
         self.items([c.items for _, c in copies], [o for o, _ in copies], indent + 4, ctx)
         return elements
 
-    def count(self, row: list[st.RepeatItem]) -> str:
-        cands = [
-            ([python(r.count_code)] if self.generic and r.count_code else []) + [str(r.count)]
-            for r in row
-        ]
+    def count(self, row: list[st.RepeatItem], occs: list[Occ]) -> str:
+        cands = []
+        for r, o in zip(row, occs, strict=True):
+            code = o.source(r.count_code) if self.generic and r.count_code else None
+            cands.append(([code] if code else []) + [str(r.count)])
         return choose(cands, "repeat counts")
 
     def loop_var(self, row: list[st.RepeatItem], occs: list[Occ]) -> str:
@@ -140,7 +140,7 @@ class Control:
                 self.items([copy.items], [occ], indent, sub)
             explicit = True
         if not explicit:
-            elements = _runs(elements, self.count(row))
+            elements = _runs(elements, self.count(row, occs))
         if ctx.collect is not None:
             ctx.collect.extend(elements)
             return
@@ -169,7 +169,9 @@ class Control:
             return
         if row[0].code is None:
             raise NotGeneric("a condition without a Python form")
-        code = python(row[0].code)
+        code = occs[0].source(row[0].code)
+        if code is None:
+            raise NotGeneric("a condition on a dim without a constructor argument")
         branches = []
         for want in (True, False):
             sel = [(o, r) for o, r in zip(occs, row, strict=True) if r.taken == want]

@@ -9,15 +9,17 @@ every instance proposes (`choose`)."""
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from dslc.backends.torch.pynames import python, variable
 from dslc.ir.graph import Node, Value
-from dslc.ir.structure import Instance
+from dslc.ir.structure import DIM_MARKER, Instance
 from dslc.ops.pycode import Arg, norm, py
 
 Cands = list[str]
+MARKED = re.compile(rf"\b{DIM_MARKER}(\d+)_(\d+)\b")
 
 
 class NotGeneric(Exception):
@@ -40,9 +42,30 @@ class Occ:
 
     instance: Instance
     generic: bool
+    dim_names: dict[tuple[int, int], str] = field(default_factory=dict)
     vars: dict[int, str] = field(default_factory=dict)
     dims: dict[int, list[Cands]] = field(default_factory=dict)
     uses: dict[int, int] = field(default_factory=dict)
+
+    def source(self, code: str) -> str | None:
+        """A spec expression as Python in this class: its names made legal, and each input dim
+        it reads (`shape(x)[1]`, lower.codes.dim_marker) as the constructor argument that
+        carries it (`in_channels`); None where a dim has none (the batch, a symbolic dim)."""
+        text = python(code)
+        if DIM_MARKER not in text:
+            return text
+        inputs = self.instance.inputs
+
+        def name(m: re.Match) -> str:
+            i, d = int(m[1]), int(m[2])
+            if d == 0 or not isinstance(inputs[i].type.shape[d], int):
+                raise LookupError(m[0])
+            return self.dim_names.setdefault((i, d), dim_arg(self.instance, i, d))
+
+        try:
+            return MARKED.sub(name, text)
+        except LookupError:
+            return None
 
     def dim_cands(self, v: Value, d: int) -> Cands:
         found = self.dims.get(id(v))
@@ -57,8 +80,9 @@ class Occ:
             code, given = node.codes[arg.attr]
             if arg.item is not None:
                 code, given = element(code, given, arg.item)
-            if norm(given) == norm(arg.value):
-                out.append(python(code))
+            text = self.source(code)
+            if text is not None and norm(given) == norm(arg.value):
+                out.append(text)
         if arg.dim is not None:
             k, d = arg.dim
             return [*out, *self.dim_cands(node.inputs[k], d)]
@@ -78,6 +102,7 @@ def input_dims(occ: Occ, dim_names: dict[tuple[int, int], str]) -> None:
     """Candidates for the dims of a block instance's inputs: a parameter of equal value, then
     the constructor argument that names the dim (`in_channels`)."""
     inst = occ.instance
+    occ.dim_names = dim_names
     for i, v in enumerate(inst.inputs):
         per_dim: list[Cands] = []
         for d, size in enumerate(v.type.shape):
@@ -104,14 +129,14 @@ def dim_arg(inst: Instance, i: int, d: int) -> str:
 
 def output_dims(occ: Occ, node: Node) -> None:
     """Candidates for a node's output dims, from its inputs' and its attributes' expressions."""
-    given = [(python(code), value) for code, value in node.codes.values()]
+    given = [(occ.source(code), value) for code, value in node.codes.values()]
     _dims(occ, node.inputs, node.outputs, given)
 
 
 def call_dims(occ: Occ, inst: Instance) -> None:
     """Candidates for a nested instance's output dims, from its input dims and its call
     site's parameter expressions."""
-    given = [(python(code), inst.params.get(p)) for p, code in inst.param_codes.items()]
+    given = [(occ.source(code), inst.params.get(p)) for p, code in inst.param_codes.items()]
     _dims(occ, inst.inputs, inst.outputs, given)
 
 
@@ -129,7 +154,11 @@ def _dims(occ: Occ, inputs: list[Value], outputs: list[Value], given: list[tuple
                 for v in inputs:
                     if v.type.rank == out.type.rank and v.type.shape[d] == size:
                         cands += occ.dims.get(id(v), [[]] * v.type.rank)[d]
-                cands += [c for c, value in given if value == size and not isinstance(value, bool)]
+                cands += [
+                    c
+                    for c, value in given
+                    if c is not None and value == size and not isinstance(value, bool)
+                ]
                 cands += _sum(occ, inputs, out, d, size)
             per_dim.append(cands)
         occ.dims[id(out)] = per_dim

@@ -42,7 +42,7 @@ class DoubleConv(nn.Module):
         return y
 
 
-class Expand(nn.Module):
+class Up(nn.Module):
     def __init__(self, x_channels, channels, mode, pad_to_odd):
         super().__init__()
         self.conv1 = nn.Conv2d(x_channels, channels, kernel_size=1)
@@ -58,7 +58,7 @@ class Expand(nn.Module):
         return y
 
 
-class Expand2(nn.Module):
+class Up2(nn.Module):
     def __init__(self, x_channels, channels, mode, pad_to_odd):
         super().__init__()
         self.conv1 = nn.Conv2d(x_channels, channels, kernel_size=1)
@@ -80,8 +80,8 @@ class TinyUNet(nn.Module):
         self.double_conv1 = DoubleConv(3, 8)
         self.double_conv2 = DoubleConv(8, 16)
         self.double_conv3 = DoubleConv(16, 32)
-        self.expand1 = Expand(32, 16, "nearest", True)
-        self.expand2 = Expand2(16, 8, "bilinear", False)
+        self.up1 = Up(32, 16, "nearest", True)
+        self.up2 = Up2(16, 8, "bilinear", False)
         self.conv1 = nn.Conv2d(8, 3, kernel_size=1)
 
     def forward(self, image):
@@ -92,8 +92,8 @@ class TinyUNet(nn.Module):
         e2 = self.double_conv2(e2)  # (N, 16, 15, 15)
         bottom = F.max_pool2d(e2, 2)  # (N, 16, 7, 7)
         bottom = self.double_conv3(bottom)  # (N, 32, 7, 7)
-        d2 = self.expand1(bottom, e2)  # (N, 16, 15, 15)
-        d1 = self.expand2(d2, e1)  # (N, 8, 30, 30)
+        d2 = self.up1(bottom, e2)  # (N, 16, 15, 15)
+        d1 = self.up2(d2, e1)  # (N, 8, 30, 30)
         logits = self.conv1(d1)  # (N, 3, 30, 30)
         return logits
 
