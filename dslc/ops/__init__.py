@@ -9,6 +9,7 @@ from dslc.ops import (  # noqa: F401
     clip,
     conv,
     conv_transpose,
+    cross_attention,
     dense,
     elementwise,
     embedding,

@@ -1,7 +1,8 @@
 """Multi-head self-attention as one op: the GPT block's attention, with a causal mask and an
 optional padding mask. PyTorch gets a small SelfAttention module (nanoGPT's shape); ONNX the
 standard Attention op (opset 23) or, decomposed, MatMul/Softmax with the mask built at run
-time from the sequence length."""
+time from the sequence length. MultiHead holds what cross-attention (cross_attention.py)
+shares with it: the checks, the projections and the attention over heads in ONNX."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 
 from dslc.diagnostics import SpecError
 from dslc.ir.graph import ParamSpec
-from dslc.ir.types import INT_DTYPES, dim_add, dim_mul
+from dslc.ir.types import INT_DTYPES, TensorType, dim_add, dim_mul
 from dslc.ops.attention_parts import attend
 from dslc.ops.base import Attr, OpDef, expect_f32, register
 from dslc.ops.dense import INIT_ATTRS, project
@@ -45,12 +46,65 @@ class SelfAttention(nn.Module):
 '''
 
 
-@register
-class Attention(OpDef):
-    name = "attention"
+HEADS = Attr("heads", "int", doc="number of heads; must divide the width", positive=True)
+DROPOUT = Attr(
+    "dropout",
+    "float",
+    0.0,
+    "dropout on the attention weights while training",
+    minimum=0.0,
+    maximum=1.0,
+)
+BIAS = Attr("bias", "bool", True, "learn biases in the projections")
+
+
+class MultiHead(OpDef):
+    """What self- and cross-attention share: the query width check, the padding mask check, the
+    projections' parameters (each an nn.Linear of the helper class) and its PyTorch layout."""
+
     family = "attention"
-    prefix = "attn"
     module = True
+
+    def width(self, x: TensorType, heads: int) -> int:
+        """The known width of the queries' input x (N, T, width), which the heads divide."""
+        expect_f32(self.name, x)
+        if x.rank != 3 or not isinstance(x.shape[2], int):
+            raise SpecError(f"{self.name} expects (N, T, width) with the width known, got {x}")
+        if x.shape[2] % heads:
+            raise SpecError(
+                f"{self.name}: the width {x.shape[2]} is not divisible by {heads} heads",
+                hint="each head takes width / heads features: choose heads that divide it",
+            )
+        return x.shape[2]
+
+    def check_mask(self, mask: TensorType, keys: TensorType, what: str = "key") -> None:
+        """A padding mask (N, S) over the positions of `keys`, bool or 0/1 integers."""
+        if mask.dtype not in ("bool", *INT_DTYPES) or mask.shape != keys.shape[:2]:
+            raise SpecError(
+                f"{self.name}: the padding mask must be bool or integer of shape "
+                f"({keys.shape[0]}, {keys.shape[1]}), got {mask}",
+                hint=f"one entry per {what} position: true (or 1) where it may be attended to",
+            )
+
+    def projections(self, a: dict, shapes: dict[str, tuple[int, int]]) -> dict[str, ParamSpec]:
+        """Per projection a weight (out, in) and, with `bias`, a bias, initialized as nn.Linear."""
+        weight = from_attr(a["init"], Init("uniform_fan_in"))
+        p = {}
+        for key, (n_out, n_in) in shapes.items():
+            p[f"{key}.weight"] = ParamSpec((n_out, n_in), weight)
+            if a["bias"]:
+                bias = from_attr(a["bias_init"], Init("uniform_fan_in", fan_in=n_in), vector=True)
+                p[f"{key}.bias"] = ParamSpec((n_out,), bias)
+        return p
+
+    def torch_param(self, node, key):
+        return "nn.Linear", key.split(".")[-1]  # qkv.weight: the weight of an nn.Linear
+
+
+@register
+class Attention(MultiHead):
+    name = "attention"
+    prefix = "attn"
     torch_helpers = {"SelfAttention": SELF_ATTENTION}
     doc = (
         "Multi-head self-attention over (N, T, width): queries, keys and values from one "
@@ -62,46 +116,22 @@ class Attention(OpDef):
     example = "x -> attention(12, causal=true)"
     inputs = ("x", "mask?")
     attrs = (
-        Attr("heads", "int", doc="number of heads; must divide the width", positive=True),
+        HEADS,
         Attr("causal", "bool", False, "hide later positions (a language model's mask)"),
-        Attr(
-            "dropout",
-            "float",
-            0.0,
-            "dropout on the attention weights while training",
-            minimum=0.0,
-            maximum=1.0,
-        ),
-        Attr("bias", "bool", True, "learn biases in both projections"),
+        DROPOUT,
+        BIAS,
         *INIT_ATTRS,
     )
 
     def infer(self, ins, a):
-        x = ins[0]
-        expect_f32(self.name, x)
-        if x.rank != 3 or not isinstance(x.shape[2], int):
-            raise SpecError(f"attention expects (N, T, width) with the width known, got {x}")
-        if x.shape[2] % a["heads"]:
-            raise SpecError(
-                f"attention: the width {x.shape[2]} is not divisible by {a['heads']} heads",
-                hint="each head takes width / heads features: choose heads that divide it",
-            )
+        self.width(ins[0], a["heads"])
         if len(ins) == 2:
-            mask = ins[1]
-            if mask.dtype not in ("bool", *INT_DTYPES) or mask.shape != x.shape[:2]:
-                raise SpecError(
-                    f"attention: the padding mask must be bool or integer of shape "
-                    f"({x.shape[0]}, {x.shape[1]}), got {mask}"
-                )
-        return x
+            self.check_mask(ins[1], ins[0])
+        return ins[0]
 
     def params(self, ins, a):
         c = ins[0].shape[2]
-        weight = from_attr(a["init"], Init("uniform_fan_in"))
-        bias = from_attr(a["bias_init"], Init("uniform_fan_in", fan_in=c), vector=True)
-        p = {"qkv.weight": ParamSpec((3 * c, c), weight), "qkv.bias": ParamSpec((3 * c,), bias)}
-        p |= {"proj.weight": ParamSpec((c, c), weight), "proj.bias": ParamSpec((c,), bias)}
-        return p if a["bias"] else {k: v for k, v in p.items() if k.endswith("weight")}
+        return self.projections(a, {"qkv": (3 * c, c), "proj": (c, c)})
 
     def macs(self, node):
         t, c = node.output.type.shape[1], node.output.type.shape[2]
@@ -118,53 +148,60 @@ class Attention(OpDef):
             bias=attr(node, "bias", default=True),
         )
 
-    def torch_param(self, node, key):
-        return "nn.Linear", key.split(".")[-1]  # qkv.weight: the weight of an nn.Linear
-
     def onnx(self, node, b, ins, outs):
-        c = node.inputs[0].type.shape[2]
-        qkv = _project(node, b, ins[0], "qkv", b.temp(node, "qkv"))
-        split = b.const(node, "split", [c, c, c], "i64")
-        q, k, v = (b.temp(node, n) for n in "qkv")
-        b.add(node, "Split", [qkv, split], [q, k, v], axis=2)
-        mask = _padding_mask(node, b, ins) if len(ins) == 2 else None
-        heads = b.temp(node, "heads")
-        if b.fused:
-            b.add(
-                node,
-                "Attention",
-                [q, k, v] + ([mask] if mask else []),
-                [heads],
-                q_num_heads=node.attrs["heads"],
-                kv_num_heads=node.attrs["heads"],
-                is_causal=int(node.attrs["causal"]),
-            )
-        else:
-            _decomposed(node, b, [q, k, v], mask, heads)
-        _project(node, b, heads, "proj", outs[0])
+        qkv = project_split(node, b, ins[0], "qkv", "qkv")
+        mask = padding_mask(node, b, ins[1], ins[0]) if len(ins) == 2 else None
+        attend_heads(node, b, qkv, mask, node.attrs["causal"], outs[0])
 
 
-def _project(node, b, x: str, key: str, out: str) -> str:
+def project_split(node, b, x: str, key: str, names: str) -> list[str]:
+    """ONNX: x (N, L, in) through projection `key`, split into one tensor of the node's width
+    per letter of `names` (q, k, v)."""
+    c = node.inputs[0].type.shape[2]
+    both = projection(node, b, x, key, b.temp(node, key))
+    split = b.const(node, "split", [c] * len(names), "i64")
+    parts = [b.temp(node, n) for n in names]
+    b.add(node, "Split", [both, split], parts, axis=2)
+    return parts
+
+
+def attend_heads(node, b, qkv: list[str], mask: str | None, causal: bool, out: str) -> None:
+    """ONNX: q (N, T, C), k and v (N, S, C) attended over the node's heads, then the output
+    projection into `out`: the standard Attention op, or decomposed, MatMul/Softmax. `mask`:
+    bool (N, 1, T, S), from padding_mask."""
+    heads, n = b.temp(node, "heads"), node.attrs["heads"]
+    if b.fused:
+        inputs = [*qkv, *([mask] if mask else [])]
+        b.add(
+            node, "Attention", inputs, [heads], q_num_heads=n, kv_num_heads=n, is_causal=int(causal)
+        )
+    else:
+        _decomposed(node, b, qkv, mask, causal, heads)
+    projection(node, b, heads, "proj", out)
+
+
+def projection(node, b, x: str, key: str, out: str) -> str:
+    """ONNX: x through the node's projection `key` (its weight and, with `bias`, its bias)."""
     weight = b.param(node, f"{key}.weight")  # first: initializers in state_dict order
     bias = b.param(node, f"{key}.bias") if node.attrs["bias"] else None
     return project(node, b, x, weight, bias, out, tag=f"{key}_")
 
 
-def _padding_mask(node, b, ins: list[str]) -> str:
-    """(N, T) keep-mask -> bool (N, 1, T, T): onnxruntime's Attention wants the query dim
-    spelled out rather than broadcast."""
-    keep = b.add(node, "Cast", [ins[1]], [b.temp(node, "keep")], to=9)  # BOOL
+def padding_mask(node, b, keep: str, x: str) -> str:
+    """(N, S) keep-mask -> bool (N, 1, T, S), T the length of the queries' input x:
+    onnxruntime's Attention wants the query dim spelled out rather than broadcast."""
+    keep = b.add(node, "Cast", [keep], [b.temp(node, "keep")], to=9)  # BOOL
     axes = b.const(node, "mask_axes", [1, 2], "i64")
-    keep = b.add(node, "Unsqueeze", [keep, axes], [b.temp(node, "keep_4d")])  # (N, 1, 1, T)
-    length = b.add(node, "Shape", [ins[0]], [b.temp(node, "length")], start=1, end=2)
+    keep = b.add(node, "Unsqueeze", [keep, axes], [b.temp(node, "keep_4d")])  # (N, 1, 1, S)
+    length = b.add(node, "Shape", [x], [b.temp(node, "length")], start=1, end=2)
     ones = b.const(node, "ones_2", [1, 1], "i64")
     one = b.const(node, "one", [1], "i64")
     shape = b.add(node, "Concat", [ones, length, one], [b.temp(node, "mask_shape")], axis=0)
     return b.add(node, "Expand", [keep, shape], [b.temp(node, "mask")])
 
 
-def _decomposed(node, b, qkv: list[str], mask: str | None, out: str) -> None:
-    """Heads split from (N, T, C) to (N, H, T, C/H), attended from basic ops, merged back."""
+def _decomposed(node, b, qkv: list[str], mask: str | None, causal: bool, out: str) -> None:
+    """Heads split from (N, L, C) to (N, H, L, C/H), attended from basic ops, merged back."""
     heads, c = node.attrs["heads"], node.inputs[0].type.shape[2]
     split_heads = b.const(node, "head_shape", [0, 0, heads, c // heads], "i64")
     per_head = []
@@ -174,7 +211,7 @@ def _decomposed(node, b, qkv: list[str], mask: str | None, out: str) -> None:
             b.add(node, "Transpose", [t], [b.temp(node, f"{name}_per_head")], perm=[0, 2, 1, 3])
         )
     mixed = b.temp(node, "mixed")
-    attend(node, b, per_head, mask, node.attrs["causal"], 1.0 / math.sqrt(c // heads), mixed)
+    attend(node, b, per_head, mask, causal, 1.0 / math.sqrt(c // heads), mixed)
     mixed = b.add(node, "Transpose", [mixed], [b.temp(node, "mixed_t")], perm=[0, 2, 1, 3])
     merge = b.const(node, "merge_shape", [0, 0, c], "i64")
     b.add(node, "Reshape", [mixed, merge], [out])

@@ -320,11 +320,11 @@ def known_channels(op: str, x: TensorType) -> int:
     return c
 
 
-def expect_f32(op: str, t: TensorType) -> None:
-    """Layers with parameters: the parameters are f32, so the input must be too."""
+def expect_f32(op: str, t: TensorType, what: str = "input") -> None:
+    """Layers with parameters: the parameters are f32, so the input (`what`) must be too."""
     if t.dtype != "f32":
         raise SpecError(
-            f"{op} has f32 parameters, so its input must be f32, got {t}",
+            f"{op} has f32 parameters, so its {what} must be f32, got {t}",
             hint="declare the input as f32 (other float types come later)",
         )
 

@@ -42,14 +42,16 @@ def random_inputs(
     rng: np.random.Generator,
     other_dims: int = 32,
     tokens: dict[str, int] | None = None,
+    sizes: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Random arrays for the model inputs: the leading symbolic dim is the batch, other symbolic
-    dims are `other_dims`; floats are standard normal, integers 0 or 1, or any token id for
-    inputs named in `tokens` (name -> vocabulary size, Graph.token_inputs)."""
+    dims are their size in `sizes` (by name: {"T": 7, "S": 64}) or else `other_dims`; floats
+    are standard normal, integers 0 or 1, or any token id for inputs named in `tokens` (name ->
+    vocabulary size, Graph.token_inputs)."""
     arrays = {}
     for v in values:
         shape = [
-            d if isinstance(d, int) else (batch if i == 0 else other_dims)
+            d if isinstance(d, int) else batch if i == 0 else (sizes or {}).get(str(d), other_dims)
             for i, d in enumerate(v.type.shape)
         ]
         data: np.ndarray

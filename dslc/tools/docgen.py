@@ -23,10 +23,10 @@ FAMILY_TEXT = {
     ),
     "attention": (
         "Attention",
-        "Multi-head attention as one op over (N, T, width), scaled dot-product attention over "
-        "heads the spec has split itself (N, H, T, E), and the causal mask for attention "
-        "written by hand from matmul and softmax. With --decompose the ONNX graph spells the "
-        "fused forms out in MatMul and Softmax instead of the Attention op (opset 23).",
+        "Multi-head self- and cross-attention as one op over (N, T, width), scaled dot-product "
+        "attention over heads the spec has split itself (N, H, T, E), and the causal mask for "
+        "attention written by hand from matmul and softmax. With --decompose the ONNX graph "
+        "spells the fused forms out in MatMul and Softmax instead of the Attention op (opset 23).",
     ),
     "conv": ("Convolution", "Convolutions; the input layout is (N, C, *spatial), as in PyTorch."),
     "pool": (
