@@ -26,6 +26,10 @@ def wrap(code: str, indent: int, comment: str = "") -> list[str]:
     fits = len(inner) + len(body) <= WIDTH and not _has_magic_comma(body)
     if fits and not (literal and len(parts) > 1):
         return [pad + head, inner + body, pad + tail]
+    clauses = _comprehension(body) if len(parts) == 1 else None
+    if clauses is not None:  # `[X for _ in range(n)]`: the element, then its `for` clause
+        element, loop = clauses
+        return [pad + head, *wrap(element, indent + 4), inner + loop, pad + tail]
     if len(parts) == 1:  # one argument: split it in turn, no trailing comma
         return [pad + head, *wrap(parts[0], indent + 4), pad + tail]
     lines = [pad + head]
@@ -63,6 +67,24 @@ def _last_bracket(code: str) -> tuple[str, str, str] | None:
                     return None  # an empty pair: nothing to split
                 return code[: i + 1], code[i + 1 : end], code[end:]
         i -= 1
+    return None
+
+
+def _comprehension(body: str) -> tuple[str, str] | None:
+    """(element, `for ...` clauses) of a comprehension's contents, split at its first
+    top-level `for`; None if `body` is not one."""
+    depth, in_str = 0, None
+    for i, ch in enumerate(body):
+        if in_str:
+            in_str = None if ch == in_str else in_str
+        elif ch in "\"'":
+            in_str = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and body.startswith(" for ", i):
+            return body[:i], body[i + 1 :]
     return None
 
 
