@@ -70,9 +70,8 @@ def _last_bracket(code: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _comprehension(body: str) -> tuple[str, str] | None:
-    """(element, `for ...` clauses) of a comprehension's contents, split at its first
-    top-level `for`; None if `body` is not one."""
+def _outside(body: str):
+    """The positions of `body` outside any bracket or string it opens."""
     depth, in_str = 0, None
     for i, ch in enumerate(body):
         if in_str:
@@ -83,7 +82,15 @@ def _comprehension(body: str) -> tuple[str, str] | None:
             depth += 1
         elif ch in ")]}":
             depth -= 1
-        elif depth == 0 and body.startswith(" for ", i):
+        elif depth == 0:
+            yield i
+
+
+def _comprehension(body: str) -> tuple[str, str] | None:
+    """(element, `for ...` clauses) of a comprehension's contents, split at its first
+    top-level `for`; None if `body` is not one."""
+    for i in _outside(body):
+        if body.startswith(" for ", i):
             return body[:i], body[i + 1 :]
     return None
 
@@ -91,17 +98,9 @@ def _comprehension(body: str) -> tuple[str, str] | None:
 def _top_level(body: str) -> list[str]:
     """The comma-separated parts of a bracket's contents (commas inside brackets or strings do
     not split)."""
-    parts, depth, start, in_str = [], 0, 0, None
-    for i, ch in enumerate(body):
-        if in_str:
-            in_str = None if ch == in_str else in_str
-        elif ch in "\"'":
-            in_str = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
+    parts, start = [], 0
+    for i in _outside(body):
+        if body[i] == ",":
             parts.append(body[start:i].strip())
             start = i + 1
     last = body[start:].strip()
