@@ -13,8 +13,11 @@ SPECS = sorted((ROOT / "specs").glob("*.dl"))
 # Model parameters for tests that run a spec: the large networks at a smaller input size (their
 # parameter counts do not depend on it). Goldens and parameter counts use the spec's defaults.
 TEST_PARAMS: dict[str, dict[str, object]] = {
+    "convnext_tiny": {"size": 32},
+    "efficientnet_b0": {"size": 16},
     "googlenet": {"size": 64},
     "gpt2_small": {"layers": 2},
+    "mobilenet_v2": {"size": 16},
     "resnet18": {"size": 64},
     "resnet50": {"size": 64},
     "vgg16": {"size": 32},

@@ -56,3 +56,24 @@ def test_layer_norm_over_the_channels() -> None:
     decomposed = spec.onnx_model(weights=model.state_dict(), fused=False)
     got = ort.InferenceSession(decomposed.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_channels_first_layer_norm_in_a_named_sequence_normalizes_the_channels():
+    """In an nn.Sequential the norm is called as a module: it must move the axis itself (as
+    ConvNeXt's downsampling layers, torchvision's LayerNorm2d), not normalize the last dim."""
+    source = """
+    model M {
+        input x: f32[N, 4, 5, 6]
+        output y = x -> (layer_norm(eps=1e-6, axis=1) -> conv2d(3, 1)) as down
+    }
+    """
+    torch.manual_seed(0)
+    model = dslc.compile_source(source).torch_module().eval()
+    norm, conv = model.down[0], model.down[1]
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_()
+        x = torch.randn(2, 4, 5, 6)
+        want = F.layer_norm(x.permute(0, 2, 3, 1), (4,), norm.weight, norm.bias, 1e-6)
+        want = conv(want.permute(0, 3, 1, 2))
+        torch.testing.assert_close(model(x), want, atol=1e-5, rtol=0)

@@ -3,10 +3,10 @@ in onnxruntime, with the same weights, give the same outputs (fp32, atol 1e-5) o
 inputs at batch sizes 1, 3 and 7. The ONNX graph as compiled for inference, with batch norm
 folded into the layer before it, agrees to atol 1e-4 (folding rounds differently).
 
-The deepest networks (ResNet-50, GoogLeNet: 50+ layers) accumulate more float32 rounding than
-1e-5 in PyTorch itself. For them the tolerance is a few times PyTorch's own float32 error, measured
-against the same module in float64: onnxruntime must be as close to the exact result as
-PyTorch is. For every other spec that rule leaves the tolerance at 1e-5."""
+The deepest networks (ResNet-50, GoogLeNet, MobileNetV2, EfficientNet-B0) accumulate more
+float32 rounding than 1e-5 in PyTorch itself. For them the tolerance is a few times PyTorch's
+own float32 error, measured against the same module in float64: onnxruntime must be as close
+to the exact result as PyTorch is. For every other spec that rule leaves the tolerance at 1e-5."""
 
 from __future__ import annotations
 
@@ -64,12 +64,14 @@ def test_torch_and_onnxruntime_agree(path):
     for batch in (1, 3, 7):
         inputs = random_inputs(spec.graph.inputs, batch, rng, tokens=tokens)
         expected = run_torch(model, inputs)
+        errors: list[float] = []  # PyTorch's own float32 error at this batch, once measured
         for sess, atol in graphs:
             got = sess.run(list(spec.graph.outputs), inputs)
             for name, e, g in zip(spec.graph.outputs, expected, got, strict=True):
                 assert g.shape == e.shape, f"{name} at batch {batch}"
                 if np.abs(g - e).max(initial=0.0) > atol:  # then it must beat PyTorch's rounding
-                    atol = max(atol, 4 * torch_float32_error(model, inputs))
+                    errors = errors or [torch_float32_error(model, inputs)]
+                    atol = max(atol, 4 * errors[0])
                 np.testing.assert_allclose(
                     g, e, rtol=0, atol=atol, err_msg=f"{name}, batch {batch}, atol {atol}"
                 )

@@ -256,6 +256,16 @@ class OpDef:
     # file before the model (an op whose forward is more than one expression, like attention).
     torch_helpers: ClassVar[dict[str, str]] = {}
 
+    def dim_origins(self, node: Node) -> list[int] | None:
+        """For an op that reorders its input's dims (permute, transpose): output dim i is dim
+        [i] of input 0, so a block class can follow a channel count through it."""
+        return None
+
+    def node_helpers(self, node: Node) -> dict[str, str]:
+        """The helpers this node's PyTorch form uses (an op whose helper only some of its forms
+        need, such as layer_norm over an inner axis, says so per node)."""
+        return self.torch_helpers
+
     def torch_module(self, node: Node) -> Ctor | None:
         """The nn.Module constructor, for ops with `module` set."""
         return None

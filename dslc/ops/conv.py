@@ -159,7 +159,7 @@ class ConvNd(OpDef):
         padding = "same" if a["same"] else pycode.compact(a["padding"][:n])
         return pycode.ctor(
             f"nn.Conv{n}d",
-            pycode.dim(node, 0, 1),
+            pycode.dim(node, 0, 1, attr="in_channels"),
             pycode.attr(node, "out_channels"),
             kernel_size=pycode.attr(node, "kernel", pycode.compact(a["kernel"])),
             stride=pycode.attr(node, "stride", pycode.compact(a["stride"]), default=1),

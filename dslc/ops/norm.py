@@ -79,6 +79,22 @@ NORM_ATTRS = (
 )
 
 
+# A module, not a movedim around nn.LayerNorm in forward, so that it may stand in an
+# nn.Sequential (ConvNeXt's downsampling layers); torchvision's LayerNorm2d, for any axis.
+CHANNEL_LAYER_NORM = '''
+class ChannelLayerNorm(nn.LayerNorm):
+    """Layer norm over one dim, `axis`, that is not the last: channels-first (N, C, H, W) for
+    axis 1, as ConvNeXt normalizes (torchvision's LayerNorm2d)."""
+
+    def __init__(self, channels, eps=1e-5, axis=1):
+        super().__init__(channels, eps=eps)
+        self.axis = axis
+
+    def forward(self, x):
+        return super().forward(x.movedim(self.axis, -1)).movedim(-1, self.axis)
+'''
+
+
 @register
 class LayerNorm(OpDef):
     name = "layer_norm"
@@ -127,14 +143,15 @@ class LayerNorm(OpDef):
             "bias": ParamSpec(shape, Init("torch_zeros")),
         }
 
-    def torch_module(self, node):
-        return ctor("nn.LayerNorm", _normalized(node), eps=attr(node, "eps", default=1e-5))
+    def node_helpers(self, node):
+        return {} if _inner_axis(node) is None else {"ChannelLayerNorm": CHANNEL_LAYER_NORM}
 
-    def torch_call(self, node, args, module):
+    def torch_module(self, node):
+        eps = attr(node, "eps", default=1e-5)
         axis = _inner_axis(node)
         if axis is None:
-            return super().torch_call(node, args, module)
-        return f"{module}({args[0]}.movedim({axis}, -1)).movedim(-1, {axis})"
+            return ctor("nn.LayerNorm", _normalized(node), eps=eps)
+        return ctor("ChannelLayerNorm", _normalized(node), eps=eps, axis=Arg(axis, default=1))
 
     def onnx(self, node, b, ins, outs):
         axis = _inner_axis(node)

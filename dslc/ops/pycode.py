@@ -54,10 +54,11 @@ def attr(node: Any, name: str, value: Any = NO_DEFAULT, default: Any = NO_DEFAUL
     return Arg(node.attrs[name] if value is NO_DEFAULT else value, attr=name, default=default)
 
 
-def dim(node: Any, index: int, d: int) -> Arg:
-    """Dim `d` of the node's input `index` (negative counts from the end)."""
+def dim(node: Any, index: int, d: int, attr: str | None = None) -> Arg:
+    """Dim `d` of the node's input `index` (negative counts from the end); where the spec also
+    states it as attribute `attr` (conv2d's in_channels=), the spec's expression comes first."""
     shape = node.inputs[index].type.shape
-    return Arg(shape[d], dim=(index, d % len(shape)))
+    return Arg(shape[d], attr=attr, dim=(index, d % len(shape)))
 
 
 def lit(value: Any, default: Any = NO_DEFAULT) -> Arg:

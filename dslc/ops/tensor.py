@@ -42,6 +42,9 @@ class Transpose(OpDef):
     def infer(self, ins, a):
         return _permuted(ins[0], _swap(ins[0].rank, a))
 
+    def dim_origins(self, node):
+        return _swap(node.inputs[0].type.rank, node.attrs)
+
     def torch_call(self, node, args, module):
         return f"{args[0]}.transpose({node.attrs['dim0']}, {node.attrs['dim1']})"
 
@@ -79,6 +82,9 @@ class Permute(OpDef):
 
     def infer(self, ins, a):
         return _permuted(ins[0], list(a["dims"]))
+
+    def dim_origins(self, node):
+        return list(node.attrs["dims"])
 
     def torch_call(self, node, args, module):
         return f"{args[0]}.permute({', '.join(map(str, node.attrs['dims']))})"

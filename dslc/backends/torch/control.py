@@ -49,9 +49,12 @@ class Control:
         first = row[0]
         if not any(_builds(c.items) for r in row for c in r.copies):
             return  # no layers in any copy (`stage * 0`, or a repetition of one): the identity
+        if ctx.seq and ctx.collect is not None:  # its layers join the sequence around it
+            self.joined(row, occs, indent, ctx)
+            return
         if any(not r.copies for r in row):
             raise NotGeneric("some instances repeat a stage no times")
-        if first.sequential or ctx.seq:
+        if first.sequential:
             self.joined(row, occs, indent, ctx)
             return
         count = self.count(row, occs)
@@ -125,7 +128,9 @@ class Control:
         self.init.append((8, f"{attr}.extend({tail[0]} for _ in range({count}))", ""))
 
     def joined(self, row: list[st.RepeatItem], occs: list[Occ], indent: int, ctx: Ctx) -> None:
-        """A repetition of several layers (or inside a sequence): their constructors in turn."""
+        """A repetition of several layers (or inside a sequence): their constructors in turn.
+        Inside a sequence some instances may repeat it no times (`* (1 if t != 1 else 0)`):
+        the layers come from those that build them, the count from all."""
         elements: list[str] = []
         sub = Ctx(collect=elements, seq=True)
         copies = [(o, c) for o, r in zip(occs, row, strict=True) for c in r.copies]

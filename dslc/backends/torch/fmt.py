@@ -26,6 +26,10 @@ def wrap(code: str, indent: int, comment: str = "") -> list[str]:
     fits = len(inner) + len(body) <= WIDTH and not _has_magic_comma(body)
     if fits and not (literal and len(parts) > 1):
         return [pad + head, inner + body, pad + tail]
+    clauses = _comprehension(body) if len(parts) == 1 else None
+    if clauses is not None:  # `[X for _ in range(n)]`: the element, then its `for` clause
+        element, loop = clauses
+        return [pad + head, *wrap(element, indent + 4), inner + loop, pad + tail]
     if len(parts) == 1:  # one argument: split it in turn, no trailing comma
         return [pad + head, *wrap(parts[0], indent + 4), pad + tail]
     lines = [pad + head]
@@ -66,10 +70,9 @@ def _last_bracket(code: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _top_level(body: str) -> list[str]:
-    """The comma-separated parts of a bracket's contents (commas inside brackets or strings do
-    not split)."""
-    parts, depth, start, in_str = [], 0, 0, None
+def _outside(body: str):
+    """The positions of `body` outside any bracket or string it opens."""
+    depth, in_str = 0, None
     for i, ch in enumerate(body):
         if in_str:
             in_str = None if ch == in_str else in_str
@@ -79,7 +82,25 @@ def _top_level(body: str) -> list[str]:
             depth += 1
         elif ch in ")]}":
             depth -= 1
-        elif ch == "," and depth == 0:
+        elif depth == 0:
+            yield i
+
+
+def _comprehension(body: str) -> tuple[str, str] | None:
+    """(element, `for ...` clauses) of a comprehension's contents, split at its first
+    top-level `for`; None if `body` is not one."""
+    for i in _outside(body):
+        if body.startswith(" for ", i):
+            return body[:i], body[i + 1 :]
+    return None
+
+
+def _top_level(body: str) -> list[str]:
+    """The comma-separated parts of a bracket's contents (commas inside brackets or strings do
+    not split)."""
+    parts, start = [], 0
+    for i in _outside(body):
+        if body[i] == ",":
             parts.append(body[start:i].strip())
             start = i + 1
     last = body[start:].strip()

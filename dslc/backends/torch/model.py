@@ -101,7 +101,7 @@ def _helpers(g: Graph) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
     for n in g.nodes:
-        for name, source in n.op.torch_helpers.items():
+        for name, source in n.op.node_helpers(n).items():
             if name not in seen:
                 seen.add(name)
                 out += ["", "", *source.strip("\n").split("\n")]
@@ -114,7 +114,7 @@ def _rewrap(line: str) -> list[str]:
 
 
 def emit(g: Graph) -> str:
-    helpers = {h for n in g.nodes for h in n.op.torch_helpers}
+    helpers = {h for n in g.nodes for h in n.op.node_helpers(n)}
     names = Namespace(MODULE_NAMES | helpers)
     reserved = RESERVED | helpers  # a local variable must not hide a helper function either
     model_name = names.create(class_name(g.name), "")

@@ -131,6 +131,12 @@ def output_dims(occ: Occ, node: Node) -> None:
     """Candidates for a node's output dims, from its inputs' and its attributes' expressions."""
     given = [(occ.source(code), value) for code, value in node.codes.values()]
     _dims(occ, node.inputs, node.outputs, given)
+    origins = node.op.dim_origins(node)
+    if occ.generic and origins is not None:  # a dim moved: its input's expressions first
+        moved = occ.dims.get(id(node.inputs[0]), [])
+        per_dim = occ.dims[id(node.outputs[0])]
+        for d, src in enumerate(origins):
+            per_dim[d] = [*(moved[src] if src < len(moved) else []), *per_dim[d]]
 
 
 def call_dims(occ: Occ, inst: Instance) -> None:

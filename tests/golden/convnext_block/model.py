@@ -24,6 +24,18 @@ TRAINING = {
 }
 
 
+class ChannelLayerNorm(nn.LayerNorm):
+    """Layer norm over one dim, `axis`, that is not the last: channels-first (N, C, H, W) for
+    axis 1, as ConvNeXt normalizes (torchvision's LayerNorm2d)."""
+
+    def __init__(self, channels, eps=1e-5, axis=1):
+        super().__init__(channels, eps=eps)
+        self.axis = axis
+
+    def forward(self, x):
+        return super().forward(x.movedim(self.axis, -1)).movedim(-1, self.axis)
+
+
 def drop_path(x, p, training):
     """Stochastic depth: zero each example's whole x with probability p while training,
     scaling the kept ones by 1/(1-p) (torchvision's stochastic_depth, mode "row")."""
@@ -37,7 +49,7 @@ class ConvNeXtBlock(nn.Module):
     def __init__(self, width, drop=0.1):
         super().__init__()
         self.dwconv = nn.Conv2d(width, width, kernel_size=7, padding=3, groups=width)
-        self.norm = nn.LayerNorm(width, eps=1e-06)
+        self.norm = ChannelLayerNorm(width, eps=1e-06)
         self.pwconv1 = nn.Conv2d(width, 4 * width, kernel_size=1)
         self.pwconv2 = nn.Conv2d(4 * width, width, kernel_size=1)
         self.gamma = nn.Parameter(torch.full((width, 1, 1), 1e-06))
@@ -45,7 +57,7 @@ class ConvNeXtBlock(nn.Module):
 
     def forward(self, x):
         branch = self.dwconv(x)  # (N, 16, 4, 4)
-        branch = self.norm(branch.movedim(1, -1)).movedim(-1, 1)  # (N, 16, 4, 4)
+        branch = self.norm(branch)  # (N, 16, 4, 4)
         branch = self.pwconv1(branch)  # (N, 64, 4, 4)
         branch = F.gelu(branch)  # (N, 64, 4, 4)
         branch = self.pwconv2(branch)  # (N, 16, 4, 4)
@@ -59,7 +71,7 @@ class ConvNeXtTiny(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, 16, kernel_size=4, stride=4)
-        self.stem_norm = nn.LayerNorm(16, eps=1e-06)
+        self.stem_norm = ChannelLayerNorm(16, eps=1e-06)
         self.stage = nn.ModuleList([ConvNeXtBlock(16) for _ in range(2)])
         self.ln1 = nn.LayerNorm(16)
         self.head = nn.Linear(16, 5)
@@ -67,7 +79,7 @@ class ConvNeXtTiny(nn.Module):
     def forward(self, image):
         # image: (N, 3, 16, 16)
         stem = self.stem(image)  # (N, 16, 4, 4)
-        stem = self.stem_norm(stem.movedim(1, -1)).movedim(-1, 1)  # (N, 16, 4, 4)
+        stem = self.stem_norm(stem)  # (N, 16, 4, 4)
         for layer in self.stage:
             stem = layer(stem)  # (N, 16, 4, 4)
         logits = stem.mean(dim=(2, 3))  # (N, 16)
