@@ -202,9 +202,11 @@ def cmd_verify(args) -> int:
     print(f"{spec.path}: model {spec.name}, {spec.param_count:,} parameters")
     checks = verify(spec, batches, args.seed, out, args.provider)
     worst = max(d for c in checks for d in c.max_abs_diff.values())
+    lengths = len({c.length for c in checks}) > 1
     for c in checks:
         diffs = ", ".join(f"{k} {v:.2e}" for k, v in c.max_abs_diff.items())
-        print(f"  batch {c.batch}: max |torch - onnxruntime| = {diffs}")
+        at = f"batch {c.batch}, length {c.length}" if lengths else f"batch {c.batch}"
+        print(f"  {at}: max |torch - onnxruntime| = {diffs}")
     ok = worst <= atol
     where = f" (files in {out})" if out else ""
     print(

@@ -1,6 +1,7 @@
 """The two backends agree: for every spec, the PyTorch module in eval mode and the ONNX graph
 in onnxruntime, with the same weights, give the same outputs (fp32, atol 1e-5) on random
-inputs at batch sizes 1, 3 and 7. The ONNX graph as compiled for inference, with batch norm
+inputs at batch sizes 1, 3 and 7 (and, for a model with a recurrent layer, at sequence
+lengths 1, 7 and 64: parity.lengths_for). The ONNX graph as compiled for inference, with batch norm
 folded into the layer before it, agrees to atol 1e-4 (folding rounds differently).
 
 The deepest networks (ResNet-50, GoogLeNet, MobileNetV2, EfficientNet-B0) accumulate more
@@ -19,7 +20,7 @@ import torch
 from conftest import SPECS, params_for
 
 import dslc
-from dslc.runtime.parity import random_inputs
+from dslc.runtime.parity import lengths_for, random_inputs
 
 
 def randomize_batch_norm(model: torch.nn.Module, gen: torch.Generator, inputs=None) -> None:
@@ -61,19 +62,23 @@ def test_torch_and_onnxruntime_agree(path):
     plain = session(spec.onnx_model(weights=state, fold_batch_norm=False))
     has_bn = any(n.op.name == "batch_norm" for n in spec.graph.nodes)
     graphs = [(plain, 1e-5)] + ([(session(spec.onnx_model(weights=state)), 1e-4)] if has_bn else [])
-    for batch in (1, 3, 7):
-        inputs = random_inputs(spec.graph.inputs, batch, rng, tokens=tokens)
+    for batch, length in [(b, t) for b in (1, 3, 7) for t in lengths_for(spec.graph)]:
+        inputs = random_inputs(spec.graph.inputs, batch, rng, length, tokens=tokens)
         expected = run_torch(model, inputs)
         errors: list[float] = []  # PyTorch's own float32 error at this batch, once measured
         for sess, atol in graphs:
             got = sess.run(list(spec.graph.outputs), inputs)
             for name, e, g in zip(spec.graph.outputs, expected, got, strict=True):
-                assert g.shape == e.shape, f"{name} at batch {batch}"
+                assert g.shape == e.shape, f"{name} at batch {batch}, length {length}"
                 if np.abs(g - e).max(initial=0.0) > atol:  # then it must beat PyTorch's rounding
                     errors = errors or [torch_float32_error(model, inputs)]
                     atol = max(atol, 4 * errors[0])
                 np.testing.assert_allclose(
-                    g, e, rtol=0, atol=atol, err_msg=f"{name}, batch {batch}, atol {atol}"
+                    g,
+                    e,
+                    rtol=0,
+                    atol=atol,
+                    err_msg=f"{name}, batch {batch}, T {length}, atol {atol}",
                 )
 
 

@@ -190,7 +190,7 @@ class Elaborator(Blocks):
         frame: Frame,
         start: int,
     ) -> None:
-        values = list(value) if len(names) > 1 and isinstance(value, tuple) else [value]
+        values = self.unpack(value, len(names))
         if len(values) != len(names):
             raise SpecError(
                 f"{len(names)} names on the left but the right side gives {len(values)} value(s)"
@@ -202,6 +202,18 @@ class Elaborator(Blocks):
                 code = codes.translate(stmt.value, scope.all_codes(), v)
                 if code is not None:
                     scope.codes[name] = code
+
+    def unpack(self, value: Any, count: int) -> list[Any]:
+        """The values `a, b = ...` names: a block's outputs, or those of an op whose call
+        stands for its first output (OpDef.leading_output), as many as the names."""
+        if count == 1:
+            return [value]
+        if isinstance(value, tuple):
+            return list(value)
+        maker = next((n for n in reversed(self.nodes) if n.outputs[0] is value), None)
+        if maker is not None and maker.op.leading_output:
+            return maker.outputs[:count]
+        return [value]
 
     def name_value(self, v: Any, name: str, start: int) -> None:
         """Give a tensor made by this statement the name the spec gives it."""
@@ -326,6 +338,13 @@ class Elaborator(Blocks):
         except SpecError as err:
             raise SpecError(err.message, err.hint, err.span or span) from None
         outs = out if isinstance(out, list) else [out]
+        if op.leading_output and frame.seq is not None:
+            raise SpecError(
+                f"{op.name} gives {len(outs)} tensors, so it cannot stand in a named sequence or "
+                "a repeated group of layers (an nn.Sequential passes one tensor on)",
+                hint=f"apply the {op.name} outside the parentheses, or repeat it alone",
+                span=span,
+            )
         params = {k: _given(op, k, p, attrs, span) for k, p in params.items()}
         self.budget.node(op, in_types, outs, attrs, params, span, Poisoned)
         named = site is not None and site in frame.sites.names
@@ -348,7 +367,7 @@ class Elaborator(Blocks):
         self.nodes.append(node)
         if frame.items is not None:
             frame.items.append(st.OpItem(node, as_module))
-        return values[0] if len(values) == 1 else tuple(values)
+        return values[0] if len(values) == 1 or op.leading_output else tuple(values)
 
     def tie(self, op: OpDef, in_types: list[TensorType], attrs: dict) -> dict:
         """Weight tying (`linear(V, tie=emb)`): check the layer that made the tensor holds the

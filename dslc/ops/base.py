@@ -203,6 +203,14 @@ class OpDef:
     # `weight` of the layer that made tensor `emb` instead of holding its own (elaborate.py
     # checks the shapes agree; the attribute then holds the owner's state_dict key).
     ties: ClassVar[dict[str, str]] = {}
+    # An op with several outputs whose first is its result (a recurrent layer's sequence, then
+    # its final states): the call stands for that first output wherever one tensor is wanted
+    # (`x -> lstm(64) -> linear(2)`), and `seq, h = x -> gru(64)` names the outputs from the
+    # first on, as many as it lists. It cannot stand in an nn.Sequential, which passes one.
+    leading_output: ClassVar[bool] = False
+    # Steps along dim 1 (time) of its input in order, so that what it gives at one sequence
+    # length says little of another: backend parity runs it at several lengths (parity.py).
+    steps_in_time: ClassVar[bool] = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- compile time
@@ -283,6 +291,11 @@ class OpDef:
 
     def torch_call(self, node: HasAttrs, args: list[str], module: str | None) -> str:
         return f"{module}({', '.join(args)})"
+
+    def torch_targets(self, names: list[str]) -> str:
+        """The left side of `names = torch_call(...)` for an op with several outputs, where
+        the call's result nests them (nn.LSTM's `seq, (h, c)`); `_` names an unread one."""
+        return ", ".join(names)
 
     # ---- ONNX
     def onnx(self, node: Node, b: OnnxBuilder, ins: list[str], outs: list[str]) -> None:

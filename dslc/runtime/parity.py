@@ -1,6 +1,7 @@
 """`dslc verify`: compile a spec to both backends and show they agree. The PyTorch module
 (eval mode, seeded) and the ONNX graph built from its state_dict run on the same random
-inputs in onnxruntime, at several batch sizes."""
+inputs in onnxruntime, at several batch sizes, and for a recurrent model at several sequence
+lengths."""
 
 from __future__ import annotations
 
@@ -12,14 +13,26 @@ import numpy as np
 
 from dslc.api import Spec
 from dslc.errors import DslcError
-from dslc.ir.graph import Value
-from dslc.ir.types import numpy_dtype
+from dslc.ir.graph import Graph, Value
+from dslc.ir.types import Dim, Sym, numpy_dtype
+
+OTHER_DIMS = 32  # the size of the symbolic dims other than the batch
+# ... in a graph that steps through time: one step, a few, and many.
+SEQUENCE_LENGTHS = (1, 7, 64)
 
 
 @dataclass
 class Check:
     batch: int
     max_abs_diff: dict[str, float]
+    length: int = OTHER_DIMS  # the other symbolic dims (a sequence's length)
+
+
+def lengths_for(graph: Graph) -> tuple[int, ...]:
+    """The sizes parity gives the symbolic dims other than the batch: SEQUENCE_LENGTHS where an
+    op steps through time (OpDef.steps_in_time), since a recurrence right for one length may
+    be wrong at another; OTHER_DIMS otherwise."""
+    return SEQUENCE_LENGTHS if any(n.op.steps_in_time for n in graph.nodes) else (OTHER_DIMS,)
 
 
 def max_abs_diff(expected: np.ndarray, got: np.ndarray) -> float:
@@ -40,20 +53,27 @@ def random_inputs(
     values: list[Value],
     batch: int,
     rng: np.random.Generator,
-    other_dims: int = 32,
+    other_dims: int = OTHER_DIMS,
     tokens: dict[str, int] | None = None,
     sizes: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Random arrays for the model inputs: the leading symbolic dim is the batch, other symbolic
-    dims are their size in `sizes` (by name: {"T": 7, "S": 64}) or else `other_dims`; floats
-    are standard normal, integers 0 or 1, or any token id for inputs named in `tokens` (name ->
+    """Random arrays for the model inputs: a symbolic dim that leads some input is the batch
+    wherever it stands (an RNN's initial state (layers, N, hidden) too), other symbolic dims
+    are their size in `sizes` (by name: {"T": 7, "S": 64}) or else `other_dims`; floats are
+    standard normal, integers 0 or 1, or any token id for inputs named in `tokens` (name ->
     vocabulary size, Graph.token_inputs)."""
+    leading = {v.type.shape[0] for v in values if v.type.shape}
+    batch_dims = {d for d in leading if isinstance(d, Sym)}
+    given = sizes or {}
+
+    def size(i: int, d: Dim) -> int:
+        if isinstance(d, int):
+            return d
+        return batch if i == 0 or d in batch_dims else given.get(str(d), other_dims)
+
     arrays = {}
     for v in values:
-        shape = [
-            d if isinstance(d, int) else batch if i == 0 else (sizes or {}).get(str(d), other_dims)
-            for i, d in enumerate(v.type.shape)
-        ]
+        shape = [size(i, d) for i, d in enumerate(v.type.shape)]
         data: np.ndarray
         if v.type.dtype.startswith(("f", "bf")):
             data = rng.standard_normal(shape)
@@ -69,7 +89,9 @@ def verify(
     seed: int = 0,
     out: Path | None = None,
     provider: str = "cpu",
+    lengths: tuple[int, ...] | None = None,
 ) -> list[Check]:
+    """Checks at every batch size and sequence length (by default lengths_for the graph)."""
     import torch
 
     from dslc.runtime.run import run_model
@@ -87,8 +109,10 @@ def verify(
     onnx_path.write_bytes(spec.onnx_model(weights=out / "weights.pt").SerializeToString())
     rng = np.random.default_rng(seed)
     checks = []
-    for batch in batches:
-        inputs = random_inputs(spec.graph.inputs, batch, rng, tokens=spec.graph.token_inputs())
+    for batch, length in [(b, t) for b in batches for t in lengths or lengths_for(spec.graph)]:
+        inputs = random_inputs(
+            spec.graph.inputs, batch, rng, length, tokens=spec.graph.token_inputs()
+        )
         try:
             with torch.no_grad():
                 expected = model(*(torch.from_numpy(a) for a in inputs.values()))
@@ -96,7 +120,7 @@ def verify(
             sizes = ", ".join(f"{k}{list(a.shape)}" for k, a in inputs.items())
             raise DslcError(
                 f"the PyTorch module failed on random inputs {sizes}: {err}",
-                hint="symbolic dims other than the batch are set to 32 here",
+                hint=f"symbolic dims other than the batch are set to {length} here",
             ) from None
         expected = expected if isinstance(expected, tuple) else (expected,)
         got, _ = run_model(str(onnx_path), inputs, provider)
@@ -104,5 +128,5 @@ def verify(
             name: max_abs_diff(e.detach().numpy(), got[name])  # an output may be a parameter
             for name, e in zip(spec.graph.outputs, expected, strict=True)
         }
-        checks.append(Check(batch, diffs))
+        checks.append(Check(batch, diffs, length))
     return checks

@@ -28,6 +28,15 @@ FAMILY_TEXT = {
         "attention written by hand from matmul and softmax. With --decompose the ONNX graph "
         "spells the fused forms out in MatMul and Softmax instead of the Attention op (opset 23).",
     ),
+    "recurrent": (
+        "Recurrent layers",
+        "RNN, LSTM and GRU layers over a batch-first sequence (N, T, features), as torch.nn's "
+        "with batch_first=True: the call is the output sequence, and `seq, h = x -> gru(64)` "
+        "(`seq, h, c` for an LSTM) also names the final states. Parameters are named, shaped "
+        "and initialized as PyTorch's (weight_ih_l0, ..., _reverse); in ONNX each layer is one "
+        "RNN, LSTM or GRU node whose W, R and B initializers hold the same numbers in ONNX's "
+        "gate order.",
+    ),
     "conv": ("Convolution", "Convolutions; the input layout is (N, C, *spatial), as in PyTorch."),
     "pool": (
         "Pooling and resampling",

@@ -59,6 +59,11 @@ class OnnxBuilder:
             self.initializers[name] = np.asarray(self.weights[name], dtype=numpy_dtype(dtype))
         return name
 
+    def weight(self, node: Node, key: str) -> np.ndarray:
+        """A parameter's values, for an op whose initializers are computed from its parameters
+        (a recurrent layer's gates, reordered): added with `const`, not under its own key."""
+        return np.asarray(self.weights[node.key(key)], dtype=np.float32)
+
     def const(self, node: Node, suffix: str, value: Any, dtype: str) -> str:
         name = f"{node.name}.{suffix}"
         self.initializers[name] = np.asarray(value, dtype=numpy_dtype(dtype))

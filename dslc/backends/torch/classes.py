@@ -153,7 +153,8 @@ class Writer(Control):
                 occ.uses.setdefault(id(node.output), 0)
             return
         ends = [(n.inputs, n.outputs) for n in nodes]
-        self.line(calls, ends, occs, indent, ctx, None, f"{nodes[0].op.name} differs")
+        op = nodes[0].op
+        self.line(calls, ends, occs, indent, ctx, None, f"{op.name} differs", op.torch_targets)
 
     def forward_attrs(self, nodes, occs: list[Occ]) -> dict[str, Source]:
         """Attributes a functional op reads in forward (its `forward_attrs`) that the spec
@@ -259,12 +260,23 @@ class Writer(Control):
         return f"self.{attr}"
 
     # ---- forward statements
-    def line(self, calls: list[str], ends, occs: list[Occ], indent: int, ctx: Ctx, hint, what):
+    def line(
+        self,
+        calls: list[str],
+        ends,
+        occs: list[Occ],
+        indent: int,
+        ctx: Ctx,
+        hint,
+        what,
+        targets=None,
+    ):
         """`out = call` in forward: the call must read alike in every occurrence; `ends`:
-        each occurrence's values read and values made."""
+        each occurrence's values read and values made; `targets` nests the names an op's
+        call returns (OpDef.torch_targets)."""
         code = choose([[c] for c in calls], what)
         consume(occs, [reads for reads, _ in ends])
-        self.assign([made for _, made in ends], occs, code, indent, ctx, hint)
+        self.assign([made for _, made in ends], occs, code, indent, ctx, hint, targets)
 
     def assign(
         self,
@@ -274,18 +286,27 @@ class Writer(Control):
         indent,
         ctx,
         hint: str | None = None,
+        targets=None,
     ) -> None:
         force = ctx.var
         names = []
+        several = len(outputs[0]) > 1
         for k, v in enumerate(outputs[0]):
-            name = force if force and len(outputs[0]) == 1 else self.var_for(v, occs[0], hint)
+            unread = several and all(
+                occ.uses.get(id(o[k]), 0) == 0 for occ, o in zip(occs, outputs, strict=True)
+            )
+            if force and k == 0:  # a loop carries the (first) output
+                name = force
+            else:
+                name = "_" if unread else self.var_for(v, occs[0], hint)
             names.append(name)
             for occ, outs in zip(occs, outputs, strict=True):
                 occ.vars[id(outs[k])] = name
                 occ.uses.setdefault(id(outs[k]), 0)
         shapes = {", ".join(v.type.shape_str() for v in outs) for outs in outputs}
         comment = shapes.pop() if len(shapes) == 1 else ""
-        self.fwd.append((indent, f"{', '.join(names)} = {code}", comment))
+        left = targets(names) if targets else ", ".join(names)
+        self.fwd.append((indent, f"{left} = {code}", comment))
 
     def var_for(self, v: Value, occ: Occ, hint: str | None = None) -> str:
         base = variable(hint or v.hint or "x")
