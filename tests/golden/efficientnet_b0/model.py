@@ -55,44 +55,45 @@ class SqueezeExcitation(nn.Module):
 
 
 class MBConv(nn.Module):
-    """The mobile inverted bottleneck. The block cannot yet read its input's channel count, so it
-    takes it as `inp` (torchvision's MBConvConfig.input_channels). The 1x1 expansion exists only
-    where expand_ratio != 1 (`* 0` is no layer at all), as in torchvision. The squeeze width is
-    inp / 4 (torchvision's max(1, inp // 4); every B0 width divides by 4). torchvision calls the
-    sequence `block`, a reserved word here, so its keys read `layers` where torchvision's read
-    `block` (features.1.0.layers.0.0.weight for features.1.0.block.0.0.weight)."""
+    """The mobile inverted bottleneck. `inp`, torchvision's MBConvConfig.input_channels, is read
+    from the input (`shape(x)[1]`). The 1x1 expansion exists only where expand_ratio != 1 (`* 0`
+    is no layer at all), as in torchvision. The squeeze width is inp / 4 (torchvision's
+    max(1, inp // 4); every B0 width divides by 4). torchvision calls the sequence `block`, a
+    reserved word here, so its keys read `layers` where torchvision's read `block`
+    (features.1.0.layers.0.0.weight for features.1.0.block.0.0.weight)."""
 
-    def __init__(self, inp, out, kernel, stride, expand_ratio, drop):
+    def __init__(self, in_channels, out, kernel, stride, expand_ratio, drop):
         super().__init__()
         self.layers = nn.Sequential(
             *[
                 nn.Sequential(
-                    nn.Conv2d(inp, inp * expand_ratio, kernel_size=1, bias=False),
-                    nn.BatchNorm2d(inp * expand_ratio),
+                    nn.Conv2d(in_channels, in_channels * expand_ratio, kernel_size=1, bias=False),
+                    nn.BatchNorm2d(in_channels * expand_ratio),
                     nn.SiLU(),
                 )
                 for _ in range(1 if expand_ratio != 1 else 0)
             ],
             nn.Sequential(
                 nn.Conv2d(
-                    inp * expand_ratio,
-                    inp * expand_ratio,
+                    in_channels * expand_ratio,
+                    in_channels * expand_ratio,
                     kernel_size=kernel,
                     stride=stride,
                     padding=(kernel - 1) // 2,
-                    groups=inp * expand_ratio,
+                    groups=in_channels * expand_ratio,
                     bias=False,
                 ),
-                nn.BatchNorm2d(inp * expand_ratio),
+                nn.BatchNorm2d(in_channels * expand_ratio),
                 nn.SiLU(),
             ),
-            SqueezeExcitation(inp * expand_ratio, inp // 4),
+            SqueezeExcitation(in_channels * expand_ratio, in_channels // 4),
             nn.Sequential(
-                nn.Conv2d(inp * expand_ratio, out, kernel_size=1, bias=False), nn.BatchNorm2d(out)
+                nn.Conv2d(in_channels * expand_ratio, out, kernel_size=1, bias=False),
+                nn.BatchNorm2d(out),
             ),
         )
         self.drop = drop
-        self.condition1 = stride == 1 and inp == out
+        self.condition1 = stride == 1 and in_channels == out
 
     def forward(self, x):
         branch = self.layers(x)
@@ -155,7 +156,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The loss of line 69: outputs and targets in, a scalar out."""
+    """The loss of line 70: outputs and targets in, a scalar out."""
 
     def forward(self, logits, label):
         return F.cross_entropy(logits, label, label_smoothing=0.1)
@@ -166,7 +167,7 @@ def create_loss():
 
 
 def create_optimizer(model):
-    """The spec's optimizer (line 70)."""
+    """The spec's optimizer (line 71)."""
     return torch.optim.RMSprop(model.parameters(), lr=0.016, momentum=0.9, weight_decay=1e-05)
 
 

@@ -39,7 +39,7 @@ class LstmClassifier(nn.Module):
         # tokens: (N, T)
         embedded = self.embed1(tokens)  # (N, T, 32)
         words, (state, _) = self.lstm1(embedded)  # (N, T, 64), (1, N, 64), (1, N, 64)
-        summary = state.squeeze(0)  # (N, 64)
+        summary = state[-1]  # (N, 64)
         summary_2 = words.mean(dim=1)  # (N, 64)
         summary = torch.cat([summary, summary_2], dim=1)  # (N, 128)
         logits = self.fc1(summary)  # (N, 2)

@@ -25,39 +25,39 @@ TRAINING = {
 
 
 class InvertedResidual(nn.Module):
-    """The inverted residual block. The block cannot yet read its input's channel count, so it takes
-    it as `inp`, as torchvision's InvertedResidual(inp, oup, stride, expand_ratio) does. The 1x1
-    expansion exists only where t != 1 (`* 0` is no layer at all), so the depthwise convolution
-    is conv.0 in the first block and conv.1 in the others, as in torchvision."""
+    """The inverted residual block: torchvision's InvertedResidual(inp, oup, stride, expand_ratio),
+    with `inp` read from the input (`shape(x)[1]`). The 1x1 expansion exists only where t != 1
+    (`* 0` is no layer at all), so the depthwise convolution is conv.0 in the first block and
+    conv.1 in the others, as in torchvision."""
 
-    def __init__(self, inp, oup, stride, expand_ratio):
+    def __init__(self, in_channels, oup, stride, expand_ratio):
         super().__init__()
         self.conv = nn.Sequential(
             *[
                 nn.Sequential(
-                    nn.Conv2d(inp, inp * expand_ratio, kernel_size=1, bias=False),
-                    nn.BatchNorm2d(inp * expand_ratio),
+                    nn.Conv2d(in_channels, in_channels * expand_ratio, kernel_size=1, bias=False),
+                    nn.BatchNorm2d(in_channels * expand_ratio),
                     nn.ReLU6(),
                 )
                 for _ in range(1 if expand_ratio != 1 else 0)
             ],
             nn.Sequential(
                 nn.Conv2d(
-                    inp * expand_ratio,
-                    inp * expand_ratio,
+                    in_channels * expand_ratio,
+                    in_channels * expand_ratio,
                     kernel_size=3,
                     stride=stride,
                     padding=1,
-                    groups=inp * expand_ratio,
+                    groups=in_channels * expand_ratio,
                     bias=False,
                 ),
-                nn.BatchNorm2d(inp * expand_ratio),
+                nn.BatchNorm2d(in_channels * expand_ratio),
                 nn.ReLU6(),
             ),
-            nn.Conv2d(inp * expand_ratio, oup, kernel_size=1, bias=False),
+            nn.Conv2d(in_channels * expand_ratio, oup, kernel_size=1, bias=False),
             nn.BatchNorm2d(oup),
         )
-        self.condition1 = stride == 1 and inp == oup
+        self.condition1 = stride == 1 and in_channels == oup
 
     def forward(self, x):
         out = self.conv(x)
@@ -106,7 +106,7 @@ def create_model():
 
 
 class Loss(nn.Module):
-    """The loss of line 45: outputs and targets in, a scalar out."""
+    """The loss of line 46: outputs and targets in, a scalar out."""
 
     def forward(self, logits, label):
         return F.cross_entropy(logits, label)
@@ -117,7 +117,7 @@ def create_loss():
 
 
 def create_optimizer(model):
-    """The spec's optimizer (line 46)."""
+    """The spec's optimizer (line 47)."""
     return torch.optim.SGD(model.parameters(), lr=0.045, momentum=0.9, weight_decay=4e-05)
 
 
