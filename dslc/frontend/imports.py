@@ -14,6 +14,7 @@ an imported file are located in that file: Diagnostics.sources holds its text.""
 
 from __future__ import annotations
 
+import difflib
 import os
 import posixpath
 import stat
@@ -173,50 +174,57 @@ class _Loader:
             self.error(
                 imp,
                 f"dslc's library has no file {imp.target}",
-                f"it has {', '.join(modules)} (docs/stdlib.md)",
+                _did_you_mean(imp.target, modules)
+                or f"it has {', '.join(modules)} (docs/stdlib.md)",
             )
             return None
         return f"{STD}/{parts[1]}.dl", STDLIB / f"{parts[1]}.dl"
 
     def read(self, imp: ast.Import, display: str, actual: Path) -> str | None:
         if self.files >= MAX_SOURCE_FILES:
-            return self.error(
+            self.error(
                 imp,
                 f"this import makes the spec more than {MAX_SOURCE_FILES} files, beyond "
                 "dslc's limit",
                 "a spec and its imports are a few files of blocks",
             )
+            return None
         try:
             info = actual.stat()
             if not stat.S_ISREG(info.st_mode):
-                return self.error(imp, f"cannot import {display}: {actual} is not a file")
+                self.error(imp, f"cannot import {display}: {actual} is not a file")
+                return None
             if info.st_size > 4 * MAX_SOURCE_BYTES:  # UTF-8: at most 4 bytes a character
-                return self.error(
+                self.error(
                     imp,
                     f"cannot import {display}: it has {info.st_size:,} bytes, beyond dslc's "
                     f"limit of {MAX_SOURCE_BYTES:,} characters for a spec",
                 )
+                return None
             text = actual.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
-            return self.error(
+            self.error(
                 imp,
                 f'cannot import "{imp.target}": there is no file {actual}',
                 "a path is relative to the folder of the file that imports it",
             )
+            return None
         except (OSError, UnicodeDecodeError) as err:
             why = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
-            return self.error(imp, f"cannot import {display}: {why}")
+            self.error(imp, f"cannot import {display}: {why}")
+            return None
         self.files += 1
         self.chars += len(text)
         self.lines += _lines(text)
         if self.chars > MAX_TOTAL_SOURCE_BYTES or self.lines > MAX_TOTAL_SOURCE_LINES:
-            return self.error(
+            self.error(
                 imp,
                 f"with {display}, the spec and its imports hold {self.lines:,} lines and "
                 f"{self.chars:,} characters, beyond dslc's limit of "
                 f"{MAX_TOTAL_SOURCE_LINES:,} lines and {MAX_TOTAL_SOURCE_BYTES:,} characters",
                 "a spec and its imports are a few files of blocks",
             )
+            return None
         return text
 
     def parse(self, imp: ast.Import, text: str, display: str) -> ast.Program | None:
@@ -262,6 +270,11 @@ class _Loader:
             definitions=(*defs, *program.definitions),
             sources={f.program.path: f.program.source for f in self.order},
         )
+
+
+def _did_you_mean(name: str, names: list[str]) -> str | None:
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"did you mean {close[0]}?" if close else None
 
 
 def _lines(text: str) -> int:
