@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m dslc.tools.docgen docs/ops.md
+	$(BIN)/python -m dslc.tools.stdlibdoc docs/stdlib.md
 
 # Timings need a quiet machine; the tables in docs/benchmarks.md are rewritten from the results.
 bench: $(STAMP)

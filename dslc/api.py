@@ -13,6 +13,7 @@ import lark
 
 from dslc.diagnostics import CompileError, Diagnostics, Span, SpecError
 from dslc.errors import DslcError
+from dslc.frontend.imports import resolve
 from dslc.frontend.parse import parse, parser
 from dslc.ir.check import verify
 from dslc.ir.graph import Graph
@@ -199,6 +200,8 @@ def _deepest_statement(source: str, path: str) -> Span:
 
 def _compile(source: str, path: str, params: dict[str, Any] | None, diags: Diagnostics) -> Spec:
     program = parse(source, path, diags)
+    if program is not None:
+        program = resolve(program, diags)  # imports: relative to the spec's folder
     if program is not None:
         el = Elaborator(program, diags)
         graph, scope = el.run(params or {})

@@ -104,6 +104,9 @@ class Diagnostics:
 
     source: str
     items: list[Diagnostic] = field(default_factory=list)
+    # the text of every imported file by its path (frontend/imports), so that an error inside
+    # one shows that file's line; any other path is shown against `source`
+    sources: dict[str, str] = field(default_factory=dict)
     # (span, message) of every item, so that `seen` is one lookup however many errors there are
     _keys: set[tuple[Span | None, str]] = field(
         default_factory=set, init=False, repr=False, compare=False
@@ -123,8 +126,13 @@ class Diagnostics:
         return any(d.severity == "error" for d in self.items)
 
     def render(self, color: bool = False) -> str:
-        lines = self.source.splitlines()
-        return "\n".join(d.render_lines(lines, color) for d in self.items)
+        split: dict[str | None, list[str]] = {None: self.source.splitlines()}
+        for path, text in self.sources.items():
+            split[path] = text.splitlines()
+        return "\n".join(
+            d.render_lines(split.get(d.span.path if d.span else None, split[None]), color)
+            for d in self.items
+        )
 
 
 class CompileError(Exception):

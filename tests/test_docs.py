@@ -11,10 +11,11 @@ import pytest
 
 import dslc
 from dslc.ops import REGISTRY
-from dslc.tools import docgen
+from dslc.tools import docgen, stdlibdoc
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS_MD = ROOT / "docs" / "ops.md"
+STDLIB_MD = ROOT / "docs" / "stdlib.md"
 LANGUAGE_MD = ROOT / "docs" / "language.md"
 REGENERATE = "run `python -m dslc.tools.docgen docs/ops.md` (make docs) and commit the result"
 
@@ -80,3 +81,18 @@ def test_docgen_main_writes_the_file(tmp_path):
     out = tmp_path / "ops.md"
     assert docgen.main([str(out)]) == 0
     assert out.read_text(encoding="utf-8") == docgen.render()
+
+
+def test_stdlib_md_is_generated():
+    assert STDLIB_MD.read_text(encoding="utf-8") == stdlibdoc.render(), (
+        "docs/stdlib.md is stale: run `python -m dslc.tools.stdlibdoc docs/stdlib.md`"
+    )
+
+
+def test_stdlib_md_lists_every_block_with_its_parameters():
+    text = STDLIB_MD.read_text(encoding="utf-8")
+    for path in sorted((ROOT / "dslc" / "stdlib").glob("*.dl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("block "):
+                name = line.split()[1].split("(")[0]
+                assert f"### `{name}`" in text, f"{name} is missing from docs/stdlib.md"

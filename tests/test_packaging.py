@@ -40,10 +40,14 @@ def test_the_wheel_carries_the_grammar(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("dslc-*.whl")
     with zipfile.ZipFile(wheel) as z:
         assert "dslc/grammar/dslc.lark" in z.namelist()
+        assert {"dslc/stdlib/vision.dl", "dslc/stdlib/transformer.dl"} <= set(z.namelist())
         z.extractall(tmp_path / "site")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    (elsewhere / "m.dl").write_text("model M { input x: f32[N, 2]  output y = x -> linear(1) }")
+    (elsewhere / "m.dl").write_text(
+        "import std.transformer\n"
+        "model M { input x: f32[N, T, 8]  output y = x -> EncoderLayer(8, 2, 16) -> linear(1) }"
+    )
     code = (
         "import dslc, dslc.frontend.parse as s; "
         "assert str(s.grammar_path()).startswith(sys.argv[1]), s.grammar_path(); "
@@ -58,4 +62,6 @@ def test_the_wheel_carries_the_grammar(tmp_path):
         check=False,
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "3"
+    # the encoder layer: attention 4 * (8 * 8 + 8), two norms 2 * 16, the network
+    # (8 * 16 + 16) + (16 * 8 + 8); then linear(1): 8 + 1
+    assert r.stdout.strip() == str(4 * 72 + 32 + 144 + 136 + 9)

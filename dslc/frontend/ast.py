@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dslc.diagnostics import Span
 
@@ -227,9 +227,28 @@ class TrainDef:
 
 
 @dataclass(frozen=True)
+class Import:
+    """`import "other.dl"` (a file: `library` false, `target` the path as written) or
+    `import std.vision` (`library` true, `target` the dotted name)."""
+
+    span: Span
+    target: str
+    library: bool
+
+
+@dataclass(frozen=True)
 class Program:
+    """A file. After frontend/imports, also the blocks and constants of every file it imports
+    (first, in the order they were loaded) and each imported file's text by its path."""
+
     path: str
     source: str
     constants: tuple[Assign, ...]
     definitions: tuple[Definition, ...]
     trains: tuple[TrainDef, ...]
+    imports: tuple[Import, ...] = ()
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def source_of(self, path: str) -> str:
+        """The text of the file a span points into: this file's or an imported one's."""
+        return self.sources.get(path, self.source)

@@ -94,7 +94,12 @@ SYNTAX_ERRORS: dict[str, list[str]] = {
         'model M { y = x -> "relu" }',
         "model M { y = x -> [a] }",
     ],
-    "a file holds `model`, `block` and `train` sections and `name = value` constants": [
+    "an import belongs at the top level of the file, outside models, blocks and train": [
+        'model M { import "blocks.dl" }',
+        'model M { input x: f32[N, 2] import "blocks.dl" }',
+        "block B { input x import std.vision }",
+    ],
+    "a file holds `model`, `block` and `train` sections, imports and `name = value` constants": [
         "input x: f32[N]",
         "3",
         "-> relu",
@@ -262,7 +267,13 @@ class _ToAst(Transformer):
         consts = tuple(i for i in items if isinstance(i, ast.Assign))
         defs = tuple(i for i in items if isinstance(i, ast.Definition))
         trains = tuple(i for i in items if isinstance(i, ast.TrainDef))
-        return ast.Program(self.path, self.source, consts, defs, trains)
+        imports = tuple(i for i in items if isinstance(i, ast.Import))
+        return ast.Program(self.path, self.source, consts, defs, trains, imports)
+
+    def import_decl(self, meta, c):
+        if len(c) == 1 and c[0].type == "STRING":
+            return ast.Import(self._span(meta), str(c[0])[1:-1], library=False)
+        return ast.Import(self._span(meta), ".".join(str(n) for n in c), library=True)
 
     def model(self, meta, c):
         return ast.Definition(self._span(meta), "model", str(c[0]), c[1] or (), tuple(c[2:]))

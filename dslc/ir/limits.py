@@ -36,6 +36,12 @@ MAX_LIST_VALUES = 65_536  # numbers in one literal list (init values, a filter k
 # refused before it is parsed (the largest in specs/ has 50 lines).
 MAX_SOURCE_LINES = 20_000
 MAX_SOURCE_BYTES = 2**20
+# Imports (frontend/imports): each file is held to the limits above, and the files a spec
+# imports, directly or not, with the spec itself, to these together, so that a hostile import
+# graph (a thousand files of 20,000 lines) is refused at the import line that goes past them.
+MAX_SOURCE_FILES = 256
+MAX_TOTAL_SOURCE_LINES = 4 * MAX_SOURCE_LINES
+MAX_TOTAL_SOURCE_BYTES = 4 * MAX_SOURCE_BYTES
 
 
 def number_text(v: int | float, grouped: bool = False) -> str:

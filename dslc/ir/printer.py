@@ -46,7 +46,8 @@ def format_graph(g: Graph) -> str:
         types = ", ".join(str(v.type) for v in n.outputs)
         ins = ", ".join(v.name for v in n.inputs)
         lines.append(f"  {outs} = {n.op.name}({ins}){' ' + attrs if attrs else ''} : {types}")
-        lines.append(f"      # {n.name} @{n.span.line}:{n.span.column}")
+        where = "" if n.span.path == g.path else n.span.path + ":"  # an imported block's
+        lines.append(f"      # {n.name} @{where}{n.span.line}:{n.span.column}")
         for k, p in n.params.items():
             kind = "buffer" if p.buffer else "param"
             init = str(p.init)

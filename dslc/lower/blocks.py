@@ -53,7 +53,7 @@ class Blocks(Structure):
             path,
             {p.name: scope.vars.get(p.name) for p in d.params},
             param_codes,
-            doc_comment(self.program.source, d.span.line),
+            doc_comment(self.program.source_of(d.span.path), d.span.line),
             defaults=defaults,
             param_types={p.name: p.type for p in d.params},
         )

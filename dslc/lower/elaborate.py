@@ -59,9 +59,9 @@ class Elaborator(Blocks):
 
     # ---- diagnostics
     def report(self, err: SpecError, span: Span, frame: Frame | None = None) -> None:
-        note = frame.note() if frame else None
-        hint = "; ".join(h for h in (err.hint, note) if h) or None
         where = err.span or span
+        note = frame.note(where.path) if frame else None
+        hint = "; ".join(h for h in (err.hint, note) if h) or None
         if not self.diags.seen(where, err.message):
             self.diags.error(where, err.message, hint)
 

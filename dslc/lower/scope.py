@@ -124,12 +124,15 @@ class Frame:
             setattr(frame, k, v)
         return frame
 
-    def note(self) -> str | None:
+    def note(self, path: str) -> str | None:
+        """Where the blocks around an error in file `path` were called: `line 5` in that
+        file, `specs/x.dl:5` in another (a block imported from a library)."""
         sites: list[str] = []
         frame: Frame | None = self
         while frame is not None:
             if frame.call_site is not None:
                 block, span = frame.call_site
-                sites.append(f"in block {block} called at line {span.line}")
+                at = f"line {span.line}" if span.path == path else f"{span.path}:{span.line}"
+                sites.append(f"in block {block} called at {at}")
             frame = frame.parent
         return "; ".join(sites) or None

@@ -6,6 +6,7 @@ bytes."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,9 +210,17 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return write_doc(render, argv, "docgen", lambda: f"{len(REGISTRY)} ops")
+
+
+def write_doc(
+    render: Callable[[], str], argv: list[str] | None, tool: str, count: Callable[[], str]
+) -> int:
+    """A generated page's command line: `python -m dslc.tools.TOOL [OUTPUT.md]` writes the page
+    to OUTPUT.md, or to standard output without one."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1 or (args and args[0].startswith("-")):
-        print("usage: python -m dslc.tools.docgen [OUTPUT.md]", file=sys.stderr)
+        print(f"usage: python -m dslc.tools.{tool} [OUTPUT.md]", file=sys.stderr)
         return 1
     text = render()
     if not args:
@@ -220,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args[0])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
-    print(f"wrote {out}: {len(REGISTRY)} ops", file=sys.stderr)
+    print(f"wrote {out}: {count()}", file=sys.stderr)
     return 0
 
 

@@ -122,9 +122,12 @@ def dim_arg(inst: Instance, i: int, d: int) -> str:
     """The constructor argument for dim d of input i: in_channels, in_features, ..."""
     rank = inst.inputs[i].type.rank
     what = "channels" if d == 1 and rank >= 3 else "features" if d == rank - 1 else f"dim{d}"
-    if len(inst.inputs) == 1:
-        return f"in_{what}"
-    return f"{inst.input_names[i]}_{what}"
+    name = f"in_{what}" if len(inst.inputs) == 1 else f"{inst.input_names[i]}_{what}"
+    # a block parameter may have the name already (torchvision's blocks take in_channels)
+    params, base, k = {variable(p) for p in inst.params}, name, 2
+    while name in params:
+        name, k = f"{base}{k}", k + 1
+    return name
 
 
 def output_dims(occ: Occ, node: Node) -> None:
