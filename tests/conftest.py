@@ -11,8 +11,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.dl"))
 
 # Model parameters for tests that run a spec: the large networks at a smaller input size (their
-# parameter counts do not depend on it). Goldens and parameter counts use the spec's defaults.
+# parameter counts do not depend on it), the large transformers at a smaller configuration
+# (tests/test_transformer_refs.py compares the same ones with their references). Goldens and
+# parameter counts use the spec's defaults.
 TEST_PARAMS: dict[str, dict[str, object]] = {
+    "bert_base": {
+        "vocab": 1000,
+        "width": 64,
+        "layers": 2,
+        "heads": 4,
+        "intermediate": 128,
+        "pooler": True,
+    },
     "convnext_tiny": {"size": 32},
     "efficientnet_b0": {"size": 16},
     "googlenet": {"size": 64},
@@ -21,6 +31,15 @@ TEST_PARAMS: dict[str, dict[str, object]] = {
     "resnet18": {"size": 64},
     "resnet50": {"size": 64},
     "vgg16": {"size": 32},
+    "vit_b_16": {
+        "image_size": 32,
+        "patch_size": 8,
+        "num_layers": 2,
+        "num_heads": 4,
+        "hidden_dim": 64,
+        "mlp_dim": 128,
+        "num_classes": 10,
+    },
 }
 
 

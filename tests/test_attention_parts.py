@@ -167,7 +167,7 @@ def test_shape_rules():
         (
             "x -> split(2, axis=1)",
             ["x: f32[N, T, 12]"],
-            "split: dim 1 of f32[N, T, 12] is the symbolic T; split needs a known size",
+            "split: dim 1 of f32[N, T, 12] is the symbolic T; equal parts need a known size",
         ),
         (
             "matmul(a, b)",
