@@ -53,6 +53,7 @@ class RepeatItem:
     count_code: str | None
     copies: list[Copy] = field(default_factory=list)
     sequential: bool = False  # several layers a copy: one nn.Sequential of them all
+    hint: str = ""  # the name of the statement it stands in
 
 
 @dataclass(eq=False)

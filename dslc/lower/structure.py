@@ -97,7 +97,7 @@ class Structure(Evaluator):
         n = self.repeat_count(stage.count, scope, frame)
         code = codes.source(codes.translate(stage.count, scope.all_codes(), n))
         if frame.seq is not None:
-            item = st.RepeatItem("", n, code, sequential=True)
+            item = st.RepeatItem("", n, code, sequential=True, hint=self.hint)
 
             def within(i: int) -> Frame:
                 return frame.within(frame.path, seq=frame.seq)
@@ -105,7 +105,9 @@ class Structure(Evaluator):
             site = named or site_key(stage.span)
             container = frame.path + frame.sites.names.get(site, frame.sites.auto("layer"))
             several = module_sites(stage.stage, set(self.blocks)) > 1
-            item = st.RepeatItem(container.rsplit(".", 1)[-1], n, code, sequential=several)
+            item = st.RepeatItem(
+                container.rsplit(".", 1)[-1], n, code, sequential=several, hint=self.hint
+            )
             self.instances[container] = "nn.Sequential" if several else "nn.ModuleList"
             seq = [0] if several else None
 

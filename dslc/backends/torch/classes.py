@@ -132,12 +132,12 @@ class Writer(Control):
         nodes = [r.node for r in row]
         module = nodes[0].op.module or row[0].as_module
         ref = None
+        for occ, node in zip(occs, nodes, strict=True):  # first, as in `call`
+            output_dims(occ, node)
         if module:
             ctors = [n.op.torch_module(n) or n.op.torch_layer(n) for n in nodes]
             code = self.ctor(ctors, nodes, occs)
             ref = self.module(nodes[0].name, code, indent, ctx)
-        for occ, node in zip(occs, nodes, strict=True):
-            output_dims(occ, node)
         if ctx.seq:
             return
         shown = self.forward_attrs(nodes, occs)
@@ -183,10 +183,10 @@ class Writer(Control):
         info = self.classes[id(insts[0])]
         if any(self.classes[id(i)].name != info.name for i in insts):
             raise NotGeneric("instances call different classes")
+        for occ, inst in zip(occs, insts, strict=True):  # first: a copy's input is the
+            call_dims(occ, inst)  # output of the copy before it, whose dims the ctor reads
         code = self.block_ctor(info, insts, occs)
         ref = self.module(insts[0].path, code, indent, ctx)
-        for occ, inst in zip(occs, insts, strict=True):
-            call_dims(occ, inst)
         if ctx.seq:
             return
         calls = [

@@ -100,14 +100,16 @@ class Control:
         return choose(cands, "repeat counts")
 
     def loop_var(self, row: list[st.RepeatItem], occs: list[Occ]) -> str:
-        """The variable the loop carries: the input's, unless that value is read again later."""
+        """The variable the loop carries: the input's, unless that value is read again later
+        or the spec names the result otherwise (`hidden = embedded -> Layer * 12`: the loop
+        carries `hidden`, started from `embedded`)."""
         occ, r = occs[0], row[0]
-        start = r.copies[0].input
+        start, out = r.copies[0].input, r.copies[-1].output
         var = occ.vars[id(start)]
         name = var
-        if occ.uses.get(id(start), 0) > 1:
-            out = r.copies[-1].output
-            name = self.ns.create(variable(out.hint if out is not None and out.hint else "x"))
+        if occ.uses.get(id(start), 0) > 1 or (r.hint and variable(r.hint) != var):
+            hint = r.hint or (out.hint if out is not None else None)
+            name = self.ns.create(variable(hint or "x"))
             self.fwd.append((8, f"{name} = {var}", ""))
         for o, rr in zip(occs, row, strict=True):
             for c in rr.copies:

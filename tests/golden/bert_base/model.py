@@ -125,10 +125,11 @@ class BertBase(nn.Module):
         embedded = self.position_embeddings(embedded)  # (N, T, 768)
         embedded = self.ln1(embedded)  # (N, T, 768)
         embedded = self.drop1(embedded)  # (N, T, 768)
+        hidden = embedded
         for layer in self.layer:
-            embedded = layer(embedded, attention_mask)  # (N, T, 768)
-        first = embedded[:, 0]  # (N, 768)
-        return embedded, first
+            hidden = layer(hidden, attention_mask)  # (N, T, 768)
+        first = hidden[:, 0]  # (N, 768)
+        return hidden, first
 
 
 def create_model():

@@ -80,9 +80,10 @@ class ConvNeXtTiny(nn.Module):
         # image: (N, 3, 16, 16)
         stem = self.stem(image)  # (N, 16, 4, 4)
         stem = self.stem_norm(stem)  # (N, 16, 4, 4)
+        features = stem
         for layer in self.stage:
-            stem = layer(stem)  # (N, 16, 4, 4)
-        logits = stem.mean(dim=(2, 3))  # (N, 16)
+            features = layer(features)  # (N, 16, 4, 4)
+        logits = features.mean(dim=(2, 3))  # (N, 16)
         logits = self.ln1(logits)  # (N, 16)
         logits = self.head(logits)  # (N, 5)
         return logits

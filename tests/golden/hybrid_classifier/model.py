@@ -278,9 +278,10 @@ class HybridClassifier(nn.Module):
         features = self.conv_ne_xt_block1(features)  # (N, 32, 4, 4)
         tokens = torch.flatten(features, 2)  # (N, 32, 16)
         tokens = tokens.transpose(1, 2)  # (N, 16, 32)
+        encoded = tokens
         for layer in self.encoder:
-            tokens = layer(tokens)  # (N, 16, 32)
-        encoded = self.ln1(tokens)  # (N, 16, 32)
+            encoded = layer(encoded)  # (N, 16, 32)
+        encoded = self.ln1(encoded)  # (N, 16, 32)
         logits = encoded.mean(dim=1)  # (N, 32)
         logits = self.head(logits)  # (N, 10)
         return logits

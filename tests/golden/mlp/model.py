@@ -46,9 +46,10 @@ class TinyMLP(nn.Module):
 
     def forward(self, x):
         # x: (N, 3)
+        y = x
         for hidden in self.hiddens:
-            x = hidden(x)  # (N, 4)
-        y = self.fc1(x)  # (N, 1)
+            y = hidden(y)  # (N, 4)
+        y = self.fc1(y)  # (N, 1)
         return y
 
 

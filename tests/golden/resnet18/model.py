@@ -80,9 +80,10 @@ class ResNet18(nn.Module):
         stem = self.bn1(stem)  # (N, 64, 112, 112)
         stem = torch.relu(stem)  # (N, 64, 112, 112)
         stem = F.max_pool2d(stem, 3, stride=2, padding=1)  # (N, 64, 56, 56)
+        features = stem
         for layer in self.layer1:
-            stem = layer(stem)  # (N, 64, 56, 56)
-        features = self.layer2(stem)  # (N, 128, 28, 28)
+            features = layer(features)  # (N, 64, 56, 56)
+        features = self.layer2(features)  # (N, 128, 28, 28)
         features = self.layer3(features)  # (N, 256, 14, 14)
         features = self.layer4(features)  # (N, 512, 7, 7)
         logits = features.mean(dim=(2, 3))  # (N, 512)

@@ -86,9 +86,10 @@ class SmallResNet(nn.Module):
         stem = self.conv1(image)  # (N, 16, 32, 32)
         stem = self.bn1(stem)  # (N, 16, 32, 32)
         stem = torch.relu(stem)  # (N, 16, 32, 32)
+        s1 = stem
         for basic in self.basics:
-            stem = basic(stem)  # (N, 16, 32, 32)
-        s2 = self.basic1(stem)  # (N, 32, 16, 16)
+            s1 = basic(s1)  # (N, 16, 32, 32)
+        s2 = self.basic1(s1)  # (N, 32, 16, 16)
         s2 = self.basic2(s2)  # (N, 32, 16, 16)
         s3 = self.basic3(s2)  # (N, 64, 8, 8)
         s3 = self.basic4(s3)  # (N, 64, 8, 8)

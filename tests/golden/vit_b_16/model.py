@@ -87,7 +87,7 @@ class Encoder(nn.Module):
         self.pos_embedding = nn.Parameter(torch.empty(1, in_channels, in_features))
         self.drop1 = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            [EncoderBlock(768, num_heads, mlp_dim, dropout) for _ in range(num_layers)]
+            [EncoderBlock(in_features, num_heads, mlp_dim, dropout) for _ in range(num_layers)]
         )
         self.ln = nn.LayerNorm(in_features, eps=1e-06)
 
