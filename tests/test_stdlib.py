@@ -259,6 +259,56 @@ def test_masked_encoder_layer_onnx_parity() -> None:
     onnx_agrees(spec, True)
 
 
+DECODER = f"x -> DecoderLayer({WIDTH}, {HEADS}, {FFN}, memory=memory)"
+MEMORY = f"    input memory: f32[N, S, {WIDTH}]\n"
+
+
+def copy_decoder(ours: torch.nn.Module, theirs: torch.nn.TransformerDecoderLayer) -> None:
+    """torch's decoder layer into ours: its cross-attention's in_proj is our q (the first
+    third) and kv (the rest); everything else has the same shape, in our order."""
+    ref = theirs.state_dict()
+    cross = "multihead_attn."
+    w, b = ref.pop(cross + "in_proj_weight"), ref.pop(cross + "in_proj_bias")
+    parts = {"q.weight": w[:WIDTH], "q.bias": b[:WIDTH], "kv.weight": w[WIDTH:]}
+    parts |= {"kv.bias": b[WIDTH:]}
+    order = ["self_attn.", "norm1.", cross, "norm2.", "linear1.", "linear2.", "norm3."]
+    rest = sorted(
+        ref.items(), key=lambda kv: next(i for i, p in enumerate(order) if kv[0].startswith(p))
+    )
+    mine = ours.state_dict()
+    queue = iter(rest)
+    for key in mine:
+        local = key.removeprefix(cross)
+        value = parts[local] if key.startswith(cross) and local in parts else next(queue)[1]
+        assert mine[key].shape == value.shape, key
+        mine[key] = value.clone()
+    ours.load_state_dict(mine)
+
+
+@pytest.mark.parametrize(("t", "s"), [(1, 7), (7, 1), (7, 64)])
+def test_decoder_layer_equals_torch(t: int, s: int) -> None:
+    spec = compiled("transformer", SEQUENCE, DECODER, MEMORY)
+    model = spec.torch_module().eval()
+    reference = randomized(
+        torch.nn.TransformerDecoderLayer(
+            WIDTH, HEADS, FFN, dropout=0.1, activation="gelu", batch_first=True
+        )
+    )
+    assert n_params(model) == n_params(reference) == spec.param_count
+    copy_decoder(model.blk, reference)
+    x = sequence(3, t)
+    memory = torch.randn(3, s, WIDTH, generator=torch.Generator().manual_seed(s + 1))
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(t)
+    with torch.no_grad():
+        got = model(x, memory)
+        expected = reference(x, memory, tgt_mask=causal, tgt_is_causal=True)
+    torch.testing.assert_close(got, expected, rtol=0, atol=ATOL)
+
+
+def test_decoder_layer_onnx_parity() -> None:
+    onnx_agrees(compiled("transformer", SEQUENCE, DECODER, MEMORY), True)
+
+
 # ---- the library as a whole
 
 
@@ -272,6 +322,6 @@ def test_every_block_of_the_library_is_tested_here(module: str) -> None:
     ]
     calls = (
         " ".join(c for c, _, _ in VISION.values())
-        + " EncoderLayer PreNormEncoderLayer MaskedEncoderLayer"
+        + " EncoderLayer PreNormEncoderLayer MaskedEncoderLayer DecoderLayer"
     )
     assert blocks and all(b + "(" in calls or b in calls.split() for b in blocks), blocks
