@@ -167,7 +167,7 @@ def test_the_library_compiles_through_the_command_line_from_any_folder(tmp_path:
             "m.dl": "import std.vision\n"
             + MODEL.format(call="relu")
             .replace("f32[N, 4]", "f32[N, 8, 4, 4]")
-            .replace("relu", "SqueezeExcitation(8, 2)")
+            .replace("relu", "SqueezeExcitation(2)")
         },
     )
     r = subprocess.run(

@@ -104,36 +104,36 @@ def image(channels: int, batch: int = 3) -> torch.Tensor:
 
 VISION = {
     # name: (the block call, input channels, torchvision's class and arguments, first)
-    "se": ("SqueezeExcitation(16, 4)", 16, lambda tv: _misc().SqueezeExcitation(16, 4)),
-    "basic": ("BasicBlock(16, 16)", 16, lambda tv: tv.resnet.BasicBlock(16, 16)),
+    "se": ("SqueezeExcitation(4)", 16, lambda tv: _misc().SqueezeExcitation(16, 4)),
+    "basic": ("BasicBlock(16)", 16, lambda tv: tv.resnet.BasicBlock(16, 16)),
     "basic_down": (
-        "BasicBlock(16, 32, stride=2)",
+        "BasicBlock(32, stride=2)",
         16,
         lambda tv: tv.resnet.BasicBlock(16, 32, 2, downsample=_downsample(16, 32, 2)),
     ),
-    "bottleneck": ("Bottleneck(32, 8)", 32, lambda tv: tv.resnet.Bottleneck(32, 8)),
+    "bottleneck": ("Bottleneck(8)", 32, lambda tv: tv.resnet.Bottleneck(32, 8)),
     "bottleneck_down": (
-        "Bottleneck(16, 8, stride=2)",
+        "Bottleneck(8, stride=2)",
         16,
         lambda tv: tv.resnet.Bottleneck(16, 8, 2, downsample=_downsample(16, 32, 2)),
     ),
     "inverted": (
-        "InvertedResidual(16, 16)",
+        "InvertedResidual(16)",
         16,
         lambda tv: tv.mobilenetv2.InvertedResidual(16, 16, 1, 6),
     ),
     "inverted_t1": (
-        "InvertedResidual(16, 24, stride=2, expand_ratio=1)",
+        "InvertedResidual(24, stride=2, expand_ratio=1)",
         16,
         lambda tv: tv.mobilenetv2.InvertedResidual(16, 24, 2, 1),
     ),
-    "mbconv": ("MBConv(16, 16, kernel=5)", 16, lambda tv: _mbconv(tv, 6, 5, 1, 16, 16)),
+    "mbconv": ("MBConv(16, kernel=5)", 16, lambda tv: _mbconv(tv, 6, 5, 1, 16, 16)),
     "mbconv_t1": (
-        "MBConv(16, 24, stride=2, expand_ratio=1)",
+        "MBConv(24, stride=2, expand_ratio=1)",
         16,
         lambda tv: _mbconv(tv, 1, 3, 2, 16, 24),
     ),
-    "convnext": ("ConvNeXtBlock(16)", 16, lambda tv: tv.convnext.CNBlock(16, 1e-6, 0.0)),
+    "convnext": ("ConvNeXtBlock()", 16, lambda tv: tv.convnext.CNBlock(16, 1e-6, 0.0)),
 }
 
 
@@ -168,14 +168,14 @@ def test_vision_block_onnx_parity(case: str) -> None:
 
 def test_basic_block_takes_a_torchvision_state_dict_as_it_is() -> None:
     tv = torchvision_models()
-    spec = compiled("vision", IMAGE.format(c=16), "x -> BasicBlock(16, 32, stride=2)")
+    spec = compiled("vision", IMAGE.format(c=16), "x -> BasicBlock(32, stride=2)")
     reference = tv.resnet.BasicBlock(16, 32, 2, downsample=_downsample(16, 32, 2))
     spec.torch_module().blk.load_state_dict(reference.state_dict(), strict=True)
 
 
 def test_the_residual_is_taken_only_when_the_shape_allows() -> None:
-    kept = compiled("vision", IMAGE.format(c=16), "x -> InvertedResidual(16, 16)")
-    dropped = compiled("vision", IMAGE.format(c=16), "x -> InvertedResidual(16, 16, stride=2)")
+    kept = compiled("vision", IMAGE.format(c=16), "x -> InvertedResidual(16)")
+    dropped = compiled("vision", IMAGE.format(c=16), "x -> InvertedResidual(16, stride=2)")
     assert "y = x + h" in kept.torch_source()
     assert "x + h" not in dropped.torch_source()
 

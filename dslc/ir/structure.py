@@ -19,6 +19,7 @@ constructor argument that carries the dim (`in_channels`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,19 @@ class Instance:
     items: list[Item] = field(default_factory=list)
     defaults: dict[str, Any] = field(default_factory=dict)  # parameters with constant defaults
     param_types: dict[str, str] = field(default_factory=dict)
+
+    def queried_dims(self) -> set[tuple[int, int]]:
+        """The (input, dim) pairs that its definition reads with `shape(x)[d]`."""
+        texts: list[str] = []
+        for item in walk(self.items):
+            if isinstance(item, OpItem):
+                texts += [c for c, _ in item.node.codes.values() if c]
+            elif isinstance(item, CallItem):
+                texts += item.instance.param_codes.values()
+            elif isinstance(item, CondItem | RepeatItem):
+                texts.append((item.code if isinstance(item, CondItem) else item.count_code) or "")
+        found = re.findall(rf"\b{DIM_MARKER}(\d+)_(\d+)\b", " ".join(texts))
+        return {(int(i), int(d)) for i, d in found}
 
     def instances(self):
         """This instance and every instance inside it, depth first, children first."""

@@ -269,6 +269,12 @@ class OpDef:
         [i] of input 0, so a block class can follow a channel count through it."""
         return None
 
+    def made_dims(self, node: Node) -> tuple[int, ...]:
+        """Output dims that an attribute sets (a convolution's out_channels, a linear layer's
+        out_features): a block class writes them from that attribute's expression even where
+        the input's dim happens to have the same size."""
+        return ()
+
     def node_helpers(self, node: Node) -> dict[str, str]:
         """The helpers this node's PyTorch form uses (an op whose helper only some of its forms
         need, such as layer_norm over an inner axis, says so per node)."""

@@ -120,6 +120,9 @@ class ConvNd(OpDef):
         a.setdefault("same", False)  # torch emits padding="same" where the spec said so
         return a
 
+    def made_dims(self, node):
+        return (1,)
+
     def infer(self, ins, a):
         (x,) = ins
         expect_f32(self.name, x)

@@ -115,6 +115,9 @@ class ConvTransposeNd(OpDef):
             else None,
         )
 
+    def made_dims(self, node):
+        return (1,)
+
     def infer(self, ins, a):
         (x,) = ins
         expect_f32(self.name, x)

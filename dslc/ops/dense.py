@@ -46,6 +46,9 @@ class Linear(OpDef):
     ties = {"tie": "weight"}
     module = True
 
+    def made_dims(self, node):
+        return (node.outputs[0].type.rank - 1,)
+
     def infer(self, ins, a):
         (x,) = ins
         expect_f32(self.name, x)

@@ -100,9 +100,11 @@ def element(code: str, given: Any, i: int) -> tuple[str, Any]:
 
 def input_dims(occ: Occ, dim_names: dict[tuple[int, int], str]) -> None:
     """Candidates for the dims of a block instance's inputs: a parameter of equal value, then
-    the constructor argument that names the dim (`in_channels`)."""
+    the constructor argument that names the dim (`in_channels`); that argument first where the
+    definition reads the dim with `shape(x)[d]`."""
     inst = occ.instance
     occ.dim_names = dim_names
+    queried = inst.queried_dims()
     for i, v in enumerate(inst.inputs):
         per_dim: list[Cands] = []
         for d, size in enumerate(v.type.shape):
@@ -113,7 +115,9 @@ def input_dims(occ: Occ, dim_names: dict[tuple[int, int], str]) -> None:
                     for p, val in inst.params.items()
                     if isinstance(val, int) and not isinstance(val, bool) and val == size
                 ]
-                cands.append(dim_names.setdefault((i, d), dim_arg(inst, i, d)))
+                name = dim_names.setdefault((i, d), dim_arg(inst, i, d))
+                # a dim the spec reads (`shape(x)[1]`) is its argument's wherever it stands
+                cands.insert(0, name) if (i, d) in queried else cands.append(name)
             per_dim.append(cands)
         occ.dims[id(v)] = per_dim
 
@@ -134,6 +138,12 @@ def output_dims(occ: Occ, node: Node) -> None:
     """Candidates for a node's output dims, from its inputs' and its attributes' expressions."""
     given = [(occ.source(code), value) for code, value in node.codes.values()]
     _dims(occ, node.inputs, node.outputs, given)
+    if occ.generic:  # a dim an attribute sets: that attribute's expression first
+        per_dim = occ.dims[id(node.outputs[0])]
+        for d in node.op.made_dims(node):
+            size = node.outputs[0].type.shape[d]
+            first = [c for c, v in given if c is not None and v == size and not isinstance(v, bool)]
+            per_dim[d] = [*first, *(c for c in per_dim[d] if c not in first)]
     origins = node.op.dim_origins(node)
     if occ.generic and origins is not None:  # a dim moved: its input's expressions first
         moved = occ.dims.get(id(node.inputs[0]), [])

@@ -92,9 +92,9 @@ class InvertedResidual(nn.Module):
             groups=in_channels * expand_ratio,
             bias=False,
         )
-        self.bn2 = nn.BatchNorm2d(in_channels)
-        self.conv3 = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(in_channels)
+        self.bn2 = nn.BatchNorm2d(in_channels * expand_ratio)
+        self.conv3 = nn.Conv2d(in_channels * expand_ratio, out_channels, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
 
     def forward(self, x):
         h = self.conv2(x)  # (N, 16, 16, 16)
@@ -198,13 +198,15 @@ class ConvNeXtBlock(nn.Module):
     GELU, a learned per-channel layer scale starting at `layer_scale`, and stochastic depth
     with probability `drop` on the residual path."""
 
-    def __init__(self, width, drop=0.0, layer_scale=1e-06):
+    def __init__(self, in_channels, drop=0.0, layer_scale=1e-06):
         super().__init__()
-        self.dwconv = nn.Conv2d(width, width, kernel_size=7, padding=3, groups=width)
-        self.norm = ChannelLayerNorm(width, eps=1e-06)
-        self.pwconv1 = nn.Conv2d(width, 4 * width, kernel_size=1)
-        self.pwconv2 = nn.Conv2d(4 * width, width, kernel_size=1)
-        self.gamma = nn.Parameter(torch.full((width, 1, 1), 1e-06))
+        self.dwconv = nn.Conv2d(
+            in_channels, in_channels, kernel_size=7, padding=3, groups=in_channels
+        )
+        self.norm = ChannelLayerNorm(in_channels, eps=1e-06)
+        self.pwconv1 = nn.Conv2d(in_channels, 4 * in_channels, kernel_size=1)
+        self.pwconv2 = nn.Conv2d(4 * in_channels, in_channels, kernel_size=1)
+        self.gamma = nn.Parameter(torch.full((in_channels, 1, 1), 1e-06))
         self.drop = drop
 
     def forward(self, x):
