@@ -9,6 +9,7 @@ from conftest import SPECS
 import dslc
 from dslc.ir import check as ir
 from dslc.ops import FAMILIES, REGISTRY
+from dslc.ops.base import ALIASES
 
 
 def used_ops() -> set[str]:
@@ -40,3 +41,12 @@ def test_every_op_is_documented(name):
 def test_types_rederive(path):
     """ir.verify re-runs every shape rule and checks the graph is well-formed."""
     ir.verify(dslc.load(path).graph)
+
+
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_another_frameworks_name_points_to_the_op(alias: str) -> None:
+    target = ALIASES[alias][0]
+    assert target in REGISTRY
+    with pytest.raises(dslc.CompileError) as err:
+        dslc.compile_source(f"model M {{ input x: f32[N, 4, 8]  output y = x -> {alias} }}")
+    assert f"did you mean '{target}'?" in (err.value.diagnostics.items[0].hint or "")

@@ -321,7 +321,27 @@ def register(cls: type[OpDef]) -> type[OpDef]:
     return cls
 
 
+# Names other frameworks give ops that dslc has under another name (torchvision, torch, Keras):
+# a spec written from memory of those gets the op's name in the hint.
+ALIASES = {
+    "stochastic_depth": ("drop_path", "torchvision's stochastic_depth"),
+    "repeat": ("tile", "torch's Tensor.repeat"),
+    "broadcast_to": ("expand", "torch.broadcast_to"),
+    "swish": ("silu", "swish is SiLU"),
+    "hard_swish": ("hardswish", "torch's hardswish"),
+    "dense": ("linear", "Keras's Dense"),
+    "multihead_attention": ("attention", "self-attention; cross_attention for two inputs"),
+    "layernorm": ("layer_norm", "torch's LayerNorm"),
+    "batchnorm": ("batch_norm", "torch's BatchNorm2d"),
+    "gru_cell": ("gru", "a layer over the whole sequence"),
+    "lstm_cell": ("lstm", "a layer over the whole sequence"),
+}
+
+
 def suggest(name: str, candidates: list[str]) -> str | None:
+    alias = ALIASES.get(name.lower())
+    if alias is not None and alias[0] in candidates:
+        return f"did you mean '{alias[0]}'? ({alias[1]})"
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
