@@ -55,6 +55,9 @@ def cmd_summary(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    from dslc.runtime.quantized import check_flags
+
+    check_flags(args)
     spec = _load(args)
     if args.part:
         spec = spec.part(args.part)
@@ -86,6 +89,12 @@ def _compile_onnx(spec: Spec, args) -> int:
         args.weights, args.seed, fold_batch_norm=not args.no_fold, fused=not args.decompose
     )
     out = Path(args.output or default_onnx_name(spec.name))
+    if args.quantize:
+        from dslc.runtime.quantized import export_quantized
+
+        where = "<stdout>" if to_stdout else str(out)
+        write = (lambda w: _write_stdout(w)) if to_stdout else (lambda w: _write(out, w))
+        return export_quantized(spec, export, args, write, where)
     if to_stdout:
         _write_stdout(export.write)
     else:
