@@ -155,7 +155,36 @@ def onnx_gpt(data: dict[str, Any]) -> str:
     return "\n".join([machine_line(data, what), "", *rows, "", note])
 
 
-RENDER = {"onnx_cnn": onnx_cnn, "train_throughput": train_throughput, "onnx_gpt": onnx_gpt}
+def quant_vision(data: dict[str, Any]) -> str:
+    what = f"onnxruntime CPU, {data['threads']} intra-op thread(s), sessions interleaved, median"
+    r = data["resnet50"]
+    size = r["bytes"]["int8"] / r["bytes"]["float"]
+    rows = ["| ResNet-50 | float | int8 static | int8 / float | target |", "|---|---|---|---|---|"]
+    for batch in (1, 8):
+        b = r[f"batch{batch}"]
+        rows.append(
+            f"| latency, batch {batch} | {ms(b['float'])} | {ms(b['int8'])} "
+            f"| {b['int8'] / b['float']:.2f}x | <= 0.6x |"
+        )
+    rows.append(
+        f"| file | {r['bytes']['float'] / 2**20:.1f} MiB | {r['bytes']['int8'] / 2**20:.1f} MiB "
+        f"| {size:.2f}x | <= 0.3x |"
+    )
+    lines = [machine_line(data, what), "", *rows, "", "Digits CNN, `--validate` on its 359 "
+             "validation images (`--max-drop 0.5`):", ""]  # fmt: skip
+    for name, case in data["digits"].items():
+        verdict = "written" if case["written"] else "refused, nothing written"
+        lines.append(f"- {name}: exit {case['exit']}, {verdict}")
+        lines += [f"  - `{line}`" for line in case["report"] if "accuracy" in line]
+    return "\n".join(lines)
+
+
+RENDER = {
+    "onnx_cnn": onnx_cnn,
+    "train_throughput": train_throughput,
+    "onnx_gpt": onnx_gpt,
+    "quant_vision": quant_vision,
+}
 
 
 def update_docs(docs: Path = DOCS) -> list[str]:

@@ -176,11 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+QUANTIZE_MODES = ("int8", "int8-dynamic", "int8-static", "fp16")  # runtime/quantize.choose
+
+
 def _quantize_arguments(c: argparse.ArgumentParser) -> None:
     q = c.add_argument_group("quantization (onnxruntime's tools; docs/quantization.md)")
     q.add_argument(
         "--quantize",
-        choices=("int8", "int8-dynamic", "int8-static", "fp16"),
+        choices=QUANTIZE_MODES,
         help="ONNX: int8 (dynamic for linear/attention models, static QDQ per channel for "
         "convolutional ones; -dynamic/-static force it) or fp16 (float32 inputs and outputs)",
     )
@@ -218,6 +221,12 @@ def _train_parser(t: argparse.ArgumentParser) -> None:
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument(
         "--export-onnx", action="store_true", help="write model.onnx from the best weights"
+    )
+    t.add_argument(
+        "--quantize",
+        choices=QUANTIZE_MODES,
+        help="with --export-onnx: also model.MODE.onnx, calibrated on the training data and "
+        "gated on the validation data (docs/quantization.md)",
     )
     t.add_argument(
         "--checkpoint-every", type=_positive, metavar="N", help="also checkpoint every N steps"

@@ -147,6 +147,7 @@ def cmd_train(args) -> int:
             resume=args.resume,
             device=args.device,
             export_onnx=args.export_onnx,
+            quantize=args.quantize,
             checkpoint_every=args.checkpoint_every,
             params=_params(args.param),
             columns=_columns(args.columns),

@@ -22,7 +22,6 @@ import onnx
 from dslc.backends.onnx.model import ir_version
 from dslc.errors import DslcError
 
-MODES = ("int8", "int8-dynamic", "int8-static", "fp16")
 DYNAMIC_OPS = ["MatMul", "Gather"]  # Gather: embedding tables, dequantized after the lookup
 UNQUANTIZED = {"Attention"}  # never handed to the int8 tools (see the module's doc)
 
