@@ -179,11 +179,40 @@ def quant_vision(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def quant_gpt(data: dict[str, Any]) -> str:
+    what = f"onnxruntime CPU, {data['threads']} intra-op thread(s), batch 1, interleaved, median"
+    lay, q = data["layout"], data["int8"]
+    rows = [
+        "| GPT-2 small layout | file | nodes | weight Transposes | session creation "
+        "| MatMuls quantize_dynamic quantizes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, label in [("before", "weights transposed at run time"), ("dslc", "dslc now")]:
+        r = lay[name]
+        rows.append(
+            f"| {label} | {r['bytes']:,} B | {r['nodes']} | {r['weight_transposes']} "
+            f"| {ms(r['session_s'])} | {r['quantized_matmuls']} |"
+        )
+    rows += ["", "| GPT-2 small | float | int8 dynamic | int8 / float |", "|---|---|---|---|"]
+    rows.append(
+        f"| file | {q['float_bytes'] / 2**20:.0f} MiB | {q['bytes'] / 2**20:.0f} MiB "
+        f"| {q['bytes'] / q['float_bytes']:.2f}x |"
+    )
+    for length in (1, 128):
+        t = q[f"T{length}"]
+        rows.append(
+            f"| latency, T = {length} | {ms(t['float'])} | {ms(t['int8'])} "
+            f"| {t['int8'] / t['float']:.2f}x |"
+        )
+    return "\n".join([machine_line(data, what), "", *rows])
+
+
 RENDER = {
     "onnx_cnn": onnx_cnn,
     "train_throughput": train_throughput,
     "onnx_gpt": onnx_gpt,
     "quant_vision": quant_vision,
+    "quant_gpt": quant_gpt,
 }
 
 

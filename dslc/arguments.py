@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dslc.errors import DslcError
 from dslc.version import __version__
 
 
@@ -177,6 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 QUANTIZE_MODES = ("int8", "int8-dynamic", "int8-static", "fp16")  # runtime/quantize.choose
+
+
+QUANTIZE_FLAGS = ("quantize", "calibrate", "validate", "max_drop", "force")
+
+
+def check_quantize_flags(args: argparse.Namespace) -> None:
+    """The quantization flags belong to --target onnx, and their data to --quantize."""
+    given = [f for f in QUANTIZE_FLAGS if getattr(args, f, None) not in (None, False)]
+    if given and args.target != "onnx":
+        raise DslcError(
+            f"--{given[0].replace('_', '-')} quantizes an ONNX model, not --target {args.target}",
+            hint="add --target onnx",
+        )
+    if not args.quantize and given:
+        raise DslcError(
+            f"--{given[0].replace('_', '-')} is for a quantized model, and --quantize is not given",
+            hint="add --quantize int8 (or fp16)",
+        )
 
 
 def _quantize_arguments(c: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dslc.api import Spec, load
-from dslc.arguments import build_parser, default_onnx_name
+from dslc.arguments import build_parser, check_quantize_flags, default_onnx_name
 from dslc.diagnostics import CompileError
 from dslc.errors import DslcError
 
@@ -55,9 +55,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from dslc.runtime.quantized import check_flags
-
-    check_flags(args)
+    check_quantize_flags(args)
     spec = _load(args)
     if args.part:
         spec = spec.part(args.part)

@@ -17,23 +17,6 @@ from dslc.errors import DslcError
 from dslc.runtime import gate
 from dslc.runtime.quantize import calibration_feeds, choose, quantize
 
-FLAGS = ("quantize", "calibrate", "validate", "max_drop", "force")
-
-
-def check_flags(args: Any) -> None:
-    """The quantization flags belong to --target onnx, and their data to --quantize."""
-    given = [f for f in FLAGS if getattr(args, f, None) not in (None, False)]
-    if given and args.target != "onnx":
-        raise DslcError(
-            f"--{given[0].replace('_', '-')} quantizes an ONNX model, not --target {args.target}",
-            hint="add --target onnx",
-        )
-    if not args.quantize and given:
-        raise DslcError(
-            f"--{given[0].replace('_', '-')} is for a quantized model, and --quantize is not given",
-            hint="add --quantize int8 (or fp16)",
-        )
-
 
 def export_quantized(
     spec: Spec, export: Any, args: Any, write: Callable[[Callable], None], where: str
