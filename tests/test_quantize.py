@@ -53,6 +53,25 @@ def test_dynamic_int8_transformer_is_close_to_torch_and_names_float_ops(tmp_path
     assert out.stat().st_size < 0.35 * dslc.load(TINY_GPT).param_count * 4
 
 
+def test_dynamic_int8_recurrent_layers(tmp_path, capsys):
+    """An LSTM runs on onnxruntime's int8 kernel, close to torch.nn.LSTM's module; a GRU has
+    none and is named as kept in float."""
+    spec = str(ROOT / "specs/lstm_classifier.dl")
+    module, weights = _weights(spec, tmp_path)
+    out = tmp_path / "q.onnx"
+    args = ["compile", spec, "--target", "onnx", "--weights", str(weights), "-o", str(out)]
+    assert main([*args, "--quantize", "int8"]) == 0
+    assert "1 DynamicQuantizeLSTM" in capsys.readouterr().err
+    tokens = np.random.default_rng(2).integers(0, 8, (7, 64))
+    with torch.no_grad():
+        expected = module(torch.from_numpy(tokens)).numpy()
+    got = _run(out, {"tokens": tokens})
+    assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()
+    gru = ["compile", str(ROOT / "specs/gru_tagger.dl"), "--target", "onnx", "-o", str(out)]
+    assert main([*gru, "--quantize", "int8"]) == 0
+    assert "kept in float32 (2 nodes: 2 GRU): gru1/GRU, gru1/GRU_2" in capsys.readouterr().err
+
+
 def test_fp16_keeps_float32_inputs_and_outputs(tmp_path, capsys):
     module, weights = _weights(DIGITS, tmp_path)
     out = tmp_path / "h.onnx"

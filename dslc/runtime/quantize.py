@@ -22,7 +22,9 @@ import onnx
 from dslc.backends.onnx.model import ir_version
 from dslc.errors import DslcError
 
-DYNAMIC_OPS = ["MatMul", "Gather"]  # Gather: embedding tables, dequantized after the lookup
+# Gather: embedding tables, dequantized after the lookup; LSTM: onnxruntime's
+# DynamicQuantizeLSTM (GRU and RNN have no int8 kernel there, and stay float).
+DYNAMIC_OPS = ["MatMul", "Gather", "LSTM"]
 UNQUANTIZED = {"Attention"}  # never handed to the int8 tools (see the module's doc)
 
 
