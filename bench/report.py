@@ -155,7 +155,65 @@ def onnx_gpt(data: dict[str, Any]) -> str:
     return "\n".join([machine_line(data, what), "", *rows, "", note])
 
 
-RENDER = {"onnx_cnn": onnx_cnn, "train_throughput": train_throughput, "onnx_gpt": onnx_gpt}
+def quant_vision(data: dict[str, Any]) -> str:
+    what = f"onnxruntime CPU, {data['threads']} intra-op thread(s), sessions interleaved, median"
+    r = data["resnet50"]
+    size = r["bytes"]["int8"] / r["bytes"]["float"]
+    rows = ["| ResNet-50 | float | int8 static | int8 / float | target |", "|---|---|---|---|---|"]
+    for batch in (1, 8):
+        b = r[f"batch{batch}"]
+        rows.append(
+            f"| latency, batch {batch} | {ms(b['float'])} | {ms(b['int8'])} "
+            f"| {b['int8'] / b['float']:.2f}x | <= 0.6x |"
+        )
+    rows.append(
+        f"| file | {r['bytes']['float'] / 2**20:.1f} MiB | {r['bytes']['int8'] / 2**20:.1f} MiB "
+        f"| {size:.2f}x | <= 0.3x |"
+    )
+    lines = [machine_line(data, what), "", *rows, "", "Digits CNN, `--validate` on its 359 "
+             "validation images (`--max-drop 0.5`):", ""]  # fmt: skip
+    for name, case in data["digits"].items():
+        verdict = "written" if case["written"] else "refused, nothing written"
+        lines.append(f"- {name}: exit {case['exit']}, {verdict}")
+        lines += [f"  - `{line}`" for line in case["report"] if "accuracy" in line]
+    return "\n".join(lines)
+
+
+def quant_gpt(data: dict[str, Any]) -> str:
+    what = f"onnxruntime CPU, {data['threads']} intra-op thread(s), batch 1, interleaved, median"
+    lay, q = data["layout"], data["int8"]
+    rows = [
+        "| GPT-2 small layout | file | nodes | weight Transposes | session creation "
+        "| MatMuls quantize_dynamic quantizes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, label in [("before", "weights transposed at run time"), ("dslc", "dslc now")]:
+        r = lay[name]
+        rows.append(
+            f"| {label} | {r['bytes']:,} B | {r['nodes']} | {r['weight_transposes']} "
+            f"| {ms(r['session_s'])} | {r['quantized_matmuls']} |"
+        )
+    rows += ["", "| GPT-2 small | float | int8 dynamic | int8 / float |", "|---|---|---|---|"]
+    rows.append(
+        f"| file | {q['float_bytes'] / 2**20:.0f} MiB | {q['bytes'] / 2**20:.0f} MiB "
+        f"| {q['bytes'] / q['float_bytes']:.2f}x |"
+    )
+    for length in (1, 128):
+        t = q[f"T{length}"]
+        rows.append(
+            f"| latency, T = {length} | {ms(t['float'])} | {ms(t['int8'])} "
+            f"| {t['int8'] / t['float']:.2f}x |"
+        )
+    return "\n".join([machine_line(data, what), "", *rows])
+
+
+RENDER = {
+    "onnx_cnn": onnx_cnn,
+    "train_throughput": train_throughput,
+    "onnx_gpt": onnx_gpt,
+    "quant_vision": quant_vision,
+    "quant_gpt": quant_gpt,
+}
 
 
 def update_docs(docs: Path = DOCS) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dslc.errors import DslcError
 from dslc.version import __version__
 
 
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX: write attention, layer/RMS norm and GELU as basic ops (MatMul, Softmax, "
         "ReduceMean, ...) instead of the fused ops of opsets 17-23, for runtimes without them",
     )
+    _quantize_arguments(c)
     v = spec_command("verify", "check the PyTorch module and the ONNX graph agree on random inputs")
     v.add_argument("--batch-sizes", default="1,3,7")
     v.add_argument("--atol", type=_tolerance, default=None, help="default 1e-5 (1e-2 for f16)")
@@ -173,6 +175,50 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--provider", default="cpu", help="cpu or cuda")
     r.add_argument("-o", "--output", help="save the outputs to this .npz file")
     return p
+
+
+QUANTIZE_MODES = ("int8", "int8-dynamic", "int8-static", "fp16")  # runtime/quantize.choose
+
+
+QUANTIZE_FLAGS = ("quantize", "calibrate", "validate", "max_drop", "force")
+
+
+def check_quantize_flags(args: argparse.Namespace) -> None:
+    """The quantization flags belong to --target onnx, and their data to --quantize."""
+    given = [f for f in QUANTIZE_FLAGS if getattr(args, f, None) not in (None, False)]
+    if given and args.target != "onnx":
+        raise DslcError(
+            f"--{given[0].replace('_', '-')} quantizes an ONNX model, not --target {args.target}",
+            hint="add --target onnx",
+        )
+    if not args.quantize and given:
+        raise DslcError(
+            f"--{given[0].replace('_', '-')} is for a quantized model, and --quantize is not given",
+            hint="add --quantize int8 (or fp16)",
+        )
+
+
+def _quantize_arguments(c: argparse.ArgumentParser) -> None:
+    q = c.add_argument_group("quantization (onnxruntime's tools; docs/quantization.md)")
+    q.add_argument(
+        "--quantize",
+        choices=QUANTIZE_MODES,
+        help="ONNX: int8 (dynamic for linear/attention models, static QDQ per channel for "
+        "convolutional ones; -dynamic/-static force it) or fp16 (float32 inputs and outputs)",
+    )
+    q.add_argument("--calibrate", metavar="DATA", help="static int8: inputs to calibrate on")
+    q.add_argument(
+        "--validate",
+        metavar="DATA",
+        help="inputs and targets: compare the spec's metric, float against quantized",
+    )
+    q.add_argument(
+        "--max-drop",
+        type=float,
+        help="--validate: the largest drop allowed (points of accuracy, default 1; or percent "
+        "of the loss, default 2)",
+    )
+    q.add_argument("--force", action="store_true", help="write the model even if it fails")
 
 
 def _train_parser(t: argparse.ArgumentParser) -> None:
@@ -194,6 +240,12 @@ def _train_parser(t: argparse.ArgumentParser) -> None:
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument(
         "--export-onnx", action="store_true", help="write model.onnx from the best weights"
+    )
+    t.add_argument(
+        "--quantize",
+        choices=QUANTIZE_MODES,
+        help="with --export-onnx: also model.MODE.onnx, calibrated on the training data and "
+        "gated on the validation data (docs/quantization.md)",
     )
     t.add_argument(
         "--checkpoint-every", type=_positive, metavar="N", help="also checkpoint every N steps"

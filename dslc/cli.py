@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dslc.api import Spec, load
-from dslc.arguments import build_parser, default_onnx_name
+from dslc.arguments import build_parser, check_quantize_flags, default_onnx_name
 from dslc.diagnostics import CompileError
 from dslc.errors import DslcError
 
@@ -55,6 +55,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    check_quantize_flags(args)
     spec = _load(args)
     if args.part:
         spec = spec.part(args.part)
@@ -86,6 +87,12 @@ def _compile_onnx(spec: Spec, args) -> int:
         args.weights, args.seed, fold_batch_norm=not args.no_fold, fused=not args.decompose
     )
     out = Path(args.output or default_onnx_name(spec.name))
+    if args.quantize:
+        from dslc.runtime.quantized import export_quantized
+
+        where = "<stdout>" if to_stdout else str(out)
+        write = (lambda w: _write_stdout(w)) if to_stdout else (lambda w: _write(out, w))
+        return export_quantized(spec, export, args, write, where)
     if to_stdout:
         _write_stdout(export.write)
     else:
@@ -138,6 +145,7 @@ def cmd_train(args) -> int:
             resume=args.resume,
             device=args.device,
             export_onnx=args.export_onnx,
+            quantize=args.quantize,
             checkpoint_every=args.checkpoint_every,
             params=_params(args.param),
             columns=_columns(args.columns),

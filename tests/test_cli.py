@@ -75,8 +75,13 @@ def test_compile_onnx_with_trained_weights(tmp_path, fmt):
     )
     inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
     assert inits.keys() == state.keys()
+    # The linear layers' weights are stored transposed, (in, out), as MatMul's B: transposed
+    # when the model is built, from the state_dict's (out, in).
+    graph = dslc.load(LENET).graph
+    transposed = {n.key(k) for n in graph.nodes for k in n.op.transposed_params}
+    assert transposed == {k for k in state if k.startswith("fc") and k.endswith("weight")}
     for k, v in state.items():
-        np.testing.assert_array_equal(inits[k], v.numpy())
+        np.testing.assert_array_equal(inits[k], v.numpy().T if k in transposed else v.numpy())
 
 
 @pytest.mark.parametrize("target", ["torch", "onnx", "ir"])

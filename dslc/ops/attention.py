@@ -105,6 +105,7 @@ class MultiHead(OpDef):
 class Attention(MultiHead):
     name = "attention"
     prefix = "attn"
+    transposed_params = ("qkv.weight", "proj.weight")
     torch_helpers = {"SelfAttention": SELF_ATTENTION}
     doc = (
         "Multi-head self-attention over (N, T, width): queries, keys and values from one "

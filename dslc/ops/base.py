@@ -211,6 +211,10 @@ class OpDef:
     # Steps along dim 1 (time) of its input in order, so that what it gives at one sequence
     # length says little of another: backend parity runs it at several lengths (parity.py).
     steps_in_time: ClassVar[bool] = False
+    # Parameters that ONNX stores transposed, (in, out), as MatMul's B operand (linear and
+    # attention projections): no Transpose of a weight at run time, which is also the layout
+    # onnxruntime's quantizers look for. OnnxBuilder.param stores them so (builder.py).
+    transposed_params: ClassVar[tuple[str, ...]] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- compile time

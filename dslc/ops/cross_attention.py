@@ -54,6 +54,7 @@ class CrossAttention(nn.Module):
 class CrossAttention(MultiHead):
     name = "cross_attention"
     prefix = "xattn"
+    transposed_params = ("q.weight", "kv.weight", "proj.weight")
     torch_helpers = {"CrossAttention": CROSS_ATTENTION}
     doc = (
         "Multi-head cross-attention: queries from x (N, T, width) (parameters q), keys and values "

@@ -44,6 +44,7 @@ class Linear(OpDef):
         *INIT_ATTRS,
     )
     ties = {"tie": "weight"}
+    transposed_params = ("weight",)
     module = True
 
     def made_dims(self, node):
@@ -86,19 +87,17 @@ class Linear(OpDef):
 
     def onnx(self, node, b, ins, outs):
         w = b.param(node, "weight")
-        bias = [b.param(node, "bias")] if node.attrs["bias"] else []
-        if node.inputs[0].type.rank == 2:
-            b.add(node, "Gemm", [ins[0], w, *bias], outs, transB=1)
-            return
-        project(node, b, ins[0], w, bias[0] if bias else None, outs[0])
+        bias = b.param(node, "bias") if node.attrs["bias"] else None
+        project(node, b, ins[0], w, bias, outs[0])
 
 
-def project(node, b, x: str, weight: str, bias: str | None, out: str, tag: str = "") -> str:
-    """ONNX x W^T (+ bias) for a weight (out, in) over the last dim of x, any rank: Transpose,
-    MatMul, Add (onnxruntime transposes an initializer once, when it loads the model). `tag`
-    keeps the temporaries of several projections of one node apart (attention's qkv, proj)."""
-    wt = b.add(node, "Transpose", [weight], [b.temp(node, f"{tag}weight_t")], perm=[1, 0])
+def project(node, b, x: str, weight_t: str, bias: str | None, out: str, tag: str = "") -> str:
+    """ONNX x W^T (+ bias) over the last dim of x, any rank, as MatMul (and Add) on the weight's
+    initializer stored transposed, (in, out) (OpDef.transposed_params): no Transpose at run
+    time, and the MatMul that onnxruntime's quantizers recognize (they skip Gemm in dynamic
+    mode, and onnxruntime fuses MatMul and Add into Gemm itself). `tag` keeps the temporaries
+    of several projections of one node apart (attention's qkv, proj)."""
     if bias is None:
-        return b.add(node, "MatMul", [x, wt], [out])
-    mm = b.add(node, "MatMul", [x, wt], [b.temp(node, f"{tag}matmul")])
+        return b.add(node, "MatMul", [x, weight_t], [out])
+    mm = b.add(node, "MatMul", [x, weight_t], [b.temp(node, f"{tag}matmul")])
     return b.add(node, "Add", [mm, bias], [out])

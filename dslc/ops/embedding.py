@@ -52,7 +52,15 @@ class Embedding(OpDef):
         return ctor("nn.Embedding", attr(node, "num_embeddings"), attr(node, "dim"))
 
     def onnx(self, node, b, ins, outs):
-        b.add(node, "Gather", [b.param(node, "weight"), ins[0]], outs, axis=0)
+        table = b.param(node, "weight")
+        if not b.stored_transposed(node, "weight"):
+            b.add(node, "Gather", [table, ins[0]], outs, axis=0)
+            return
+        # Tied to an output head, which reads the table as (dim, tokens): gather columns, then
+        # move the vectors' dim last (an activation's transpose, not the table's).
+        rank = node.inputs[0].type.rank
+        cols = b.add(node, "Gather", [table, ins[0]], [b.temp(node, "columns")], axis=1)
+        b.add(node, "Transpose", [cols], outs, perm=[*range(1, rank + 1), 0])
 
 
 POSITIONS = '''

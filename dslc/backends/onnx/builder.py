@@ -33,6 +33,11 @@ class OnnxBuilder:
         self.initializers: dict[str, np.ndarray] = {}
         self.aliases: dict[str, str] = {}
         self.node_names = Namespace()
+        # Initializers stored transposed (in, out): every parameter an op lists in its
+        # transposed_params, under its owner's key where it is tied (one tensor, one layout).
+        self.transposed = {
+            n.tied().get(key, n.key(key)) for n in graph.nodes for key in n.op.transposed_params
+        }
 
     def resolve(self, name: str) -> str:
         return self.aliases.get(name, name)
@@ -52,12 +57,19 @@ class OnnxBuilder:
         return outputs[0]
 
     def param(self, node: Node, key: str) -> str:
-        """The initializer of a node's parameter (for a tied one, its owner's: stored once)."""
+        """The initializer of a node's parameter (for a tied one, its owner's: stored once),
+        transposed if it is one of `self.transposed` (see `stored_transposed`)."""
         name = node.tied().get(key, node.key(key))
         if name not in self.initializers:
             dtype = node.params[key].dtype if key in node.params else "f32"
-            self.initializers[name] = np.asarray(self.weights[name], dtype=numpy_dtype(dtype))
+            data = np.asarray(self.weights[name], dtype=numpy_dtype(dtype))
+            self.initializers[name] = data.T.copy() if name in self.transposed else data
         return name
+
+    def stored_transposed(self, node: Node, key: str) -> bool:
+        """Whether a parameter's initializer holds it transposed: an op that reads a table
+        another op consumes transposed (an embedding tied to its output head) reads it so."""
+        return node.tied().get(key, node.key(key)) in self.transposed
 
     def weight(self, node: Node, key: str) -> np.ndarray:
         """A parameter's values, for an op whose initializers are computed from its parameters

@@ -52,7 +52,7 @@ def build_lazy(
     model = helper.make_model(
         g,
         opset_imports=[helper.make_opsetid("", b.opset)],
-        ir_version=helper.find_min_ir_version_for([helper.make_opsetid("", b.opset)]),
+        ir_version=ir_version([helper.make_opsetid("", b.opset)]),
         producer_name="dslc",
         producer_version=__version__,
         doc_string=f"{graph.name}, compiled by dslc from {graph.path}",
@@ -68,6 +68,14 @@ def build_lazy(
         else:
             large[name] = data
     return model, large
+
+
+def ir_version(opsets) -> int:
+    """The lowest IR version that holds the standard opsets among `opsets` (onnx itself writes
+    its newest, which onnxruntime may not read yet); custom domains (com.microsoft, which the
+    quantizers add) do not raise it."""
+    standard = [o for o in opsets if o.domain in ("", "ai.onnx", "ai.onnx.ml")]
+    return helper.find_min_ir_version_for(standard)
 
 
 SMALL = 4096  # initializers up to this many elements carry their data in the skeleton

@@ -28,6 +28,7 @@ class Options:
     resume: bool = False
     device: str = "cpu"
     export_onnx: bool = False
+    quantize: str | None = None  # with export_onnx: also model.<quantize>.onnx, gated
     checkpoint_every: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, list[str]] = field(default_factory=dict)
@@ -239,4 +240,9 @@ def _finish(spec: Spec, c: Contract, trainer: Trainer, opts: Options, context: i
     from dslc.runtime.train.export import export_onnx
 
     val = trainer.val or trainer.train
-    return export_onnx(spec, c, opts.out, val, trainer.s.batch_size, context)
+    status = export_onnx(spec, c, opts.out, val, trainer.s.batch_size, context)
+    if status or not opts.quantize:
+        return status
+    from dslc.runtime.quantized import train_export
+
+    return train_export(spec, c, opts.out, opts.quantize, trainer.train, val)
