@@ -83,7 +83,11 @@ def _compile_onnx(spec: Spec, args) -> int:
             hint="redirect it: dslc compile SPEC --target onnx -o - > model.onnx",
         )
     export = spec.onnx_export(
-        args.weights, args.seed, fold_batch_norm=not args.no_fold, fused=not args.decompose
+        args.weights,
+        args.seed,
+        fold_batch_norm=not args.no_fold,
+        fused=not args.decompose,
+        kv_cache=args.kv_cache,
     )
     out = Path(args.output or default_onnx_name(spec.name))
     if to_stdout:
@@ -175,6 +179,7 @@ def cmd_generate(args) -> int:
             seed=args.seed,
             tokenizer=args.tokenizer,
             context=args.context,
+            kv_cache=not args.no_kv_cache,
         )
     )
     print(text)

@@ -35,13 +35,20 @@ class SelfAttention(nn.Module):
         self.heads, self.causal, self.dropout = heads, causal, dropout
         self.qkv = nn.Linear(width, 3 * width, bias=bias)
         self.proj = nn.Linear(width, width, bias=bias)
+        self.cache = None  # while KVCache runs the model: earlier positions' keys and values
 
     def forward(self, x, mask=None):
         b, t, c = x.shape  # batch, time, channels
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         causal = self.causal  # (b, heads, t, c / heads) each
-        if mask is not None:
+        if self.cache is not None:  # run by KVCache: the new positions are the last t of s
+            if self.cache:
+                k, v = torch.cat([self.cache[0], k], dim=2), torch.cat([self.cache[1], v], dim=2)
+            self.cache, s = (k, v), k.shape[2]
+            mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
+            causal = False
+        elif mask is not None:
             mask = mask.bool()[:, None, None, :]  # (b, 1, 1, t)
             if causal:  # PyTorch takes a mask or is_causal, not both
                 mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
