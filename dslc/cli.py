@@ -60,6 +60,11 @@ def cmd_compile(args) -> int:
         spec = spec.part(args.part)
     if args.target == "onnx":
         return _compile_onnx(spec, args)
+    if args.kv_cache:
+        raise DslcError(
+            "--kv-cache is for --target onnx",
+            hint="the PyTorch file of a spec with causal attention has a KVCache class anyway",
+        )
     text = spec.torch_source() if args.target == "torch" else spec.ir_text()
     if args.output and args.output != STDOUT:
         _write(Path(args.output), lambda path: path.write_bytes(text.encode()))

@@ -239,3 +239,8 @@ def test_compile_writes_a_decoder_that_generate_uses(saved, tmp_path, capsys):
             assert main(["generate", *source, *common, *tokenizer, *cache]) == 0
             outs.append(capsys.readouterr().out)
     assert len(set(outs)) == 1 and outs[0].startswith("The cache ")
+
+
+def test_kv_cache_is_for_onnx(tmp_path, capsys):
+    assert compile_kv(GPT, tmp_path, "--target", "torch") == 1
+    assert "error: --kv-cache is for --target onnx" in capsys.readouterr().err
