@@ -244,3 +244,21 @@ def test_compile_writes_a_decoder_that_generate_uses(saved, tmp_path, capsys):
 def test_kv_cache_is_for_onnx(tmp_path, capsys):
     assert compile_kv(GPT, tmp_path, "--target", "torch") == 1
     assert "error: --kv-cache is for --target onnx" in capsys.readouterr().err
+
+
+def test_kv_cache_refuses_a_padding_mask():
+    import dslc
+
+    source = """model M {
+    input tokens: i64[N, T]
+    input keep: bool[N, T]
+    x = tokens -> embedding(16, 8)
+    output y = attention(x, keep, 2, causal=true)
+}
+"""
+    spec = dslc.compile_source(source, "m.dl")
+    with pytest.raises(dslc.CompileError) as err:
+        spec.onnx_export(kv_cache=True)
+    text = str(err.value)
+    assert "m.dl:5:16: error: --kv-cache does not support a padding mask" in text
+    assert "^" in text

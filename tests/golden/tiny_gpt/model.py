@@ -73,6 +73,8 @@ class SelfAttention(nn.Module):
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         causal = self.causal  # (b, heads, t, c / heads) each
         if self.cache is not None:  # run by KVCache: the new positions are the last t of s
+            if mask is not None:
+                raise ValueError("KVCache runs attention without a padding mask")
             if self.cache:
                 k, v = torch.cat([self.cache[0], k], dim=2), torch.cat([self.cache[1], v], dim=2)
             self.cache, s = (k, v), k.shape[2]
