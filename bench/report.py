@@ -207,12 +207,51 @@ def quant_gpt(data: dict[str, Any]) -> str:
     return "\n".join([machine_line(data, what), "", *rows])
 
 
+GENERATE_LABELS = {
+    "onnx_cache": "dslc ONNX --kv-cache (fused Attention)",
+    "onnx_cache_decomposed": "dslc ONNX --kv-cache --decompose",
+    "onnx_recompute": "dslc ONNX, whole window per token (dslc generate before the cache)",
+    "torch_cache": "generated PyTorch module, KVCache",
+    "torch_recompute": "generated PyTorch module, whole window per token",
+    "export_handwritten": "torch.onnx.export + hand-written onnxruntime loop",
+}
+
+
+def generate_gpt(data: dict[str, Any]) -> str:
+    threads = data.get("torch_threads", data["threads"])
+    torch_threads = f" (torch: {threads})" if threads != data["threads"] else ""
+    what = (
+        f"{data['new']} new tokens (greedy) after a {data['prompt']}-token prompt, batch 1, "
+        f"{data['threads']} thread(s){torch_threads}, one generation per path"
+    )
+    runs, base = data["runs"], data["runs"]["onnx_recompute"]["tokens_per_s"]
+    rows = [
+        "| path | tokens/s | vs dslc ONNX recompute | first call | median step | same tokens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, label in GENERATE_LABELS.items():
+        r = runs[name]
+        rows.append(
+            f"| {label} | {r['tokens_per_s']:.2f} | {r['tokens_per_s'] / base:.2f}x "
+            f"| {ms(r['first_s'])} | {ms(r['step_median_s'])} "
+            f"| {'yes' if data['same_tokens'][name] else 'NO'} |"
+        )
+    cache, export = runs["onnx_cache"]["tokens_per_s"], runs["export_handwritten"]["tokens_per_s"]
+    note = (
+        f"Cache vs recompute (dslc ONNX): {cache / base:.1f}x (target 8x); vs torch.onnx.export "
+        f"with a hand-written loop: {cache / export:.1f}x; the export itself took "
+        f"{data['export_s']:.1f} s."
+    )
+    return "\n".join([machine_line(data, what), "", *rows, "", note])
+
+
 RENDER = {
     "onnx_cnn": onnx_cnn,
     "train_throughput": train_throughput,
     "onnx_gpt": onnx_gpt,
     "quant_vision": quant_vision,
     "quant_gpt": quant_gpt,
+    "generate_gpt": generate_gpt,
 }
 
 

@@ -76,13 +76,15 @@ class Spec:
         seed: int = 0,
         fold_batch_norm: bool = True,
         fused: bool = True,
+        kv_cache: bool = False,
     ):
         """The ONNX ModelProto, for inference. `weights`: a state_dict (tensors or arrays), a
         path to a saved state_dict or safetensors file, or None for the spec's initializers
         drawn with `seed`. `fold_batch_norm`: fold batch norm into the layer before it.
         `fused`: use onnxruntime's fused ops (LayerNormalization, Gelu, Attention,
-        RMSNormalization; opset 23 where a model needs it); False decomposes them."""
-        return self.onnx_export(weights, seed, fold_batch_norm, fused).model()
+        RMSNormalization; opset 23 where a model needs it); False decomposes them.
+        `kv_cache`: a decoder with past and present keys and values."""
+        return self.onnx_export(weights, seed, fold_batch_norm, fused, kv_cache).model()
 
     def onnx_export(
         self,
@@ -90,21 +92,35 @@ class Spec:
         seed: int = 0,
         fold_batch_norm: bool = True,
         fused: bool = True,
+        kv_cache: bool = False,
     ) -> OnnxExport:
         """The checked ONNX model, ready to write to a file (what `dslc compile` does) or to
-        take as a ModelProto."""
+        take as a ModelProto. `kv_cache`: a decoder with past and present keys and values
+        (backends/onnx/kvcache.py); CompileError at a layer that rules the cache out."""
         from dslc.backends.onnx import file as onnx_file
         from dslc.backends.onnx import model as onnx_backend
         from dslc.backends.params import resolve_weights
         from dslc.ir.fold import fold_batch_norm as fold
 
+        if kv_cache:
+            self._check_kv_cache()
         graph, arrays = self.graph, resolve_weights(self.graph, weights, seed)
         folded = 0
         if fold_batch_norm:
             graph, arrays, folded = fold(graph, arrays, in_place=weights is None)
-        skeleton, large = onnx_backend.build_lazy(graph, arrays, fused)
+        skeleton, large = onnx_backend.build_lazy(graph, arrays, fused, kv_cache)
         onnx_file.check(skeleton, large)
         return OnnxExport(skeleton, large, folded)
+
+    def _check_kv_cache(self) -> None:
+        from dslc.backends.onnx.kvcache import cached_layers
+
+        try:
+            cached_layers(self.graph)
+        except SpecError as err:
+            diags = Diagnostics(self.source)
+            diags.error(err.span, err.message, err.hint)
+            raise CompileError(diags) from None
 
 
 @dataclass

@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ReduceMean, ...) instead of the fused ops of opsets 17-23, for runtimes without them",
     )
     _quantize_arguments(c)
+    c.add_argument(
+        "--kv-cache",
+        action="store_true",
+        help="ONNX: a decoder with past keys and values in and present ones out, for every "
+        "causal attention layer (prefill and one-token decode steps)",
+    )
     v = spec_command("verify", "check the PyTorch module and the ONNX graph agree on random inputs")
     v.add_argument("--batch-sizes", default="1,3,7")
     v.add_argument("--atol", type=_tolerance, default=None, help="default 1e-5 (1e-2 for f16)")
@@ -279,3 +285,8 @@ def _generate_parser(g: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=_non_negative, default=0)
     g.add_argument("--tokenizer", help="default: tokenizer.json beside the weights or model")
     g.add_argument("--context", type=_positive, help="tokens the model sees (default: its own)")
+    g.add_argument(
+        "--no-kv-cache",
+        action="store_true",
+        help="run the whole window for every token, not the model's cache of keys and values",
+    )

@@ -61,6 +61,11 @@ def cmd_compile(args) -> int:
         spec = spec.part(args.part)
     if args.target == "onnx":
         return _compile_onnx(spec, args)
+    if args.kv_cache:
+        raise DslcError(
+            "--kv-cache is for --target onnx",
+            hint="the PyTorch file of a spec with causal attention has a KVCache class anyway",
+        )
     text = spec.torch_source() if args.target == "torch" else spec.ir_text()
     if args.output and args.output != STDOUT:
         _write(Path(args.output), lambda path: path.write_bytes(text.encode()))
@@ -84,7 +89,11 @@ def _compile_onnx(spec: Spec, args) -> int:
             hint="redirect it: dslc compile SPEC --target onnx -o - > model.onnx",
         )
     export = spec.onnx_export(
-        args.weights, args.seed, fold_batch_norm=not args.no_fold, fused=not args.decompose
+        args.weights,
+        args.seed,
+        fold_batch_norm=not args.no_fold,
+        fused=not args.decompose,
+        kv_cache=args.kv_cache,
     )
     out = Path(args.output or default_onnx_name(spec.name))
     if args.quantize:
@@ -183,6 +192,7 @@ def cmd_generate(args) -> int:
             seed=args.seed,
             tokenizer=args.tokenizer,
             context=args.context,
+            kv_cache=not args.no_kv_cache,
         )
     )
     print(text)

@@ -45,6 +45,80 @@ class SelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 '''
 
+# The same, for a model KVCache can run: every attention layer causal, without a padding mask.
+CACHED_SELF_ATTENTION = '''
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over (batch, time, channels): one projection makes every head's
+    queries, keys and values, scaled dot-product attention mixes the positions, a second
+    projection mixes the heads. `mask` (batch, time): true (or 1) where a position may be
+    attended to."""
+
+    def __init__(self, width, heads, causal=False, dropout=0.0, bias=True):
+        super().__init__()
+        self.heads, self.causal, self.dropout = heads, causal, dropout
+        self.qkv = nn.Linear(width, 3 * width, bias=bias)
+        self.proj = nn.Linear(width, width, bias=bias)
+        self.cache = None  # while KVCache runs the model: earlier positions' keys and values
+
+    def forward(self, x, mask=None):
+        b, t, c = x.shape  # batch, time, channels
+        q, k, v = self.qkv(x).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        causal = self.causal  # (b, heads, t, c / heads) each
+        if self.cache is not None:  # run by KVCache: the new positions are the last t of s
+            if mask is not None:
+                raise ValueError("KVCache runs attention without a padding mask")
+            if self.cache:
+                k, v = torch.cat([self.cache[0], k], dim=2), torch.cat([self.cache[1], v], dim=2)
+            self.cache, s = (k, v), k.shape[2]
+            mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
+            causal = False
+        elif mask is not None:
+            mask = mask.bool()[:, None, None, :]  # (b, 1, 1, t)
+            if causal:  # PyTorch takes a mask or is_causal, not both
+                mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+                causal = False
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+'''
+
+
+KV_CACHE = '''
+class KVCache:
+    """Runs a causal language model one step at a time, keeping every SelfAttention layer's
+    keys and values of the positions seen so far: after `cache(prompt)`, `cache(ids)` with the
+    next ids (N, 1) costs one position, and gives what the model gives on the whole window.
+    Positions are numbered after the cached ones; reset() empties the cache."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
+        self.positions = [m for m in model.modules() if hasattr(m, "start")]
+        if not all(m.causal for m in self.layers):
+            raise ValueError("a cache of keys and values needs causal attention in every layer")
+        self.reset()
+
+    def reset(self):
+        self.length, self.kv = 0, [()] * len(self.layers)
+
+    def __call__(self, tokens):
+        for m, kv in zip(self.layers, self.kv, strict=True):
+            m.cache = kv
+        for m in self.positions:
+            m.start = self.length
+        try:
+            out = self.model(tokens)
+            self.kv = [m.cache for m in self.layers]
+        finally:
+            for m in self.layers:
+                m.cache = None
+            for m in self.positions:
+                m.start = 0
+        self.length += tokens.shape[1]
+        return out
+'''
+
 
 HEADS = Attr("heads", "int", doc="number of heads; must divide the width", positive=True)
 DROPOUT = Attr(
@@ -134,6 +208,13 @@ class Attention(MultiHead):
         c = ins[0].shape[2]
         return self.projections(a, {"qkv": (3 * c, c), "proj": (c, c)})
 
+    def model_helpers(self, nodes):
+        """A model whose attention layers are all causal, without a padding mask, can decode
+        with a cache: its SelfAttention keeps one, and KVCache comes with it."""
+        if all(n.attrs["causal"] and len(n.inputs) == 1 for n in nodes):
+            return {"SelfAttention": CACHED_SELF_ATTENTION, "KVCache": KV_CACHE}
+        return self.torch_helpers
+
     def macs(self, node):
         t, c = node.output.type.shape[1], node.output.type.shape[2]
         projections = dim_mul(t, 4 * c * c)  # qkv (3 c^2) and proj (c^2) per position
@@ -169,15 +250,23 @@ def project_split(node, b, x: str, key: str, names: str) -> list[str]:
 def attend_heads(node, b, qkv: list[str], mask: str | None, causal: bool, out: str) -> None:
     """ONNX: q (N, T, C), k and v (N, S, C) attended over the node's heads, then the output
     projection into `out`: the standard Attention op, or decomposed, MatMul/Softmax. `mask`:
-    bool (N, 1, T, S), from padding_mask."""
+    bool (N, 1, T, S), from padding_mask. Building a decoder with a cache (b.kv), the keys and
+    values of the past positions come first and the present ones are outputs."""
     heads, n = b.temp(node, "heads"), node.attrs["heads"]
-    if b.fused:
-        inputs = [*qkv, *([mask] if mask else [])]
+    past, present = b.kv.names(node) if b.kv else ([], [])
+    if b.fused:  # with a past, onnxruntime aligns the causal mask to the last query
+        inputs = [*qkv, mask or "", *past] if past else [*qkv, *([mask] if mask else [])]
         b.add(
-            node, "Attention", inputs, [heads], q_num_heads=n, kv_num_heads=n, is_causal=int(causal)
+            node,
+            "Attention",
+            inputs,
+            [heads, *present],
+            q_num_heads=n,
+            kv_num_heads=n,
+            is_causal=int(causal),
         )
     else:
-        _decomposed(node, b, qkv, mask, causal, heads)
+        _decomposed(node, b, qkv, mask, causal, heads, past, present)
     projection(node, b, heads, "proj", out)
 
 
@@ -201,8 +290,9 @@ def padding_mask(node, b, keep: str, x: str) -> str:
     return b.add(node, "Expand", [keep, shape], [b.temp(node, "mask")])
 
 
-def _decomposed(node, b, qkv: list[str], mask: str | None, causal: bool, out: str) -> None:
-    """Heads split from (N, L, C) to (N, H, L, C/H), attended from basic ops, merged back."""
+def _decomposed(node, b, qkv: list[str], mask, causal: bool, out: str, past=(), present=()) -> None:
+    """Heads split from (N, L, C) to (N, H, L, C/H), attended from basic ops, merged back.
+    `past` keys and values (N, H, P, C/H) go before the new ones, which makes `present`."""
     heads, c = node.attrs["heads"], node.inputs[0].type.shape[2]
     split_heads = b.const(node, "head_shape", [0, 0, heads, c // heads], "i64")
     per_head = []
@@ -211,8 +301,11 @@ def _decomposed(node, b, qkv: list[str], mask: str | None, causal: bool, out: st
         per_head.append(
             b.add(node, "Transpose", [t], [b.temp(node, f"{name}_per_head")], perm=[0, 2, 1, 3])
         )
+    for i, (old, new) in enumerate(zip(past, present, strict=True)):
+        per_head[i + 1] = b.add(node, "Concat", [old, per_head[i + 1]], [new], axis=2)
     mixed = b.temp(node, "mixed")
-    attend(node, b, per_head, mask, causal, 1.0 / math.sqrt(c // heads), mixed)
+    scale = 1.0 / math.sqrt(c // heads)
+    attend(node, b, per_head, mask, causal, scale, mixed, aligned=bool(past))
     mixed = b.add(node, "Transpose", [mixed], [b.temp(node, "mixed_t")], perm=[0, 2, 1, 3])
     merge = b.const(node, "merge_shape", [0, 0, c], "i64")
     b.add(node, "Reshape", [mixed, merge], [out])

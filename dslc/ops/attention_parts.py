@@ -17,15 +17,22 @@ if TYPE_CHECKING:
 SDPA = "scaled_dot_product_attention"
 
 
-def upper_mask(node: Node, b: OnnxBuilder, ref: str) -> str:
+def upper_mask(node: Node, b: OnnxBuilder, ref: str, aligned: bool = False) -> str:
     """ONNX: a bool (T, S) mask, true above the diagonal (column j > row i), built at run time
-    from the last two dims of `ref`, which may be symbolic."""
+    from the last two dims of `ref`, which may be symbolic. `aligned`: the diagonal ends at
+    the last key (j > i + S - T), for queries that are the last T of S positions (a cache)."""
     from onnx import TensorProto, helper  # only the ONNX backend needs onnx
 
     shape = b.add(node, "Shape", [ref], [b.temp(node, "ts")], start=-2)
     true = helper.make_tensor("value", TensorProto.BOOL, [1], [True])
     ones = b.add(node, "ConstantOfShape", [shape], [b.temp(node, "ones")], value=true)
     k = b.const(node, "diagonal", 1, "i64")
+    if aligned:  # 1 + S - T, as a scalar
+        s = b.add(node, "Shape", [ref], [b.temp(node, "s")], start=-1)
+        t = b.add(node, "Shape", [ref], [b.temp(node, "t")], start=-2, end=-1)
+        past = b.add(node, "Sub", [s, t], [b.temp(node, "past")])
+        k = b.add(node, "Add", [past, k], [b.temp(node, "diagonal_1d")])
+        k = b.add(node, "Squeeze", [k], [b.temp(node, "diagonal")])
     return b.add(node, "Trilu", [ones, k], [b.temp(node, "upper")], upper=1)
 
 
@@ -146,16 +153,18 @@ def attend(
     causal: bool,
     scale: float,
     out: str,
+    aligned: bool = False,
 ) -> None:
     """ONNX softmax(q k^T * scale) v from basic ops (MatMul, Where, Softmax), for runtimes
     without Attention: q (N, H, T, E), k (N, H, S, E), v (N, H, S, Ev). Keys above the diagonal
-    (`causal`) and where the bool `mask` is false get -inf; a query that sees no key at all gets
-    zeros, as in PyTorch (the softmax alone would give NaN)."""
+    (`causal`; `aligned`: ending at the last key) and where the bool `mask` is false get -inf;
+    a query that sees no key at all gets zeros, as in PyTorch (the softmax alone would give
+    NaN)."""
     (q, k, v), dtype = qkv, node.inputs[0].type.dtype
     kt = b.add(node, "Transpose", [k], [b.temp(node, "k_t")], perm=[0, 1, 3, 2])
     s = b.add(node, "MatMul", [q, kt], [b.temp(node, "qk")])
     s = b.add(node, "Mul", [s, b.const(node, "scale", scale, dtype)], [b.temp(node, "scores")])
-    hidden = upper_mask(node, b, s) if causal else None
+    hidden = upper_mask(node, b, s, aligned) if causal else None
     if mask is not None:
         masked = b.add(node, "Not", [mask], [b.temp(node, "masked")])
         hidden = b.add(node, "Or", [hidden, masked], [b.temp(node, "hidden")]) if hidden else masked

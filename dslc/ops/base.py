@@ -279,6 +279,14 @@ class OpDef:
         the input's dim happens to have the same size."""
         return ()
 
+    def model_helpers(self, nodes: list[Node]) -> dict[str, str]:
+        """The helpers this op's nodes in one model need together (attention: a cache-aware
+        form where every layer can be cached); by default each node's."""
+        out: dict[str, str] = {}
+        for node in nodes:
+            out = {**out, **{k: v for k, v in self.node_helpers(node).items() if k not in out}}
+        return out
+
     def node_helpers(self, node: Node) -> dict[str, str]:
         """The helpers this node's PyTorch form uses (an op whose helper only some of its forms
         need, such as layer_norm over an inner axis, says so per node)."""

@@ -79,11 +79,13 @@ class PositionalEmbedding(nn.Module):
             table[:, 0::2] = torch.sin(position * rate)
             table[:, 1::2] = torch.cos(position * rate)[:, : dim // 2]
             self.register_buffer("weight", table.float(), persistent=False)
+        self.start = 0  # the first position's number: KVCache sets it after the cached ones
 
     def forward(self, x):
-        if x.shape[1] > len(self.weight):
-            raise ValueError(f"{x.shape[1]} positions, but the table has {len(self.weight)}")
-        return x + self.weight[: x.shape[1]]
+        end = self.start + x.shape[1]
+        if end > len(self.weight):
+            raise ValueError(f"{end} positions, but the table has {len(self.weight)}")
+        return x + self.weight[self.start : end]
 '''
 
 
@@ -154,5 +156,9 @@ class PositionalEmbedding(OpDef):
             table = b.const(node, "table", sinusoids(a["max_len"], dim), "f32")
         length = b.add(node, "Shape", ins, [b.temp(node, "length")], start=1, end=2)
         zero = b.const(node, "zero", [0], "i64")
-        rows = b.add(node, "Slice", [table, zero, length, zero], [b.temp(node, "rows")])
+        start = zero
+        if b.kv:  # a decoder with a cache: the new positions follow the P cached ones
+            start = b.kv.past_length(b, node)
+            length = b.add(node, "Add", [start, length], [b.temp(node, "end")])
+        rows = b.add(node, "Slice", [table, start, length, zero], [b.temp(node, "rows")])
         b.add(node, "Add", [ins[0], rows], outs)

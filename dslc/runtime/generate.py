@@ -10,7 +10,15 @@ between two tokens' cumulative probabilities, which is vanishingly rare.
 The window is the last `context` tokens: the spec's TRAINING["context"] (or its input's fixed
 T), or for ONNX the model's metadata_props entry "dslc.context", which the export writes
 (or the input's fixed T). `--context` overrides either. An empty prompt starts from a newline,
-which is not printed."""
+which is not printed.
+
+With a cache of keys and values (a spec whose attention is the causal one-op form, run by the
+generated KVCache; or an ONNX model compiled with --kv-cache), the prompt is run once (the
+prefill) and each new token is one decode step of one position. When the window is full and
+slides on, positions are absolute (the positional table's rows), so the cache cannot be kept:
+it is emptied and the window's last `context` tokens prefilled again. Every token is then the
+one the full window gives, cached or not; past the context each token costs one full window,
+as without the cache, and the speed-up holds for the first `context` tokens."""
 
 from __future__ import annotations
 
@@ -40,15 +48,19 @@ class Options:
     seed: int = 0
     tokenizer: str | None = None
     context: int | None = None
+    kv_cache: bool = True  # decode with the model's cache where it has one
 
 
 @dataclass
 class Model:
-    """The next token's logits (V,) of a (1, T) window of ids; its vocabulary and context."""
+    """The next token's logits (V,) of a (1, T) window of ids; its vocabulary and context.
+    `cached`, for a model with a cache of keys and values: the next token's logits after the
+    (1, t) ids that follow the cached ones, emptying the cache first when told to."""
 
     step: Callable[[np.ndarray], np.ndarray]
     vocab: int
     context: int | None
+    cached: Callable[[np.ndarray, bool], np.ndarray] | None = None
 
 
 def sample(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> int:
@@ -68,10 +80,31 @@ def generate(model: Model, ids: list[int], context: int, o: Options) -> list[int
     """`ids` followed by `o.max_new_tokens` more, each from the last `context` before it."""
     rng = np.random.default_rng(o.seed)
     ids = list(ids)
+    decode = _decoder(model.cached, context) if o.kv_cache and model.cached else None
     for _ in range(o.max_new_tokens):
-        window = np.asarray(ids[-context:], dtype=np.int64)[None, :]
-        ids.append(sample(model.step(window), o.temperature, o.top_k, rng))
+        if decode:
+            logits = decode(ids)
+        else:
+            logits = model.step(np.asarray(ids[-context:], dtype=np.int64)[None, :])
+        ids.append(sample(logits, o.temperature, o.top_k, rng))
     return ids
+
+
+def _decoder(cached: Callable[[np.ndarray, bool], np.ndarray], context: int):
+    """The next token's logits after `ids`, through the cache: one decode step while the
+    window's start stays, the window prefilled again once it has slid (see above)."""
+    held = [0, 0]  # the cache holds ids[held[0]:held[1]]
+
+    def next_logits(ids: list[int]) -> np.ndarray:
+        start = max(0, len(ids) - context)
+        fresh = held[0] != start or held[1] <= start
+        if fresh:
+            held[:] = [start, start]
+        new = np.asarray(ids[held[1] :], dtype=np.int64)[None, :]
+        held[1] = len(ids)
+        return cached(new, fresh)
+
+    return next_logits
 
 
 def run(o: Options) -> str:
@@ -131,20 +164,43 @@ def torch_model(spec_path: str, weights: str, params: dict[str, Any]) -> Model:
     module.eval()
 
     @torch.no_grad()
-    def step(window: np.ndarray) -> np.ndarray:
+    def run(model: Callable, window: np.ndarray) -> np.ndarray:
         try:
-            out = module(torch.from_numpy(window))
+            out = model(torch.from_numpy(window))
         except (ValueError, RuntimeError) as err:  # e.g. a window longer than the table
             raise _refused(window, err) from None
         out = out[0] if isinstance(out, tuple) else out
         return out[0, -1].float().numpy()
+
+    cache = ns["KVCache"](module) if _cacheable(spec.graph) else None
+
+    def cached(ids: np.ndarray, reset: bool) -> np.ndarray:
+        assert cache is not None
+        if reset:
+            cache.reset()
+        return run(cache, ids)
 
     try:
         context: int | None = context_length(ns.get("TRAINING", {}), ns["INPUTS"], spec.name)
     except DslcError:  # the positional table or --context may still say it
         context = None
     known = [n for n in (context, max_positions(spec.graph)) if n]  # longer cannot run
-    return Model(step, next(iter(ns["TOKENS"].values())), min(known) if known else None)
+    vocab = next(iter(ns["TOKENS"].values()))
+    return Model(
+        lambda w: run(module, w), vocab, min(known) if known else None, cached if cache else None
+    )
+
+
+def _cacheable(graph: Any) -> bool:
+    """Whether the generated KVCache serves the model: causal one-op attention only."""
+    from dslc.backends.onnx.kvcache import cached_layers
+    from dslc.diagnostics import SpecError
+
+    try:
+        cached_layers(graph)
+    except (SpecError, DslcError):
+        return False
+    return True
 
 
 def _refused(window: np.ndarray, why: object) -> DslcError:
@@ -161,20 +217,54 @@ def onnx_model(path: str, context: int | None = None) -> Model:
 
     session = open_session(path)
     x, out = _lm_signature(path, session)
+    cached = _onnx_cache(session, x.name, out.name)
 
     def step(window: np.ndarray) -> np.ndarray:
+        if cached:  # a model with a cache: the whole window as a prefill
+            return cached(window, True)
         try:
             return session.run([out.name], {x.name: window})[0][0, -1]
         except _ORT_ERRORS as err:
             raise _refused(window, _ort_message(err)) from None
 
     fixed = x.shape[1] if isinstance(x.shape[1], int) and x.shape[1] > 0 else None
-    return Model(step, out.shape[-1], context or _metadata_context(path, session) or fixed)
+    known = context or _metadata_context(path, session) or fixed
+    return Model(step, out.shape[-1], known, cached)
+
+
+def _onnx_cache(session: Any, x: str, out: str) -> Callable[[np.ndarray, bool], np.ndarray] | None:
+    """Model.cached for an ONNX model compiled with --kv-cache (None for one without): the
+    present keys and values of each run are the past of the next."""
+    from dslc.runtime.run import _ORT_ERRORS, _ort_message
+
+    pasts = [i for i in session.get_inputs() if i.name.startswith(PAST)]
+    names = [o.name for o in session.get_outputs()]
+    state: dict[str, np.ndarray] = {}
+
+    def cached(ids: np.ndarray, reset: bool) -> np.ndarray:
+        if reset:  # an empty past (1, heads, 0, head size) per layer: the prefill
+            state.update(
+                {p.name: np.zeros((1, p.shape[1], 0, p.shape[3]), np.float32) for p in pasts}
+            )
+        try:
+            outs = session.run(names, {x: ids, **state})
+        except _ORT_ERRORS as err:
+            raise _refused(ids, _ort_message(err)) from None
+        present = zip(names, outs, strict=True)
+        state.update({n.replace("present.", PAST, 1): v for n, v in present if n != out})
+        return outs[names.index(out)][0, -1]
+
+    return cached if pasts else None
+
+
+PAST = "past."  # the cache inputs of a model compiled with --kv-cache begin so (kvcache.py)
 
 
 def _lm_signature(path: str, session: Any) -> tuple[Any, Any]:
-    """The one (N, T) i64 input and the (N, T, V) logits output of a language model."""
-    inputs, outputs = session.get_inputs(), session.get_outputs()
+    """The one (N, T) i64 input and the (N, T, V) logits output of a language model (beside
+    the past keys and values of a model with a cache)."""
+    inputs = [i for i in session.get_inputs() if not i.name.startswith(PAST)]
+    outputs = session.get_outputs()
     shape = "(N, T) int64 token ids in, (N, T, V) logits out"
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs)

@@ -3,7 +3,7 @@ constants for one IR node at a time, naming them after the node."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -12,6 +12,9 @@ from onnx import TensorProto, helper
 from dslc.ir.graph import Graph, Node
 from dslc.ir.types import DTYPES, TensorType, numpy_dtype
 from dslc.names import Namespace
+
+if TYPE_CHECKING:
+    from dslc.backends.onnx.kvcache import KvCache
 
 OPSET = 21  # the default; a model that uses a newer op gets the opset that defines it
 # ONNX ops newer than OPSET that ops emit, and the opset that defines them. The IR version is
@@ -22,12 +25,20 @@ NEWER_OPS = {"Attention": 23, "RMSNormalization": 23}
 class OnnxBuilder:
     """What an op's `onnx` method builds with. `fused`: emit onnxruntime's fused kernels
     (LayerNormalization, Gelu, Attention, RMSNormalization) where an op can; False decomposes
-    them into basic ops (MatMul, Softmax, ReduceMean, ...) for runtimes without them."""
+    them into basic ops (MatMul, Softmax, ReduceMean, ...) for runtimes without them. `kv`:
+    building a decoder with a cache of keys and values (kvcache.py), else None."""
 
-    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], fused: bool = True) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        weights: dict[str, np.ndarray],
+        fused: bool = True,
+        kv: KvCache | None = None,
+    ) -> None:
         self.graph = graph
         self.weights = weights
         self.fused = fused
+        self.kv = kv
         self.opset = OPSET
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, np.ndarray] = {}

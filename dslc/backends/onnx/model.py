@@ -11,17 +11,19 @@ import onnx
 from onnx import helper
 
 from dslc.backends.onnx.builder import OnnxBuilder, value_info
+from dslc.backends.onnx.kvcache import KvCache, cached_layers
 from dslc.errors import DslcError
 from dslc.ir.graph import Graph
 from dslc.version import __version__
 
 
 def build_lazy(
-    graph: Graph, weights: dict[str, np.ndarray], fused: bool = True
+    graph: Graph, weights: dict[str, np.ndarray], fused: bool = True, kv_cache: bool = False
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The model with the data of its large initializers left out (their name, type and dims
     are there), and those arrays by name: a 100 MB model is then checked and written without
-    copying its weights through protobuf (dslc/backends/onnx_file.py)."""
+    copying its weights through protobuf (dslc/backends/onnx_file.py). `kv_cache`: a decoder
+    with past and present keys and values (kvcache.py)."""
     for v in [*graph.inputs, *(out for n in graph.nodes for out in n.outputs)]:
         if v.type.dtype == "bf16":
             raise DslcError(
@@ -29,7 +31,8 @@ def build_lazy(
                 "(onnxruntime's CPU kernels lack most bf16 ops)",
                 hint="declare the input as f32 (or f16) for the ONNX model",
             )
-    b = OnnxBuilder(graph, weights, fused)
+    kv = KvCache(cached_layers(graph)) if kv_cache else None
+    b = OnnxBuilder(graph, weights, fused, kv)
     for node in graph.nodes:
         node.op.onnx(
             node, b, [b.resolve(v.name) for v in node.inputs], [v.name for v in node.outputs]
@@ -43,12 +46,10 @@ def build_lazy(
                 )
             )
         outputs.append(value_info(name, value.type))
-    g = helper.make_graph(
-        b.nodes,
-        graph.name,
-        [value_info(v.name, v.type) for v in graph.inputs],
-        outputs,
-    )
+    inputs = [value_info(v.name, v.type) for v in graph.inputs]
+    if kv:
+        inputs, outputs = inputs + kv.inputs, outputs + kv.outputs
+    g = helper.make_graph(b.nodes, graph.name, inputs, outputs)
     model = helper.make_model(
         g,
         opset_imports=[helper.make_opsetid("", b.opset)],

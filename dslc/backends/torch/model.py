@@ -97,14 +97,23 @@ def _header(g: Graph) -> list[str]:
     ]
 
 
+def helper_sources(g: Graph) -> dict[str, str]:
+    """Every generated helper the model's ops need, by name, in the order their ops first
+    appear; each op decides for all its nodes at once (OpDef.model_helpers)."""
+    by_op: dict[str, list] = {}
+    for n in g.nodes:
+        by_op.setdefault(n.op.name, []).append(n)
+    out: dict[str, str] = {}
+    for nodes in by_op.values():
+        for name, source in nodes[0].op.model_helpers(nodes).items():
+            out.setdefault(name, source)
+    return out
+
+
 def _helpers(g: Graph) -> list[str]:
     out: list[str] = []
-    seen: set[str] = set()
-    for n in g.nodes:
-        for name, source in n.op.node_helpers(n).items():
-            if name not in seen:
-                seen.add(name)
-                out += ["", "", *source.strip("\n").split("\n")]
+    for source in helper_sources(g).values():
+        out += ["", "", *source.strip("\n").split("\n")]
     return out
 
 
@@ -114,7 +123,7 @@ def _rewrap(line: str) -> list[str]:
 
 
 def emit(g: Graph) -> str:
-    helpers = {h for n in g.nodes for h in n.op.node_helpers(n)}
+    helpers = set(helper_sources(g))
     names = Namespace(MODULE_NAMES | helpers)
     reserved = RESERVED | helpers  # a local variable must not hide a helper function either
     model_name = names.create(class_name(g.name), "")

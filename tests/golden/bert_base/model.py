@@ -35,11 +35,13 @@ class PositionalEmbedding(nn.Module):
             table[:, 0::2] = torch.sin(position * rate)
             table[:, 1::2] = torch.cos(position * rate)[:, : dim // 2]
             self.register_buffer("weight", table.float(), persistent=False)
+        self.start = 0  # the first position's number: KVCache sets it after the cached ones
 
     def forward(self, x):
-        if x.shape[1] > len(self.weight):
-            raise ValueError(f"{x.shape[1]} positions, but the table has {len(self.weight)}")
-        return x + self.weight[: x.shape[1]]
+        end = self.start + x.shape[1]
+        if end > len(self.weight):
+            raise ValueError(f"{end} positions, but the table has {len(self.weight)}")
+        return x + self.weight[self.start : end]
 
 
 class SelfAttention(nn.Module):

@@ -45,11 +45,13 @@ class PositionalEmbedding(nn.Module):
             table[:, 0::2] = torch.sin(position * rate)
             table[:, 1::2] = torch.cos(position * rate)[:, : dim // 2]
             self.register_buffer("weight", table.float(), persistent=False)
+        self.start = 0  # the first position's number: KVCache sets it after the cached ones
 
     def forward(self, x):
-        if x.shape[1] > len(self.weight):
-            raise ValueError(f"{x.shape[1]} positions, but the table has {len(self.weight)}")
-        return x + self.weight[: x.shape[1]]
+        end = self.start + x.shape[1]
+        if end > len(self.weight):
+            raise ValueError(f"{end} positions, but the table has {len(self.weight)}")
+        return x + self.weight[self.start : end]
 
 
 class SelfAttention(nn.Module):
@@ -63,13 +65,22 @@ class SelfAttention(nn.Module):
         self.heads, self.causal, self.dropout = heads, causal, dropout
         self.qkv = nn.Linear(width, 3 * width, bias=bias)
         self.proj = nn.Linear(width, width, bias=bias)
+        self.cache = None  # while KVCache runs the model: earlier positions' keys and values
 
     def forward(self, x, mask=None):
         b, t, c = x.shape  # batch, time, channels
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         causal = self.causal  # (b, heads, t, c / heads) each
-        if mask is not None:
+        if self.cache is not None:  # run by KVCache: the new positions are the last t of s
+            if mask is not None:
+                raise ValueError("KVCache runs attention without a padding mask")
+            if self.cache:
+                k, v = torch.cat([self.cache[0], k], dim=2), torch.cat([self.cache[1], v], dim=2)
+            self.cache, s = (k, v), k.shape[2]
+            mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
+            causal = False
+        elif mask is not None:
             mask = mask.bool()[:, None, None, :]  # (b, 1, 1, t)
             if causal:  # PyTorch takes a mask or is_causal, not both
                 mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
@@ -77,6 +88,40 @@ class SelfAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class KVCache:
+    """Runs a causal language model one step at a time, keeping every SelfAttention layer's
+    keys and values of the positions seen so far: after `cache(prompt)`, `cache(ids)` with the
+    next ids (N, 1) costs one position, and gives what the model gives on the whole window.
+    Positions are numbered after the cached ones; reset() empties the cache."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
+        self.positions = [m for m in model.modules() if hasattr(m, "start")]
+        if not all(m.causal for m in self.layers):
+            raise ValueError("a cache of keys and values needs causal attention in every layer")
+        self.reset()
+
+    def reset(self):
+        self.length, self.kv = 0, [()] * len(self.layers)
+
+    def __call__(self, tokens):
+        for m, kv in zip(self.layers, self.kv, strict=True):
+            m.cache = kv
+        for m in self.positions:
+            m.start = self.length
+        try:
+            out = self.model(tokens)
+            self.kv = [m.cache for m in self.layers]
+        finally:
+            for m in self.layers:
+                m.cache = None
+            for m in self.positions:
+                m.start = 0
+        self.length += tokens.shape[1]
+        return out
 
 
 class Block(nn.Module):

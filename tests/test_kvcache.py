@@ -1,0 +1,264 @@
+"""Decoding with a cache of keys and values: the generated KVCache (PyTorch) and
+`dslc compile --target onnx --kv-cache` (onnxruntime, fused and decomposed attention) give,
+position by position, the logits the model gives on the whole window; the shapes of a prefill
+and a decode step; the window sliding past the context; the specs a cache cannot serve; and
+`dslc generate` writing the same tokens with and without the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import ROOT
+from test_train_data import one_thread  # noqa: F401  (autouse: one torch thread)
+
+from dslc.api import load
+from dslc.cli import main
+from dslc.runtime.generate import Model, Options, generate, onnx_model, torch_model
+from dslc.runtime.train.checkpoint import save_weights
+
+GPT = str(ROOT / "specs/tiny_gpt.dl")
+PARAMS = {"context": 96, "width": 32, "heads": 4, "layers": 2}  # room for a prompt + 64 steps
+PROMPT, STEPS = 16, 64
+
+
+@pytest.fixture(scope="module")
+def gpt():
+    """The spec, its generated namespace and a module whose weights are drawn wide (std 0.3):
+    sharp attention, so that a key at the wrong position or a missing one shows."""
+    spec = load(GPT, PARAMS)
+    ns = spec.torch_namespace()
+    torch.manual_seed(0)
+    module = ns["create_model"]().eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, 0.3)
+    return spec, ns, module
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return torch.randint(0, 256, (1, PROMPT + STEPS), generator=torch.Generator().manual_seed(1))
+
+
+def full_window(module, ids) -> np.ndarray:
+    with torch.no_grad():
+        return module(ids).numpy()
+
+
+def pieces(ids) -> list:
+    """The prompt, then one token per decode step."""
+    return [ids[:, :PROMPT]] + [ids[:, i : i + 1] for i in range(PROMPT, ids.shape[1])]
+
+
+def test_torch_cache_equals_the_full_window_over_64_steps(gpt, ids):
+    _, ns, module = gpt
+    cache = ns["KVCache"](module)
+    with torch.no_grad():
+        cached = np.concatenate([cache(p).numpy() for p in pieces(ids)], axis=1)
+    full = full_window(module, ids)
+    assert np.abs(full).max() > 1.0  # logits large enough for a misplaced key to show
+    np.testing.assert_allclose(cached, full, atol=1e-4, rtol=0)
+    assert cache.length == ids.shape[1]
+    cache.reset()  # empty again: the prompt alone gives its own logits
+    with torch.no_grad():
+        np.testing.assert_allclose(cache(ids[:, :5]).numpy(), full[:, :5], atol=1e-4, rtol=0)
+    # the module itself is left as it was: a plain call sees no cache
+    np.testing.assert_allclose(full_window(module, ids[:, :5]), full[:, :5], atol=1e-5, rtol=0)
+
+
+def onnx_session(spec, module, fused: bool):
+    weights = {k: v.numpy() for k, v in module.state_dict().items()}
+    model = spec.onnx_model(weights=weights, fused=fused, kv_cache=True)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def empty_past(session, batch: int = 1) -> dict[str, np.ndarray]:
+    return {
+        i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), np.float32)
+        for i in session.get_inputs()
+        if i.name.startswith("past.")
+    }
+
+
+def run_cached(session, chunks) -> np.ndarray:
+    names = [o.name for o in session.get_outputs()]
+    past, logits = empty_past(session, chunks[0].shape[0]), []
+    for chunk in chunks:
+        outs = session.run(names, {"tokens": np.asarray(chunk), **past})
+        logits.append(outs[0])
+        past = {n.replace("present.", "past."): v for n, v in zip(names[1:], outs[1:], strict=True)}
+    return np.concatenate(logits, axis=1)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "decomposed"])
+def test_onnx_cache_equals_the_full_window_over_64_steps(gpt, ids, fused):
+    spec, _, module = gpt
+    session = onnx_session(spec, module, fused)
+    cached = run_cached(session, pieces(ids))
+    np.testing.assert_allclose(cached, full_window(module, ids), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "decomposed"])
+def test_prefill_and_decode_shapes(gpt, fused):
+    """Batch 3: a prefill of 7 tokens, then a step of 1; the present of each layer is its past
+    with the new positions appended, and the new logits match the torch module's."""
+    spec, _, module = gpt
+    session = onnx_session(spec, module, fused)
+    names = [i.name for i in session.get_inputs()]
+    assert names == ["tokens", "past.0.key", "past.0.value", "past.1.key", "past.1.value"]
+    outs = [o.name for o in session.get_outputs()]
+    assert outs == [
+        "logits",
+        "present.0.key",
+        "present.0.value",
+        "present.1.key",
+        "present.1.value",
+    ]
+    tokens = np.random.default_rng(2).integers(0, 256, (3, 8))
+    first = session.run(None, {"tokens": tokens[:, :7], **empty_past(session, 3)})
+    assert first[0].shape == (3, 7, 256)
+    assert all(p.shape == (3, 4, 7, 8) for p in first[1:])  # (N, heads, P + T, width / heads)
+    past = dict(zip(names[1:], first[1:], strict=True))
+    second = session.run(None, {"tokens": tokens[:, 7:], **past})
+    assert second[0].shape == (3, 1, 256)
+    assert all(p.shape == (3, 4, 8, 8) for p in second[1:])
+    for old, new in zip(first[1:], second[1:], strict=True):
+        np.testing.assert_array_equal(new[:, :, :7], old)  # the past comes back unchanged first
+    full = full_window(module, torch.from_numpy(tokens))
+    np.testing.assert_allclose(second[0], full[:, 7:], atol=1e-4, rtol=0)
+
+
+def test_the_window_slides_by_prefilling_the_last_context_tokens():
+    """Past the context the cache is emptied and the window's tokens prefilled again: every
+    call is what the full window would be, and the cache holds at most `context` tokens."""
+    calls = []
+
+    def cached(new: np.ndarray, reset: bool) -> np.ndarray:
+        calls.append((new.shape[1], reset))
+        return np.eye(10, dtype=np.float32)[len(calls) % 10]
+
+    model = Model(lambda w: np.zeros(10, np.float32), 10, 4, cached)
+    out = generate(model, [1, 2], 4, Options(max_new_tokens=6, temperature=0.0))
+    assert len(out) == 8
+    # prefill 2, decode 1, 1 (4 held), then the window slides: 4 tokens again each time
+    assert calls == [(2, True), (1, False), (1, False), (4, True), (4, True), (4, True)]
+
+
+def test_sliding_window_tokens_equal_without_the_cache(gpt, ids, tmp_path):
+    """Greedy and sampled, through the generated module: 40 tokens from a 12-token context,
+    so that the window slides 30 times."""
+    spec, ns, module = gpt
+    weights = tmp_path / "w.safetensors"
+    save_weights(weights, module.state_dict(), {})
+    m = torch_model(GPT, str(weights), PARAMS)
+    assert m.cached is not None
+    start = ids[0, :5].tolist()
+    for o in (Options(max_new_tokens=40, temperature=0.0), Options(max_new_tokens=40, seed=3)):
+        with_cache = generate(m, start, 12, o)
+        o.kv_cache = False
+        assert generate(m, start, 12, o) == with_cache
+
+
+@pytest.fixture(scope="module")
+def saved(gpt, tmp_path_factory):
+    """The module's weights and its --kv-cache ONNX decoders, fused and not."""
+    spec, _, module = gpt
+    out = tmp_path_factory.mktemp("kv")
+    save_weights(out / "weights.safetensors", module.state_dict(), {})
+    for fused in (True, False):
+        weights = {k: v.numpy() for k, v in module.state_dict().items()}
+        model = spec.onnx_model(weights=weights, fused=fused, kv_cache=True)
+        (out / f"fused{int(fused)}.onnx").write_bytes(model.SerializeToString())
+    return out
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0], ids=["greedy", "sampled"])
+def test_generate_is_the_same_with_and_without_the_cache(saved, ids, temperature):
+    """PyTorch, ONNX fused and ONNX decomposed, each cached and recomputing the window: one
+    text, 70 tokens after a 16-token prompt (the 96-token context not yet full)."""
+    models = [torch_model(GPT, str(saved / "weights.safetensors"), PARAMS)]
+    models += [onnx_model(str(saved / f"fused{f}.onnx"), 96) for f in (1, 0)]
+    start, texts = ids[0, :PROMPT].tolist(), []
+    for m in models:
+        assert m.cached is not None
+        for cache in (True, False):
+            o = Options(max_new_tokens=70, temperature=temperature, seed=5, kv_cache=cache)
+            texts.append(generate(m, start, 96, o))
+    assert all(t == texts[0] for t in texts)
+    assert temperature == 0 or len(set(texts[0][PROMPT:])) > 10  # a varied text
+
+
+def compile_kv(spec: str, tmp_path, *extra: str) -> int:
+    out = str(tmp_path / "m.onnx")
+    return main(["compile", str(ROOT / spec), "--target", "onnx", "--kv-cache", "-o", out, *extra])
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("specs/vit_tiny.dl", "--kv-cache needs causal attention"),
+        ("specs/sequence_tagger.dl", "--kv-cache needs causal attention"),
+        ("specs/sdpa_block.dl", "writes attention by hand (scaled_dot_product_attention)"),
+        ("specs/tiny_gpt_by_hand.dl", "writes attention by hand"),
+    ],
+)
+def test_kv_cache_refuses_attention_it_cannot_cache(spec, message, tmp_path, capsys):
+    assert compile_kv(spec, tmp_path) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}:" in err and "error: --kv-cache" in err and message in err
+    assert "^" in err and "hint:" in err and "Traceback" not in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_kv_cache_on_a_model_without_attention_is_an_error(tmp_path, capsys):
+    assert compile_kv("specs/mlp.dl", tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "error: --kv-cache: model" in err and "has no causal attention" in err
+    assert "Traceback" not in err
+
+
+def test_compile_writes_a_decoder_that_generate_uses(saved, tmp_path, capsys):
+    """`dslc compile --kv-cache` then `dslc generate --onnx` (with a bytes tokenizer) prints the
+    same text as the spec and its weights, with and without the cache."""
+    from dslc.runtime.train import tokenizer as tok
+
+    params = [f"--param={k}={v}" for k, v in PARAMS.items()]
+    assert compile_kv(GPT, tmp_path, "--weights", str(saved / "weights.safetensors"), *params) == 0
+    tok.save(tok.create("bytes", "", 256), tmp_path / tok.FILE)
+    tokenizer = ["--tokenizer", str(tmp_path / tok.FILE)]
+    common = ["--prompt", "The cache ", "--max-new-tokens", "30", "--temperature", "0"]
+    outs = []
+    for source in (
+        ["--onnx", str(tmp_path / "m.onnx"), "--context", "96"],
+        [GPT, "--weights", str(saved / "weights.safetensors"), *params],
+    ):
+        for cache in ([], ["--no-kv-cache"]):
+            capsys.readouterr()
+            assert main(["generate", *source, *common, *tokenizer, *cache]) == 0
+            outs.append(capsys.readouterr().out)
+    assert len(set(outs)) == 1 and outs[0].startswith("The cache ")
+
+
+def test_kv_cache_is_for_onnx(tmp_path, capsys):
+    assert compile_kv(GPT, tmp_path, "--target", "torch") == 1
+    assert "error: --kv-cache is for --target onnx" in capsys.readouterr().err
+
+
+def test_kv_cache_refuses_a_padding_mask():
+    import dslc
+
+    source = """model M {
+    input tokens: i64[N, T]
+    input keep: bool[N, T]
+    x = tokens -> embedding(16, 8)
+    output y = attention(x, keep, 2, causal=true)
+}
+"""
+    spec = dslc.compile_source(source, "m.dl")
+    with pytest.raises(dslc.CompileError) as err:
+        spec.onnx_export(kv_cache=True)
+    text = str(err.value)
+    assert "m.dl:5:16: error: --kv-cache does not support a padding mask" in text
+    assert "^" in text
