@@ -15,13 +15,12 @@ given, so specs without them compile as before."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any
 
 from dslc.diagnostics import SpecError
 from dslc.frontend import ast
 from dslc.ir.graph import Graph
+from dslc.ir.groups import Group, matches
 from dslc.lower.scope import Frame
 from dslc.ops.base import Attr, suggest
 
@@ -44,24 +43,6 @@ SETTINGS: dict[str, Attr] = {
 }
 PATTERN_SETTINGS = ("allow_missing", "freeze")
 GROUP_OPTIONS = ("lr", "weight_decay")
-
-
-@dataclass(frozen=True)
-class Group:
-    """One parameter group: the keys its patterns match take its options."""
-
-    patterns: tuple[str, ...]
-    options: tuple[tuple[str, float], ...]
-    line: int
-
-    def __repr__(self) -> str:  # as the IR text shows it: the spec's own spelling
-        args = [f'"{p}"' for p in self.patterns] + [f"{k}={v!r}" for k, v in self.options]
-        return f"group({', '.join(args)})"
-
-
-def matches(key: str, pattern: str) -> bool:
-    """A glob on the key, or on the module the key lies in (`layer1` covers `layer1.0.bn1.x`)."""
-    return fnmatchcase(key, pattern) or fnmatchcase(key, pattern + ".*")
 
 
 def setting(el: Any, stmt: ast.Assign, graph: Graph, model_scope: Any, settings: dict) -> None:

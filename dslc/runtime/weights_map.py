@@ -7,8 +7,8 @@ and shape. That is refused, naming the keys, when it could pair the wrong tensor
 and model hold different numbers of tensors of one kind (which to drop is a guess), or when the
 tensors of one module of the file would land in different modules of the model. Kinds that only
 one side has are reported, not refused: file tensors without a counterpart are left out, and
-model keys without one keep their fresh init (train with `--allow-missing`). Only numpy and
-safetensors are needed; the file is read safely (dslc.backends.weights)."""
+model keys without one keep their fresh init (train with `--allow-missing`). The file is read
+safely (dslc.backends.weights)."""
 
 from __future__ import annotations
 
@@ -78,8 +78,11 @@ def map_weights(spec: Spec, weights: str, out: str) -> list[str]:
     """Write the mapped file; returns the report's lines."""
     path = Path(weights)
     arrays = load_weights(path)
-    sharers = spec.graph.ties()
-    model = {k: p.shape for k, p in spec.graph.parameters(buffers=True) if k not in sharers}
+    from dslc.runtime.train.checkpoint import tied_aliases
+
+    state = spec.torch_module().state_dict()  # num_batches_tracked too, which the IR has not
+    sharers = tied_aliases(state)
+    model = {k: tuple(t.shape) for k, t in state.items() if k not in sharers}
     mapping = match(model, {k: a.shape for k, a in arrays.items()}, path)
     if not mapping:
         raise DslcError(f"{path}: no tensor has the leaf name and shape of one of {spec.name}'s")
@@ -91,7 +94,7 @@ def map_weights(spec: Spec, weights: str, out: str) -> list[str]:
         lines.append(f"left out, no counterpart in {spec.name}: {_few(left)}")
     if fresh:
         lines.append(f"not in the file, keep their fresh init: {_few(fresh)}")
-    tensors = {k: np.ascontiguousarray(arrays[mapping[k]]) for k in model if k in mapping}
+    tensors = {k: arrays[mapping[k]].copy(order="C") for k in model if k in mapping}
     _save(tensors, Path(out))
     lines.append(f"wrote {out}: {len(tensors)} of {len(model)} tensors")
     return lines

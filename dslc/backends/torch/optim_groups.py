@@ -5,7 +5,7 @@ give the backbone a smaller learning rate or to keep weight decay off biases and
 from __future__ import annotations
 
 from dslc.ir.graph import Graph, Training
-from dslc.lower.finetune import Group, matches
+from dslc.ir.groups import Group, matches
 
 # Settings that shape create_optimizer; the TRAINING table leaves them out.
 OPTIMIZER_SETTINGS = ("param_groups", "decay_norms_and_biases")

@@ -22,7 +22,7 @@ import torch
 
 from dslc.backends.weights import load_weights
 from dslc.errors import DslcError
-from dslc.lower.finetune import matches
+from dslc.ir.groups import matches
 from dslc.runtime.train.checkpoint import tied_aliases
 
 SHOWN = 20  # rows of the mismatch table; the rest are counted
@@ -110,6 +110,8 @@ class Freezer:
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
             and all(self._frozen(f"{path}.{k}") for k, _ in _own_state(m))
         ]
+        for p in self.params:  # before DistributedDataParallel sees which ones need gradients
+            p.requires_grad_(not self.active(0))
 
     def _frozen(self, key: str) -> bool:
         return any(matches(key, p) for p in self.patterns)

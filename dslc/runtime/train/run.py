@@ -63,6 +63,12 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
             "data-parallel training needs the loss terms reduced alike (all mean or all sum)",
             hint="give every loss term the same reduction=, or train in one process",
         )
+    if world.distributed and c.training.get("unfreeze_at"):
+        raise DslcError(
+            "unfreeze_at is not supported under torchrun yet: DistributedDataParallel fixes "
+            "at its start which parameters have gradients",
+            hint="train in one process, or drop unfreeze_at",
+        )
     if settings.monitor == "val_accuracy" and (val_set is None or not c.metrics):
         raise DslcError("the spec monitors val_accuracy, which needs validation data and a metric")
     _prepare_out(opts, world)
