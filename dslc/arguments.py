@@ -86,6 +86,10 @@ EXAMPLES = {
     "generate": """examples:
   dslc generate --onnx runs/tiny/model.onnx --prompt "The model" --temperature 0.8 --top-k 20
   dslc generate specs/tiny_gpt.dl --weights runs/tiny/best.safetensors --prompt 'The'""",
+    "weights": """examples:
+  dslc weights map specs/resnet18.dl my_resnet.pt -o mapped.safetensors
+  dslc train specs/resnet18.dl --data train.npz --out runs/ft --init-from mapped.safetensors \\
+      --allow-missing 'fc.*'""",
     "run": """examples:
   dslc run lenet5.onnx --input x=x.npy
   dslc run lenet5.onnx --input x=x.npy --provider cuda -o out.npz""",
@@ -175,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     _train_parser(spec_command("train", "train a spec's model on data files; see docs/training.md"))
     _generate_parser(_command(sub, "generate", "text from a trained language model"))
+    _weights_parser(_command(sub, "weights", "tools for weights files"))
     r = _command(sub, "run", "run an ONNX model in onnxruntime")
     r.add_argument("model")
     r.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
@@ -243,6 +248,19 @@ def _train_parser(t: argparse.ArgumentParser) -> None:
     t.add_argument("--batch-size", type=_positive, help="override the spec's batch_size")
     t.add_argument("--seed", type=_non_negative, default=0)
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--init-from",
+        metavar="WEIGHTS",
+        help="start from these weights (.safetensors or a state_dict; default: the spec's "
+        "init_from)",
+    )
+    t.add_argument(
+        "--allow-missing",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="keys (globs) that --init-from may lack or give another shape: a replaced head",
+    )
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument(
         "--export-onnx", action="store_true", help="write model.onnx from the best weights"
@@ -269,6 +287,23 @@ def _train_parser(t: argparse.ArgumentParser) -> None:
         help="language models on .txt: UTF-8 bytes, or BPE trained on the text "
         "(default: the spec's tokenizer setting)",
     )
+
+
+def _weights_parser(w: argparse.ArgumentParser) -> None:
+    actions = w.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    m = actions.add_parser(
+        "map",
+        help="rename a checkpoint of another layout to the spec's keys, by module order and shape",
+        description="Rename the tensors of a checkpoint in another layout to the spec's "
+        "state_dict keys, matching them by module order and shape; prints the mapping and "
+        "refuses ambiguities.",
+    )
+    m.add_argument("spec", help="the .dl file")
+    m.add_argument("weights", help="a .safetensors file or a torch state_dict")
+    m.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="the .safetensors to write"
+    )
+    m.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
 
 
 def _generate_parser(g: argparse.ArgumentParser) -> None:

@@ -159,6 +159,8 @@ def cmd_train(args) -> int:
             params=_params(args.param),
             columns=_columns(args.columns),
             tokenizer=args.tokenizer,
+            init_from=args.init_from,
+            allow_missing=args.allow_missing,
         )
     )
 
@@ -244,6 +246,13 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def cmd_weights(args) -> int:
+    from dslc.runtime.weights_map import map_weights
+
+    print("\n".join(map_weights(_load(args), args.weights, args.output)))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Any], int]] = {
     "check": cmd_check,
     "summary": cmd_summary,
@@ -252,6 +261,7 @@ COMMANDS: dict[str, Callable[[Any], int]] = {
     "train": cmd_train,
     "generate": cmd_generate,
     "run": cmd_run,
+    "weights": cmd_weights,
 }
 
 

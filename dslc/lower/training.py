@@ -10,6 +10,7 @@ from dslc.diagnostics import Diagnostics, SpecError
 from dslc.frontend import ast
 from dslc.ir.graph import Graph, LossTerm, Training, Value
 from dslc.ir.limits import check_weight
+from dslc.lower import finetune
 from dslc.lower.binding import Arg, bind
 from dslc.lower.elaborate import Elaborator
 from dslc.lower.scope import POISON, Frame, Poisoned, Scope
@@ -119,6 +120,10 @@ def _cross_checks(t: Training, seen: dict[str, ast.Stmt], diags: Diagnostics) ->
             "accuracy comes from cross_entropy or nll with class-index (integer) targets; "
             'monitor "val_loss" instead',
         )
+    try:
+        finetune.check(t.settings, {k: s.span for k, s in seen.items()})
+    except SpecError as err:
+        diags.error(err.span, err.message, err.hint)
     if t.schedule and t.optimizer:
         op, attrs, span = t.schedule
         try:
@@ -159,6 +164,8 @@ def _statement(
                 t.optimizer = _call_setting(el, stmt.value, "optimizer")  # type: ignore[assignment]
             elif key == "schedule":
                 t.schedule = _call_setting(el, stmt.value, "schedule")
+            elif key in finetune.SETTINGS:
+                finetune.setting(el, stmt, graph, model_scope, t.settings)
             elif key in SETTINGS or key in TEXT_SETTINGS:
                 if key in TEXT_SETTINGS and not graph.token_inputs():
                     raise SpecError(
@@ -172,7 +179,7 @@ def _statement(
                 value = el.eval(stmt.value, model_scope, Frame())
                 t.settings[key] = (SETTINGS | TEXT_SETTINGS)[key].coerce(None, value)
             else:
-                names = [*SPECIAL, *SETTINGS, *TEXT_SETTINGS]
+                names = [*SPECIAL, *SETTINGS, *TEXT_SETTINGS, *finetune.SETTINGS]
                 hint = suggest(key, names) or f"settings: {', '.join(names)}"
                 raise SpecError(f"unknown train setting '{key}'", hint, stmt.span)
         case _:

@@ -7,7 +7,7 @@ comes from its op's registry entry (torch_module, torch_layer, torch_call)."""
 
 from __future__ import annotations
 
-from dslc.backends.torch import fmt
+from dslc.backends.torch import fmt, optim_groups
 from dslc.backends.torch.classes import ClassInfo, Writer
 from dslc.backends.torch.inits import weight_init
 from dslc.backends.torch.pynames import MODULE_NAMES, RESERVED, class_name
@@ -90,6 +90,7 @@ def _header(g: Graph) -> list[str]:
         '"""',
         "",
         *(["import math", ""] if needs_math(g) else []),
+        *optim_groups.imports(g),
         "import torch",
         "import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)",
         "from torch import nn",

@@ -4,7 +4,7 @@ METRICS, TRAINING) that `dslc train` reads."""
 
 from __future__ import annotations
 
-from dslc.backends.torch import fmt
+from dslc.backends.torch import fmt, optim_groups
 from dslc.backends.torch.pynames import variable
 from dslc.ir.graph import Graph, Training, Value
 from dslc.ir.types import DTYPES
@@ -19,7 +19,9 @@ def factories(g: Graph) -> list[str]:
     if t is None:
         return []
     out = _loss_class(t, _loss_params(g, t)) + ["", "", "def create_loss():", "    return Loss()"]
-    if t.optimizer:
+    if t.optimizer and optim_groups.grouped(t):
+        out += optim_groups.create_optimizer(g, t)
+    elif t.optimizer:
         op, attrs, span = t.optimizer
         out += [
             "",
@@ -142,6 +144,8 @@ def needs_math(g: Graph) -> bool:
 
 
 def _literal(v) -> str:
+    if isinstance(v, tuple):  # patterns of the fine-tuning settings
+        return _tuple([_literal(x) for x in v])
     return f'"{v}"' if isinstance(v, str) else repr(v)
 
 
@@ -172,7 +176,11 @@ def tables(g: Graph) -> list[str]:
             *fmt.wrap(f"METRICS = {_metrics(t, params)}", 0, _metrics_comment(t)),
             *_ignored(t, params),
             "TRAINING = {",
-            *(f"    {_literal(k)}: {_literal(v)}," for k, v in sorted(t.settings.items())),
+            *(
+                f"    {_literal(k)}: {_literal(v)},"
+                for k, v in sorted(t.settings.items())
+                if k not in optim_groups.OPTIMIZER_SETTINGS
+            ),
             "}",
         ]
     return lines

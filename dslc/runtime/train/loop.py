@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from dslc.runtime.train import checkpoint, distributed, report
+from dslc.runtime.train import checkpoint, distributed, finetune, report
 from dslc.runtime.train.contract import Contract
 from dslc.runtime.train.data import Dataset
 
@@ -66,6 +66,8 @@ class Trainer:
         self.train, self.val = train, val
         torch.manual_seed(s.seed)  # the initializers draw from it, as in create_model's docs
         self.module = c.create_model().to(device)
+        t = c.training
+        self.freezer = finetune.Freezer(self.module, t.get("freeze", ()), t.get("unfreeze_at"))
         self.model = distributed.wrap(self.module, world, device)
         self.loss_fn = c.create_loss().to(device)
         self.optimizer = c.create_optimizer(self.module)
@@ -100,7 +102,7 @@ class Trainer:
         bar = report.Progress(
             self.pos.epoch, self.s.epochs, self.steps, self.pos.step, self.world.main
         )
-        self.model.train()
+        self.freezer.train(self.model, self.pos.epoch)
         try:
             for step in range(self.pos.step, self.steps):
                 index = order[step * self.s.batch_size : (step + 1) * self.s.batch_size]
@@ -229,7 +231,7 @@ class Trainer:
                 output, target = self.c.metrics["accuracy"]
                 hits, n = accuracy(values[output], values[target], self.c.ignore.get(target))
                 right, counted = right + hits, counted + n
-        self.module.train()
+        self.freezer.train(self.module, self.pos.epoch)
         return total / len(self.val), (right / counted if counted else None)
 
     # -- checkpoints -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 
 from dslc.api import Spec, load
 from dslc.errors import DslcError
-from dslc.runtime.train import checkpoint, data, distributed, report, text, tokenizer
+from dslc.runtime.train import checkpoint, data, distributed, finetune, report, text, tokenizer
 from dslc.runtime.train.contract import Contract, contract
 from dslc.runtime.train.loop import Settings, Trainer
 
@@ -33,6 +33,8 @@ class Options:
     params: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, list[str]] = field(default_factory=dict)
     tokenizer: str | None = None  # language models: bytes or bpe (None: the spec's setting)
+    init_from: str | None = None  # weights to start from (None: the spec's init_from)
+    allow_missing: list[str] = field(default_factory=list)
 
 
 def train(opts: Options) -> int:
@@ -62,6 +64,12 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
             "data-parallel training needs the loss terms reduced alike (all mean or all sum)",
             hint="give every loss term the same reduction=, or train in one process",
         )
+    if world.distributed and c.training.get("unfreeze_at"):
+        raise DslcError(
+            "unfreeze_at is not supported under torchrun yet: DistributedDataParallel fixes "
+            "at its start which parameters have gradients",
+            hint="train in one process, or drop unfreeze_at",
+        )
     if settings.monitor == "val_accuracy" and (val_set is None or not c.metrics):
         raise DslcError("the spec monitors val_accuracy, which needs validation data and a metric")
     _prepare_out(opts, world)
@@ -71,6 +79,8 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
     trainer = Trainer(c, settings, world, device, train_set, val_set)
     if opts.resume:
         _resume(trainer, opts.out, settings)
+    elif start := _init_from(spec, c, opts):
+        report.say(finetune.init_from(trainer.module, start, _allowed(c, opts), c.name))
     if world.main:
         report.say(_banner(spec, c, settings, len(train_set), val_set, world))
     stopped = trainer.run()
@@ -96,6 +106,22 @@ def _settings(c: Contract, opts: Options) -> Settings:
         checkpoint_every=opts.checkpoint_every,
         monitor="train_loss" if monitor == "val_loss" and _no_val(opts) else monitor,
     )
+
+
+def _init_from(spec: Spec, c: Contract, opts: Options) -> Path | None:
+    """--init-from (relative to the current folder), else the spec's init_from (relative to
+    the spec's folder)."""
+    if opts.init_from:
+        return Path(opts.init_from)
+    written = c.training.get("init_from")
+    if written is None:
+        return None
+    folder = Path(opts.spec).parent if opts.spec != "-" else Path()
+    return folder / written
+
+
+def _allowed(c: Contract, opts: Options) -> tuple[str, ...]:
+    return (*c.training.get("allow_missing", ()), *opts.allow_missing)
 
 
 def _no_val(opts: Options) -> bool:
