@@ -191,6 +191,24 @@ def _train_parser(t: argparse.ArgumentParser) -> None:
     t.add_argument("--batch-size", type=_positive, help="override the spec's batch_size")
     t.add_argument("--seed", type=_non_negative, default=0)
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="--resume even with another spec, --param values or data than the run's",
+    )
+    t.add_argument(
+        "--accumulate",
+        type=_positive,
+        default=1,
+        metavar="K",
+        help="add up the gradients of K batches per optimizer step (a K times larger batch)",
+    )
+    t.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="mixed precision: bf16 autocast (CPU, CUDA), fp16 autocast with loss scaling (CUDA)",
+    )
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument(
         "--export-onnx", action="store_true", help="write model.onnx from the best weights"
