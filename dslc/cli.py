@@ -149,6 +149,27 @@ def cmd_train(args) -> int:
     )
 
 
+def cmd_eval(args) -> int:
+    from dslc.runtime.train.evaluate import Options, evaluate
+
+    text, written = evaluate(
+        Options(
+            spec=args.spec,
+            weights=args.weights,
+            data=args.data,
+            params=_params(args.param),
+            columns=_columns(args.columns),
+            batch_size=args.batch_size,
+            confusion=args.confusion,
+            precision=args.precision,
+        )
+    )
+    print(text)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def _columns(items: list[str]) -> dict[str, list[str]]:
     """--columns NAME=COL,COL: the CSV columns that feed array NAME, in order."""
     out: dict[str, list[str]] = {}
@@ -235,6 +256,7 @@ COMMANDS: dict[str, Callable[[Any], int]] = {
     "compile": cmd_compile,
     "verify": cmd_verify,
     "train": cmd_train,
+    "eval": cmd_eval,
     "generate": cmd_generate,
     "run": cmd_run,
 }

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from dslc.runtime.train import checkpoint, distributed, metrics, precision, report
+from dslc.runtime.train import board, checkpoint, distributed, metrics, precision, report
 from dslc.runtime.train.contract import Contract
 from dslc.runtime.train.data import Dataset
 
@@ -83,6 +83,7 @@ class Trainer:
         self.pos = Position()
         self.signal: int | None = None
         self.log = report.MetricsLog(s.out)
+        self.board = board.Board(s.out)
         self.scaler = precision.scaler(s.precision, device)
         # reduce-on-plateau steps once an epoch, on the monitored value; others once a step
         self.per_epoch_schedule = c.schedule_steps == "epoch"
@@ -100,6 +101,7 @@ class Trainer:
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+            self.board.close()
         return None
 
     def _epoch(self) -> bool:
@@ -149,7 +151,7 @@ class Trainer:
         if self.scaler is not None:
             objective = self.scaler.scale(objective)
         objective.backward()
-        return self._total(loss, len(part))
+        return metrics.batch_total(self.c, loss, len(part))
 
     def _optimizer_step(self) -> None:
         clip = self.c.training["grad_clip"]
@@ -177,10 +179,6 @@ class Trainer:
         data = loss * (k if self.c.reduction == "sum" else share * k)
         return data if penalty is None else data + penalty * (share * k)
 
-    def _total(self, loss: torch.Tensor, examples: int) -> float:
-        """The batch's loss summed over its examples (a batch mean times the examples)."""
-        return loss.item() if self.c.reduction == "sum" else loss.item() * examples
-
     def _count(self, loss_sum: float, examples: int) -> None:
         (loss_sum,) = self.world.sum([loss_sum], self.device)
         self.pos.loss_sum += loss_sum
@@ -199,9 +197,7 @@ class Trainer:
 
     def _loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any, dict]:
         """The spec's loss on a batch, its penalty (None without one), and every named tensor."""
-        outputs = model(*(batch[k] for k in self.c.inputs))
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        values = {**batch, **dict(zip(self.c.outputs, outputs, strict=True))}
+        values = metrics.forward(self.c, model, batch)
         loss = self.loss_fn(*(values[k] for k in self.c.loss_inputs))
         return loss, self.c.penalty(self.module), values
 
@@ -231,6 +227,7 @@ class Trainer:
             self.scheduler.step(row[self.s.monitor])
         if self.world.main:
             self.log.append(row)
+            self.board.add(row)
             report.say(report.summary(row, self.s.epochs, self.pos.examples / max(seconds, 1e-9)))
             if improved:
                 self._save_weights("best.safetensors", row)
@@ -252,22 +249,21 @@ class Trainer:
         self.pos.stopped_early = patience is not None and self.pos.bad_epochs >= patience
         return improved
 
-    @torch.no_grad()
     def validate(self) -> tuple[float | None, dict[str, float | None]]:
         """The mean loss over the validation set, and the metrics (metrics.py) by name."""
         if self.val is None:
             return None, {}
-        self.module.eval()
-        total, meter = 0.0, metrics.Meter(self.c)
-        for start in range(0, len(self.val), self.s.batch_size):
-            batch = self._to_device(self.val.take(slice(start, start + self.s.batch_size)))
-            with precision.autocast(self.s.precision, self.device):
-                loss, _, values = self._loss(self.module, batch)
-                examples = len(next(iter(batch.values())))
-                total += self._total(loss, examples)
-                meter.add(values, examples)
+        loss, meter = metrics.evaluate(
+            self.c,
+            self.module,
+            self.loss_fn,
+            self.val,
+            self.s.batch_size,
+            self.device,
+            lambda: precision.autocast(self.s.precision, self.device),
+        )
         self.module.train()
-        return total / len(self.val), meter.results()
+        return loss, meter.results()
 
     # -- checkpoints -----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ of up to MAX_CLASSES classes; F1 is left out beyond."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -79,6 +80,42 @@ class Meter:
         for key, confusion in self.confusion.items():
             out[f"macro_f1{key.removeprefix('accuracy')}"] = macro_f1(confusion)
         return dict(sorted(out.items()))
+
+
+def forward(c: Contract, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every named tensor of a batch: its inputs and targets, and the model's outputs."""
+    outputs = model(*(batch[k] for k in c.inputs))
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return {**batch, **dict(zip(c.outputs, outputs, strict=True))}
+
+
+def batch_total(c: Contract, loss: torch.Tensor, examples: int) -> float:
+    """The batch's loss summed over its examples (a batch mean times the examples)."""
+    return loss.item() if c.reduction == "sum" else loss.item() * examples
+
+
+@torch.no_grad()
+def evaluate(
+    c: Contract,
+    module: Any,
+    loss_fn: Any,
+    data: Any,
+    batch_size: int,
+    device: Any,
+    autocast: Callable[[], Any],
+) -> tuple[float, Meter]:
+    """The loss per example over a data set (penalties left out) and its metrics, in eval
+    mode, batch by batch; `autocast()` gives the context each forward pass runs in."""
+    module.eval()
+    total, meter = 0.0, Meter(c)
+    for start in range(0, len(data), batch_size):
+        batch = {k: t.to(device) for k, t in data.take(slice(start, start + batch_size)).items()}
+        examples = len(next(iter(batch.values())))
+        with autocast():
+            values = forward(c, module, batch)
+            total += batch_total(c, loss_fn(*(values[k] for k in c.loss_inputs)), examples)
+            meter.add(values, examples)
+    return total / len(data), meter
 
 
 def _float(t: torch.Tensor) -> torch.Tensor:
