@@ -139,3 +139,12 @@ def test_labels_out_of_the_loss_range_are_found_before_training(
     assert code == 1 and "Traceback" not in err
     assert f"bad.npz: array 'y' {shown} at index 10" in err
     assert f"has {classes} classes, 0 to {classes - 1}" in err
+
+
+def test_a_damaged_record_is_refused_not_a_traceback(run, capsys):
+    tmp, spec, data, val = run
+    (tmp / "run" / "experiment.json").write_text('{"spec": "edited", "data": 3, "forced": 1}')
+    capsys.readouterr()
+    assert resume(run, "--val", val, "--param", "classes=3") == 1
+    assert "does not read as an experiment record" in capsys.readouterr().err
+    assert resume(run, "--force-resume", "--val", val, "--param", "classes=3", "--epochs", "2") == 0

@@ -136,15 +136,19 @@ def _data(fp: dict[str, Any] | None) -> str:
     return f"{fp['given']} ({short})"
 
 
-def check_resume(out: Path, now: dict[str, Any], force: bool, say: Any) -> None:
+def check_resume(out: Path, now: dict[str, Any], force: bool, say: Any, write: bool) -> None:
     """Refuse to resume the run in `out` into another experiment, unless `force`; with force,
-    warn about each change and record it."""
+    warn about each change and (when `write`) record it."""
     then = load(out)
     if then is None:
         say(f"warning: {out} records no experiment ({FILE}); resuming unchecked")
-        save(out, now)
+        if write:
+            save(out, now)
         return
-    found = changes(then, now)
+    try:
+        found = changes(then, now)
+    except (KeyError, TypeError, AttributeError, IndexError):  # edited by hand, or torn
+        found = [f"{out / FILE} does not read as an experiment record"]
     if then.get("dslc_version") != __version__:
         say(f"note: {out} was started by dslc {then.get('dslc_version')}, this is {__version__}")
     if not found:
@@ -158,5 +162,7 @@ def check_resume(out: Path, now: dict[str, Any], force: bool, say: Any) -> None:
         )
     for change in found:
         say(f"warning: --force-resume: {change}")
-    history = [*then.get("forced", []), {"changes": found}]
-    save(out, {**now, "forced": history})
+    if write:
+        forced = then.get("forced")
+        history = [*(forced if isinstance(forced, list) else []), {"changes": found}]
+        save(out, {**now, "forced": history})

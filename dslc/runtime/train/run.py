@@ -79,8 +79,7 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
         raise DslcError("the spec monitors val_accuracy, which needs validation data and a metric")
     precision.check(opts.precision, device)
     _prepare_out(opts, world)
-    if world.main:
-        _record(spec, opts)
+    _record(spec, opts, world.main)
     if tokens is not None and world.main:
         tokenizer.save(tokens.tokenizer, opts.out / tokenizer.FILE)
     _deterministic(device)
@@ -214,14 +213,16 @@ def _prepare_out(opts: Options, world: distributed.World) -> None:
             report.say(f"removed {path.name}, left by a write that was killed")
 
 
-def _record(spec: Spec, opts: Options) -> None:
-    """experiment.json: written when a run starts; on --resume, checked against it."""
+def _record(spec: Spec, opts: Options, main: bool) -> None:
+    """experiment.json: written when a run starts; on --resume, checked against it, by every
+    process (so that all refuse together), written and reported by the main one."""
     rec = experiment.record(
         opts.spec, spec.source, opts.params, opts.data, opts.val, opts.val_split
     )
     if opts.resume and (opts.out / checkpoint.STATE).exists():
-        experiment.check_resume(opts.out, rec, opts.force_resume, report.say)
-    elif not opts.resume:
+        say = report.say if main else (lambda _text: None)
+        experiment.check_resume(opts.out, rec, opts.force_resume, say, write=main)
+    elif not opts.resume and main:
         experiment.save(opts.out, rec)
 
 
