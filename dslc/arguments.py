@@ -83,6 +83,9 @@ EXAMPLES = {
       --out runs/digits --export-onnx
   dslc train specs/tiny_gpt.dl --data build/docs.txt --out runs/tiny --epochs 10
   dslc train specs/digits_cnn.dl --data train.npz --out runs/digits --resume""",
+    "eval": """examples:
+  dslc eval specs/digits_cnn.dl --weights runs/digits/best.safetensors --data test.npz
+  dslc eval specs/digits_cnn.dl --weights W --data test.npz --confusion build/confusion.png""",
     "generate": """examples:
   dslc generate --onnx runs/tiny/model.onnx --prompt "The model" --temperature 0.8 --top-k 20
   dslc generate specs/tiny_gpt.dl --weights runs/tiny/best.safetensors --prompt 'The'""",
@@ -178,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", help="keep model.py, weights.pt and model.onnx in this directory")
     v.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     _train_parser(spec_command("train", "train a spec's model on data files; see docs/training.md"))
+    _eval_parser(spec_command("eval", "the loss and metrics of trained weights on a data set"))
     _generate_parser(_command(sub, "generate", "text from a trained language model"))
     _weights_parser(_command(sub, "weights", "tools for weights files"))
     r = _command(sub, "run", "run an ONNX model in onnxruntime")
@@ -261,6 +265,24 @@ def _train_parser(t: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="keys (globs) that --init-from may lack or give another shape: a replaced head",
     )
+    t.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="--resume even with another spec, --param values or data than the run's",
+    )
+    t.add_argument(
+        "--accumulate",
+        type=_positive,
+        default=1,
+        metavar="K",
+        help="add up the gradients of K batches per optimizer step (a K times larger batch)",
+    )
+    t.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="mixed precision: bf16 autocast (CPU, CUDA), fp16 autocast with loss scaling (CUDA)",
+    )
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument(
         "--export-onnx", action="store_true", help="write model.onnx from the best weights"
@@ -304,6 +326,21 @@ def _weights_parser(w: argparse.ArgumentParser) -> None:
         "-o", "--output", required=True, metavar="FILE", help="the .safetensors to write"
     )
     m.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+
+
+def _eval_parser(e: argparse.ArgumentParser) -> None:
+    e.add_argument("--weights", required=True, help="e.g. runs/NAME/best.safetensors")
+    e.add_argument("--data", required=True, help="the test data, in dslc train's formats")
+    e.add_argument("--batch-size", type=_positive, help="default: the spec's batch_size")
+    e.add_argument(
+        "--confusion",
+        metavar="FILE.png",
+        help="classifiers: the confusion matrix's file (default: confusion.png beside --weights)",
+    )
+    e.add_argument(
+        "--columns", action="append", default=[], metavar="NAME=COL,COL", help="CSV columns"
+    )
+    e.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
 
 
 def _generate_parser(g: argparse.ArgumentParser) -> None:

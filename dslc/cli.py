@@ -151,7 +151,10 @@ def cmd_train(args) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             seed=args.seed,
-            resume=args.resume,
+            resume=args.resume or args.force_resume,
+            force_resume=args.force_resume,
+            accumulate=args.accumulate,
+            precision=args.precision,
             device=args.device,
             export_onnx=args.export_onnx,
             quantize=args.quantize,
@@ -163,6 +166,27 @@ def cmd_train(args) -> int:
             allow_missing=args.allow_missing,
         )
     )
+
+
+def cmd_eval(args) -> int:
+    from dslc.runtime.train.evaluate import Options, evaluate
+
+    text, written = evaluate(
+        Options(
+            spec=args.spec,
+            weights=args.weights,
+            data=args.data,
+            params=_params(args.param),
+            columns=_columns(args.columns),
+            batch_size=args.batch_size,
+            confusion=args.confusion,
+            precision=args.precision,
+        )
+    )
+    print(text)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
 
 
 def _columns(items: list[str]) -> dict[str, list[str]]:
@@ -259,6 +283,7 @@ COMMANDS: dict[str, Callable[[Any], int]] = {
     "compile": cmd_compile,
     "verify": cmd_verify,
     "train": cmd_train,
+    "eval": cmd_eval,
     "generate": cmd_generate,
     "run": cmd_run,
     "weights": cmd_weights,

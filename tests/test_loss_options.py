@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 import dslc
-from dslc.runtime.train.loop import accuracy
+from dslc.runtime.train.metrics import accuracy
 
 CLASSIFIER = """
 model M {{ input x: f32[N, 4]  output logits = x -> linear(3) }}

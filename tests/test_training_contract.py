@@ -88,9 +88,13 @@ def test_scheduler_and_settings(generated):
     scheduler = ns["create_scheduler"](optimizer, 10)
     assert (scheduler is None) == (spec.graph.training.schedule is None)
     if scheduler is not None:
+        per_epoch = ns.get("SCHEDULE_STEPS") == "epoch"  # reduce-on-plateau: on a metric
         for _ in range(3):
             optimizer.step()
-            scheduler.step()
+            if per_epoch:
+                scheduler.step(1.0)
+            else:
+                scheduler.step()
         assert all(g["lr"] >= 0 for g in optimizer.param_groups)
     settings = ns["TRAINING"]
     assert settings["batch_size"] > 0 and settings["epochs"] > 0

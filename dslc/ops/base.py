@@ -195,6 +195,9 @@ class OpDef:
     # Losses: with a class-index target the prediction's argmax is a class (accuracy is a
     # metric), and which arguments must be model outputs.
     classifies: ClassVar[bool] = False
+    # Losses: the prediction estimates the target's values (mse, l1, ...), so the error's mean
+    # absolute value and root mean square are metrics (dslc train and dslc eval report them).
+    regresses: ClassVar[bool] = False
     outputs_only: ClassVar[tuple[int, ...]] = ()
     # A fixed per-channel affine map in inference (batch norm): `inference_affine` gives its
     # scale and shift, and ir/fold.py folds it into an affine_axis layer before it.

@@ -107,14 +107,15 @@ def loss(name: str, torch_fn: str, doc: str, example: str, **body) -> None:
     )
 
 
-loss("mse", "mse_loss", "Mean squared error.", "mse(y_hat, y)")
-loss("l1", "l1_loss", "Mean absolute error.", "l1(y_hat, y)")
+loss("mse", "mse_loss", "Mean squared error.", "mse(y_hat, y)", regresses=True)
+loss("l1", "l1_loss", "Mean absolute error.", "l1(y_hat, y)", regresses=True)
 loss(
     "huber",
     "huber_loss",
     "Huber loss: 0.5 * d^2 where |d| < delta, else delta * (|d| - 0.5 * delta), for d = "
     "prediction - target.",
     "huber(y_hat, y, delta=1.0)",
+    regresses=True,
     attrs=(
         *Loss.attrs,
         Attr("delta", "float", 1.0, "where it turns from quadratic to linear", positive=True),
@@ -126,6 +127,7 @@ loss(
     "Smooth L1 (Fast R-CNN): 0.5 * d^2 / beta where |d| < beta, else |d| - 0.5 * beta; "
     "huber divided by beta.",
     "smooth_l1(box, box_target, beta=0.1)",
+    regresses=True,
     attrs=(
         *Loss.attrs,
         Attr(

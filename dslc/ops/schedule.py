@@ -21,6 +21,9 @@ class Schedule(OpDef):
     family = "schedule"
     inputs = ()
     needs_math = False  # the generated module imports math
+    # When the schedule steps: once per optimizer "step", or once per "epoch" with the
+    # monitored metric (the generated module says so in SCHEDULE_STEPS).
+    steps: str = "step"
 
     def check(self, a: dict[str, Any], epochs: int, lr: float) -> None:
         """Checks against the epochs setting and the optimizer's learning rate."""
@@ -177,4 +180,41 @@ class OneCycle(Schedule):
             f"return {LR_SCHEDULER}.OneCycleLR(",
             f"    optimizer, max_lr={max_lr!r}, total_steps={TOTAL}{extra}",
             ")",
+        ]
+
+
+@register
+class Plateau(Schedule):
+    name = "plateau"
+    doc = (
+        "Reduce on plateau (ReduceLROnPlateau): at the end of each epoch, when the monitored "
+        "metric (`monitor`) has not improved by more than threshold (relative) for patience "
+        "epochs, lr becomes max(lr * factor, min_lr), then waits cooldown epochs. It steps once "
+        "per epoch with the monitored value (SCHEDULE_STEPS), not once per optimizer step."
+    )
+    example = "schedule = plateau(factor=0.5, patience=3)"
+    attrs = (
+        Attr("factor", "float", 0.1, "what lr is multiplied by", positive=True, maximum=1.0),
+        Attr("patience", "int", 10, "epochs without improvement before a reduction", minimum=0),
+        Attr("threshold", "float", 1e-4, "the relative change that counts as better", minimum=0.0),
+        Attr("cooldown", "int", 0, "epochs to wait after a reduction", minimum=0),
+        Attr("min_lr", "float", 0.0, "the lowest learning rate", minimum=0.0),
+    )
+    steps = "epoch"
+
+    def check(self, a, epochs, lr):
+        if a["factor"] == 1.0:
+            raise SpecError("plateau: factor 1.0 never changes the learning rate")
+        if a["min_lr"] >= lr:
+            raise SpecError(
+                f"plateau: min_lr ({a['min_lr']}) must be below the optimizer's lr {lr}"
+            )
+
+    def torch_factory(self, a, lr):
+        extra = "".join(
+            f", {at.name}={a[at.name]!r}" for at in self.attrs if a[at.name] != at.default
+        )
+        return [
+            'mode = "max" if TRAINING["monitor"] == "val_accuracy" else "min"  # accuracy: higher',
+            f"return {LR_SCHEDULER}.ReduceLROnPlateau(optimizer, mode{extra})",
         ]

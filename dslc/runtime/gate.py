@@ -114,7 +114,7 @@ def _outputs(path: Path, c: Contract, arrays: dict) -> dict[str, np.ndarray]:
 def _metric(c: Contract, arrays: dict, outputs: dict, metric: str) -> float:
     import torch
 
-    from dslc.runtime.train.loop import accuracy
+    from dslc.runtime.train.metrics import accuracy
 
     values = {
         k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in {**arrays, **outputs}.items()

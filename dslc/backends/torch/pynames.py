@@ -13,7 +13,7 @@ import re
 # What the generated module defines or imports at its top level.
 MODULE_NAMES = frozenset(
     "torch nn F math INPUTS OUTPUTS TARGETS TOKENS LOSS_INPUTS METRICS TRAINING Loss "
-    "create_model create_loss create_optimizer create_scheduler penalty".split()
+    "create_model create_loss create_optimizer create_scheduler penalty SCHEDULE_STEPS".split()
 )
 RESERVED = frozenset(vars(builtins)) | MODULE_NAMES | {"self", "super"}
 

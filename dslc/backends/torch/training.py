@@ -90,9 +90,9 @@ def _scheduler(t: Training) -> list[str]:
     op, attrs, span = t.schedule
     lr = t.optimizer[1]["lr"] if t.optimizer else 0.0  # lower_training requires an optimizer
     body = op.torch_factory(attrs, lr)
+    when = "optimizer step" if op.steps == "step" else "epoch, on the metric"
     return head + [
-        f'    """The spec\'s {op.name} schedule (line {span.line}); step it once per optimizer '
-        'step."""',
+        f'    """The spec\'s {op.name} schedule (line {span.line}); step it once per {when}."""',
         *(f"    {line}".rstrip() for line in body),
     ]
 
@@ -175,6 +175,7 @@ def tables(g: Graph) -> list[str]:
             *fmt.wrap(f"LOSS_INPUTS = {_tuple([_literal(n) for _, n in params.values()])}", 0),
             *fmt.wrap(f"METRICS = {_metrics(t, params)}", 0, _metrics_comment(t)),
             *_ignored(t, params),
+            *_schedule_steps(t),
             "TRAINING = {",
             *(
                 f"    {_literal(k)}: {_literal(v)},"
@@ -184,6 +185,17 @@ def tables(g: Graph) -> list[str]:
             "}",
         ]
     return lines
+
+
+def _schedule_steps(t: Training) -> list[str]:
+    """SCHEDULE_STEPS, for a schedule stepped once per epoch on the monitored metric
+    (reduce-on-plateau); without it, create_scheduler's schedule steps once per optimizer step."""
+    if t.schedule is None or t.schedule[0].steps == "step":
+        return []
+    return [
+        "# step the schedule once per epoch: scheduler.step(monitored value)",
+        'SCHEDULE_STEPS = "epoch"',
+    ]
 
 
 def _ignored(t: Training, params: dict[int, tuple[str, str]]) -> list[str]:

@@ -11,6 +11,11 @@ export.py      ONNX from the trained weights, with a parity check
 run.py         the command: options in, a run directory out
 text.py        text for language models: tokens, windows, the held-out end
 tokenizer.py   bytes and BPE tokenizers, tokenizer.json
+experiment.py  experiment.json: what a run is; --resume refuses another experiment
+precision.py   --precision: bf16 / fp16 autocast, the fp16 grad scaler
+metrics.py     validation metrics (accuracy, top-5, macro F1, MAE/RMSE, per-output losses)
+evaluate.py    dslc eval: metrics of trained weights on a data set, the confusion matrix
+board.py       TensorBoard event files, when the tensorboard package is installed
 
 `Options` and `train` are imported on first use: the runtime needs torch, but the tokenizers
 and text readers do not, and `dslc generate --onnx` uses them without it.

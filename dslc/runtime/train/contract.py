@@ -7,7 +7,7 @@ loss is a batch mean or a batch sum."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dslc.api import Spec
@@ -33,6 +33,13 @@ class Contract:
     reduction: str  # how the loss reduces over the batch: "mean", "sum" or "mixed"
     tokens: dict[str, int]  # integer inputs read by an embedding -> vocabulary (language models)
     ignore: dict[str, int]  # class-index target -> the value that counts for nothing (padding)
+    schedule_steps: str = "step"  # when create_scheduler's schedule steps: each "step" or "epoch"
+    # A loss of several terms: each term on its own, unweighted, by name (loss_<output>), as
+    # (a function giving the batch's total, the names of the tensors it takes); empty for a
+    # loss of one term.
+    terms: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = field(default_factory=dict)
+    # Regression terms (mse, l1, huber, smooth_l1): prediction -> target, for MAE and RMSE.
+    regressions: dict[str, str] = field(default_factory=dict)
 
     def override(self, key: str, value: Any) -> None:
         """A setting from the command line, recorded where the run's settings are read."""
@@ -87,6 +94,9 @@ def contract(spec: Spec) -> Contract:
         reduction=_reduction(spec),
         tokens=dict(ns.get("TOKENS", {})),
         ignore=dict(ns.get("IGNORE_INDEX", {})),
+        schedule_steps=ns.get("SCHEDULE_STEPS", "step"),
+        terms=_terms(spec, ns),
+        regressions=_regressions(spec),
     )
 
 
@@ -97,3 +107,45 @@ def _reduction(spec: Spec) -> str:
     terms = training.loss if training else []
     kinds = {"sum" if t.attrs.get("reduction") == "sum" else "mean" for t in terms}  # batchmean
     return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _spec_names(spec: Spec) -> dict[int, str]:
+    """Each value a loss term can read -> its name in INPUTS, OUTPUTS or TARGETS."""
+    g, training = spec.graph, spec.graph.training
+    names = {id(v): v.name for v in g.inputs} | {id(v): k for k, v in g.outputs.items()}
+    return names | {id(v): v.name for v in (training.targets if training else [])}
+
+
+def _terms(spec: Spec, ns: dict[str, Any]) -> dict[str, tuple[Callable[..., Any], tuple[str, ...]]]:
+    """Per-output losses for metrics.jsonl: each term's PyTorch call, written by its op (the
+    same code as in the generated Loss.forward), made a function of its tensors that gives
+    the batch's total."""
+    training = spec.graph.training
+    terms = training.loss if training else []
+    if len(terms) < 2:
+        return {}
+    names = _spec_names(spec)
+    found: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {}
+    for term in terms:
+        args = tuple(names[id(v)] for v in term.inputs)
+        key = (
+            f"loss_{args[0]}"
+            if f"loss_{args[0]}" not in found
+            else f"loss_{args[0]}_{term.op.name}"
+        )
+        while key in found:
+            key += "_"
+        params = [f"t{i}" for i in range(len(args))]
+        call = term.op.torch_call(term, params, None)
+        if term.attrs.get("reduction") != "sum":  # a batch mean: times the examples
+            call = f"({call}) * t0.shape[0]"
+        fn = eval(f"lambda {', '.join(params)}: {call}", {"F": ns["F"], "torch": ns["torch"]})
+        found[key] = (fn, args)
+    return found
+
+
+def _regressions(spec: Spec) -> dict[str, str]:
+    training = spec.graph.training
+    names = _spec_names(spec)
+    terms = [t for t in (training.loss if training else []) if t.op.regresses]
+    return {names[id(t.inputs[0])]: names[id(t.inputs[1])] for t in terms}

@@ -19,7 +19,15 @@ from typing import Any
 
 import torch
 
-from dslc.runtime.train import checkpoint, distributed, finetune, report
+from dslc.runtime.train import (
+    board,
+    checkpoint,
+    distributed,
+    finetune,
+    metrics,
+    precision,
+    report,
+)
 from dslc.runtime.train.contract import Contract
 from dslc.runtime.train.data import Dataset
 
@@ -50,6 +58,13 @@ class Settings:
     out: Path
     checkpoint_every: int | None = None
     monitor: str = "val_loss"
+    accumulate: int = 1  # micro-batches of batch_size whose gradients make one optimizer step
+    precision: str = "fp32"  # precision.CHOICES
+
+    @property
+    def step_examples(self) -> int:
+        """Examples per optimizer step: the batch size times the micro-batches accumulated."""
+        return self.batch_size * self.accumulate
 
 
 class Trainer:
@@ -71,13 +86,17 @@ class Trainer:
         self.model = distributed.wrap(self.module, world, device)
         self.loss_fn = c.create_loss().to(device)
         self.optimizer = c.create_optimizer(self.module)
-        self.steps = math.ceil(len(train) / s.batch_size)
+        self.steps = math.ceil(len(train) / s.step_examples)
         self.scheduler = c.create_scheduler(self.optimizer, self.steps, s.epochs)
         self.generator = torch.Generator().manual_seed(s.seed)
         self.shuffle_state = self.generator.get_state()
         self.pos = Position()
         self.signal: int | None = None
         self.log = report.MetricsLog(s.out)
+        self.board = board.Board(s.out)
+        self.scaler = precision.scaler(s.precision, device)
+        # reduce-on-plateau steps once an epoch, on the monitored value; others once a step
+        self.per_epoch_schedule = c.schedule_steps == "epoch"
         self.sleep = float(os.environ.get(STEP_SLEEP_ENV, "0") or 0)
 
     # -- the loop --------------------------------------------------------------------------
@@ -92,6 +111,7 @@ class Trainer:
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+            self.board.close()
         return None
 
     def _epoch(self) -> bool:
@@ -105,7 +125,8 @@ class Trainer:
         self.freezer.train(self.model, self.pos.epoch)
         try:
             for step in range(self.pos.step, self.steps):
-                index = order[step * self.s.batch_size : (step + 1) * self.s.batch_size]
+                size = self.s.step_examples
+                index = order[step * size : (step + 1) * size]
                 self._count(self._step(index), len(index))
                 self.pos.step, self.pos.global_step = step + 1, self.pos.global_step + 1
                 bar.update(self.pos.loss_sum / self.pos.examples, self._rate(start))
@@ -117,36 +138,56 @@ class Trainer:
         return True
 
     def _step(self, index: torch.Tensor) -> float:
-        """One optimizer step on a global batch; returns this rank's summed example losses."""
+        """One optimizer step on a global batch (of `accumulate` micro-batches, whose gradients
+        add up); returns this rank's summed example losses."""
         local = self.world.shard(index)
-        share = len(local) / len(index)
-        if len(local) == 0:  # a last batch smaller than the world: take part, add nothing
-            local, share = index[:1], 0.0
-        batch = self._to_device(self.train.take(local))
-        loss, penalty, _ = self._loss(self.model, batch)
-        objective = self._objective(loss, penalty, share)
+        counted = len(local) > 0
+        if not counted:  # a last batch smaller than the world: take part, add nothing
+            local = index[:1]
         self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for part in local.split(self.s.batch_size):
+            share = len(part) / len(index) if counted else 0.0
+            total += self._backward(part, share)
+        self._optimizer_step()
+        return total if counted else 0.0
+
+    def _backward(self, part: torch.Tensor, share: float) -> float:
+        """Forward and backward on one micro-batch holding `share` of the global batch."""
+        batch = self._to_device(self.train.take(part))
+        with precision.autocast(self.s.precision, self.device):
+            loss, penalty, _ = self._loss(self.model, batch)
+        objective = self._objective(loss, penalty, share)
+        if self.scaler is not None:
+            objective = self.scaler.scale(objective)
         objective.backward()
-        if self.c.training["grad_clip"] is not None:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.c.training["grad_clip"])
-        self.optimizer.step()
-        if self.scheduler is not None:
+        return metrics.batch_total(self.c, loss, len(part))
+
+    def _optimizer_step(self) -> None:
+        clip = self.c.training["grad_clip"]
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skipped when the gradients overflowed
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.scheduler is not None and not self.per_epoch_schedule:
             self.scheduler.step()
-        return self._total(loss, len(local)) if share else 0.0
 
     def _objective(self, loss: torch.Tensor, penalty: Any, share: float) -> torch.Tensor:
-        """What this rank differentiates. DistributedDataParallel averages gradients over the
-        K ranks, so a rank holding `share` of the global batch scales a batch-mean loss by
-        share * K and a batch-sum loss by K; the penalty, counted once, like a mean."""
-        if not self.world.distributed:
+        """What this rank differentiates for a micro-batch holding `share` of the global
+        batch, so that the gradients summed over micro-batches and averaged over the K ranks
+        (DistributedDataParallel) are the global batch's: a batch-mean loss is scaled by
+        share * K, a batch-sum loss by K; the penalty, counted once, like a mean. One process
+        without accumulation: share 1, K 1, the loss as it is."""
+        if not self.world.distributed and share == 1.0:
             return loss if penalty is None else loss + penalty
-        k = self.world.size
+        k = self.world.size if self.world.distributed else 1
         data = loss * (k if self.c.reduction == "sum" else share * k)
         return data if penalty is None else data + penalty * (share * k)
-
-    def _total(self, loss: torch.Tensor, examples: int) -> float:
-        """The batch's loss summed over its examples (a batch mean times the examples)."""
-        return loss.item() if self.c.reduction == "sum" else loss.item() * examples
 
     def _count(self, loss_sum: float, examples: int) -> None:
         (loss_sum,) = self.world.sum([loss_sum], self.device)
@@ -166,9 +207,7 @@ class Trainer:
 
     def _loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any, dict]:
         """The spec's loss on a batch, its penalty (None without one), and every named tensor."""
-        outputs = model(*(batch[k] for k in self.c.inputs))
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        values = {**batch, **dict(zip(self.c.outputs, outputs, strict=True))}
+        values = metrics.forward(self.c, model, batch)
         loss = self.loss_fn(*(values[k] for k in self.c.loss_inputs))
         return loss, self.c.penalty(self.module), values
 
@@ -181,20 +220,24 @@ class Trainer:
     # -- the end of an epoch ---------------------------------------------------------------
 
     def _end_epoch(self, seconds: float) -> None:
-        val_loss, val_accuracy = self.validate()
+        val_loss, measured = self.validate()
         row = {
             "epoch": self.pos.epoch + 1,
             "step": self.pos.global_step,
             "train_loss": self.pos.loss_sum / max(self.pos.examples, 1),
             "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
+            "val_accuracy": measured.get("accuracy"),
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": round(seconds, 3),
+            **{f"val_{k}": v for k, v in measured.items() if k != "accuracy"},
         }
         row = self.world.from_main(row)  # one decision for every rank
         improved = self._monitor(row)
+        if self.per_epoch_schedule and self.scheduler is not None:
+            self.scheduler.step(row[self.s.monitor])
         if self.world.main:
             self.log.append(row)
+            self.board.add(row)
             report.say(report.summary(row, self.s.epochs, self.pos.examples / max(seconds, 1e-9)))
             if improved:
                 self._save_weights("best.safetensors", row)
@@ -216,23 +259,21 @@ class Trainer:
         self.pos.stopped_early = patience is not None and self.pos.bad_epochs >= patience
         return improved
 
-    @torch.no_grad()
-    def validate(self) -> tuple[float | None, float | None]:
-        """The mean loss over the validation set, and the accuracy when the spec has one."""
+    def validate(self) -> tuple[float | None, dict[str, float | None]]:
+        """The mean loss over the validation set, and the metrics (metrics.py) by name."""
         if self.val is None:
-            return None, None
-        self.module.eval()
-        total, right, counted = 0.0, 0.0, 0
-        for start in range(0, len(self.val), self.s.batch_size):
-            batch = self._to_device(self.val.take(slice(start, start + self.s.batch_size)))
-            loss, _, values = self._loss(self.module, batch)
-            total += self._total(loss, len(next(iter(batch.values()))))
-            if "accuracy" in self.c.metrics:  # the first classifier's; later ones unreported
-                output, target = self.c.metrics["accuracy"]
-                hits, n = accuracy(values[output], values[target], self.c.ignore.get(target))
-                right, counted = right + hits, counted + n
+            return None, {}
+        loss, meter = metrics.evaluate(
+            self.c,
+            self.module,
+            self.loss_fn,
+            self.val,
+            self.s.batch_size,
+            self.device,
+            lambda: precision.autocast(self.s.precision, self.device),
+        )
         self.freezer.train(self.module, self.pos.epoch)
-        return total / len(self.val), (right / counted if counted else None)
+        return loss, meter.results()
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -251,7 +292,9 @@ class Trainer:
                 "batch_size": self.s.batch_size,
                 "seed": self.s.seed,
                 "epochs": self.s.epochs,
+                "accumulate": self.s.accumulate,
             },
+            "scaler": self.scaler.state_dict() if self.scaler else None,
         }
         self._save_weights("last.safetensors", None)
         checkpoint.save_state(self.s.out, state)
@@ -279,6 +322,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state["scheduler"] is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
             checkpoint.restore_rng(state["rng"])
             self.generator.set_state(state["rng"]["shuffle"])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
@@ -325,16 +370,3 @@ def _is(value: Any, kind: str) -> bool:
         "float | None": value is None or number,
         "bool": isinstance(value, bool),
     }[kind]
-
-
-def accuracy(
-    logits: torch.Tensor, target: torch.Tensor, ignore: int | None = None
-) -> tuple[float, int]:
-    """Examples whose argmax over the class dim (1) equals the target, and the count; targets
-    equal to `ignore` (the loss's ignore_index) are not counted."""
-    predicted = logits.argmax(dim=1)
-    if predicted.shape != target.shape:  # class dim last, as in (N, T, V) language models
-        predicted = logits.argmax(dim=-1)
-    counted = target != ignore if ignore is not None else torch.ones_like(target, dtype=torch.bool)
-    hits = ((predicted == target) & counted).sum().item()
-    return float(hits), int(counted.sum().item())

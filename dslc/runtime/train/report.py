@@ -68,7 +68,7 @@ class MetricsLog:
 
     def append(self, row: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({k: row.get(k) for k in FIELDS}) + "\n")
+            f.write(json.dumps(_ordered(row)) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -111,35 +111,47 @@ def _row(line: str) -> tuple[dict[str, Any] | None, str]:
     epoch = row.get("epoch")
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
         return None, f"epoch {epoch!r} is not an epoch number"
-    for key in FIELDS:
+    for key in row:
         value = row.get(key)
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
             return None, f"{key} {value!r} is not a number"
-    return {k: row.get(k) for k in FIELDS}, ""
+    return _ordered(row), ""
+
+
+def _ordered(row: dict[str, Any]) -> dict[str, Any]:
+    """FIELDS first, then the metrics a spec adds (val_macro_f1, val_loss_box, ...) by name."""
+    extra = sorted(k for k in row if k not in FIELDS)
+    return {k: row.get(k) for k in (*FIELDS, *extra)}
+
+
+# The panels of curves.png: a title, the y label, and which row keys each plots.
+PANELS = (
+    ("loss", "loss", lambda k: k in ("train_loss", "val_loss")),
+    ("validation accuracy and F1", "fraction", lambda k: "accuracy" in k or "macro_f1" in k),
+    ("validation loss per output", "loss", lambda k: k.startswith("val_loss_")),
+    ("validation error per output", "error", lambda k: k.startswith(("val_mae_", "val_rmse_"))),
+)
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Loss curves (and validation accuracy, when measured) against the epoch."""
+    """Loss curves against the epoch; beside them the validation accuracy, top-k accuracy and
+    macro F1 when measured, and for several outputs each output's loss and error."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    accuracy = any(r.get("val_accuracy") is not None for r in rows)
-    fig = Figure(figsize=(10 if accuracy else 6, 4), dpi=100)
-    axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
-    epochs = [r["epoch"] for r in rows]
-    for key in ("train_loss", "val_loss"):
-        points = [(e, r[key]) for e, r in zip(epochs, rows, strict=True) if r.get(key) is not None]
-        if points:
-            axes[0].plot(*zip(*points, strict=True), marker=".", label=key.replace("_", " "))
-    axes[0].set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
-    axes[0].legend()
-    if accuracy:
-        points = [(e, r["val_accuracy"]) for e, r in zip(epochs, rows, strict=True)]
-        axes[1].plot(*zip(*points, strict=True), marker=".", color="tab:green")
-        axes[1].set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
-    for ax in axes:
+    keys = sorted({k for r in rows for k, v in r.items() if v is not None})
+    panels = [(t, y, [k for k in keys if pick(k)]) for t, y, pick in PANELS]
+    panels = [p for p in panels if p[2]]
+    fig = Figure(figsize=(5 * len(panels) or 6, 4), dpi=100)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, ylabel, shown) in zip(axes, panels, strict=True):
+        for key in sorted(shown, key=lambda k: (k != "train_loss", k)):
+            points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+            ax.plot(*zip(*points, strict=True), marker=".", label=key.replace("_", " "))
+        ax.set(xlabel="epoch", ylabel=ylabel, title=f"{title}: {name}" if ax is axes[0] else name)
+        ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))

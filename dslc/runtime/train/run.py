@@ -10,7 +10,17 @@ from typing import Any
 
 from dslc.api import Spec, load
 from dslc.errors import DslcError
-from dslc.runtime.train import checkpoint, data, distributed, finetune, report, text, tokenizer
+from dslc.runtime.train import (
+    checkpoint,
+    data,
+    distributed,
+    experiment,
+    finetune,
+    precision,
+    report,
+    text,
+    tokenizer,
+)
 from dslc.runtime.train.contract import Contract, contract
 from dslc.runtime.train.loop import Settings, Trainer
 
@@ -35,6 +45,9 @@ class Options:
     tokenizer: str | None = None  # language models: bytes or bpe (None: the spec's setting)
     init_from: str | None = None  # weights to start from (None: the spec's init_from)
     allow_missing: list[str] = field(default_factory=list)
+    force_resume: bool = False  # resume even into a changed spec, --param values or data
+    accumulate: int = 1  # micro-batches of batch_size per optimizer step
+    precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast and a grad scaler, CUDA)
 
 
 def train(opts: Options) -> int:
@@ -59,10 +72,12 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
     train_set, val_set, tokens = _datasets(spec, c, opts)
     if world.distributed and settings.batch_size < world.size:
         raise DslcError(f"batch size {settings.batch_size} is smaller than {world.size} processes")
-    if world.distributed and c.reduction == "mixed":
+    if (world.distributed or settings.accumulate > 1) and c.reduction == "mixed":
+        what = "data-parallel training" if world.distributed else "--accumulate"
         raise DslcError(
-            "data-parallel training needs the loss terms reduced alike (all mean or all sum)",
-            hint="give every loss term the same reduction=, or train in one process",
+            f"{what} needs the loss terms reduced alike (all mean or all sum)",
+            hint="give every loss term the same reduction=, or train in one process "
+            "without --accumulate",
         )
     if world.distributed and c.training.get("unfreeze_at"):
         raise DslcError(
@@ -72,7 +87,9 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
         )
     if settings.monitor == "val_accuracy" and (val_set is None or not c.metrics):
         raise DslcError("the spec monitors val_accuracy, which needs validation data and a metric")
+    precision.check(opts.precision, device)
     _prepare_out(opts, world)
+    _record(spec, opts, world.main)
     if tokens is not None and world.main:
         tokenizer.save(tokens.tokenizer, opts.out / tokenizer.FILE)
     _deterministic(device)
@@ -104,6 +121,8 @@ def _settings(c: Contract, opts: Options) -> Settings:
         seed=opts.seed,
         out=opts.out,
         checkpoint_every=opts.checkpoint_every,
+        accumulate=opts.accumulate,
+        precision=opts.precision,
         monitor="train_loss" if monitor == "val_loss" and _no_val(opts) else monitor,
     )
 
@@ -222,12 +241,26 @@ def _prepare_out(opts: Options, world: distributed.World) -> None:
             report.say(f"removed {path.name}, left by a write that was killed")
 
 
+def _record(spec: Spec, opts: Options, main: bool) -> None:
+    """experiment.json: written when a run starts; on --resume, checked against it, by every
+    process (so that all refuse together), written and reported by the main one."""
+    rec = experiment.record(
+        opts.spec, spec.source, opts.params, opts.data, opts.val, opts.val_split
+    )
+    if opts.resume and (opts.out / checkpoint.STATE).exists():
+        say = report.say if main else (lambda _text: None)
+        experiment.check_resume(opts.out, rec, opts.force_resume, say, write=main)
+    elif not opts.resume and main:
+        experiment.save(opts.out, rec)
+
+
 def _resume(trainer: Trainer, out: Path, settings: Settings) -> None:
     state = checkpoint.load_state(out)
     saved = state.get("settings", {})
-    keys = ("batch_size", "seed", "epochs") if trainer.scheduler else ("batch_size", "seed")
-    for key in keys:  # a schedule is laid out over the epochs it was built for
-        if saved.get(key) != getattr(settings, key):
+    keys: tuple[str, ...] = ("batch_size", "seed", "accumulate")
+    keys += ("epochs",) if trainer.scheduler else ()  # a schedule is laid out over its epochs
+    for key in keys:  # steps per epoch depend on the batch size and the accumulation
+        if saved.get(key, 1 if key == "accumulate" else None) != getattr(settings, key):
             raise DslcError(
                 f"--resume: the run in {out} used {key} {saved.get(key)}, "
                 f"not {getattr(settings, key)}",
@@ -245,8 +278,13 @@ def _banner(spec: Spec, c: Contract, s: Settings, n: int, val: Any, world: Any) 
     held = f", {len(val)} validation" if val is not None else ""
     return (
         f"training {spec.name} ({spec.param_count:,} parameters) on {n} examples{held}: "
-        f"{s.epochs} epochs, batch {s.batch_size}, seed {s.seed}{where}"
+        f"{s.epochs} epochs, batch {s.batch_size}{_per_step(s)}, seed {s.seed}{where}"
     )
+
+
+def _per_step(s: Settings) -> str:
+    accumulated = f" x {s.accumulate} accumulated" if s.accumulate > 1 else ""
+    return accumulated + (f", {s.precision} autocast" if s.precision != "fp32" else "")
 
 
 def _finish(spec: Spec, c: Contract, trainer: Trainer, opts: Options, context: int | None) -> int:
