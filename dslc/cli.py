@@ -142,6 +142,8 @@ def cmd_train(args) -> int:
             params=_params(args.param),
             columns=_columns(args.columns),
             tokenizer=args.tokenizer,
+            workers=args.workers,
+            bake_normalize=args.bake_normalize,
         )
     )
 
@@ -187,6 +189,10 @@ def cmd_run(args) -> int:
     inputs = runner.parse_input_args(args.input)
     outputs, providers = runner.run_model(args.model, inputs, args.provider)
     print(runner.format_outputs(outputs))
+    if args.top_k:
+        from dslc.runtime import topk
+
+        print(topk.report(args.model, outputs, args.top_k))
     if args.output:
         runner.save_outputs(args.output, outputs)
     return 0

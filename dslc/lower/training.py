@@ -13,7 +13,9 @@ from dslc.ir.limits import check_weight
 from dslc.lower.binding import Arg, bind
 from dslc.lower.elaborate import Elaborator
 from dslc.lower.scope import POISON, Frame, Poisoned, Scope
+from dslc.lower.transforms import lower_pipeline
 from dslc.ops.base import REGISTRY, Attr, OpDef, describe, suggest
+from dslc.transforms import PIPELINES
 
 # Plain settings of a train section: name -> its attribute (type, default, doc).
 SETTINGS: dict[str, Attr] = {
@@ -159,6 +161,8 @@ def _statement(
                 t.optimizer = _call_setting(el, stmt.value, "optimizer")  # type: ignore[assignment]
             elif key == "schedule":
                 t.schedule = _call_setting(el, stmt.value, "schedule")
+            elif key in PIPELINES:
+                t.transforms[key] = lower_pipeline(el, key, stmt.value, model_scope)
             elif key in SETTINGS or key in TEXT_SETTINGS:
                 if key in TEXT_SETTINGS and not graph.token_inputs():
                     raise SpecError(
@@ -172,7 +176,7 @@ def _statement(
                 value = el.eval(stmt.value, model_scope, Frame())
                 t.settings[key] = (SETTINGS | TEXT_SETTINGS)[key].coerce(None, value)
             else:
-                names = [*SPECIAL, *SETTINGS, *TEXT_SETTINGS]
+                names = [*SPECIAL, *SETTINGS, *TEXT_SETTINGS, *PIPELINES]
                 hint = suggest(key, names) or f"settings: {', '.join(names)}"
                 raise SpecError(f"unknown train setting '{key}'", hint, stmt.span)
         case _:

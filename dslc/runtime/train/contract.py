@@ -7,7 +7,7 @@ loss is a batch mean or a batch sum."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dslc.api import Spec
@@ -33,6 +33,7 @@ class Contract:
     reduction: str  # how the loss reduces over the batch: "mean", "sum" or "mixed"
     tokens: dict[str, int]  # integer inputs read by an embedding -> vocabulary (language models)
     ignore: dict[str, int]  # class-index target -> the value that counts for nothing (padding)
+    transforms: dict[str, Any] = field(default_factory=dict)  # image pipelines, from the IR
 
     def override(self, key: str, value: Any) -> None:
         """A setting from the command line, recorded where the run's settings are read."""
@@ -87,6 +88,7 @@ def contract(spec: Spec) -> Contract:
         reduction=_reduction(spec),
         tokens=dict(ns.get("TOKENS", {})),
         ignore=dict(ns.get("IGNORE_INDEX", {})),
+        transforms=dict(spec.graph.training.transforms) if spec.graph.training else {},
     )
 
 

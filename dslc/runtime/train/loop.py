@@ -22,6 +22,7 @@ import torch
 from dslc.runtime.train import checkpoint, distributed, report
 from dslc.runtime.train.contract import Contract
 from dslc.runtime.train.data import Dataset
+from dslc.runtime.train.images import ImageSet
 
 # Test-only: seconds to sleep after each step, so a test can kill a run mid-epoch.
 STEP_SLEEP_ENV = "DSLC_TRAIN_STEP_SLEEP"
@@ -59,8 +60,8 @@ class Trainer:
         s: Settings,
         world: distributed.World,
         device: torch.device,
-        train: Dataset,
-        val: Dataset | None,
+        train: Dataset | ImageSet,
+        val: Dataset | ImageSet | None,
     ) -> None:
         self.c, self.s, self.world, self.device = c, s, world, device
         self.train, self.val = train, val
@@ -101,10 +102,14 @@ class Trainer:
             self.pos.epoch, self.s.epochs, self.steps, self.pos.step, self.world.main
         )
         self.model.train()
+        steps = range(self.pos.step, self.steps)
+        plans = [
+            self._local(order[i * self.s.batch_size : (i + 1) * self.s.batch_size]) for i in steps
+        ]
+        batches = self.train.batches([local for local, _, _ in plans], self.pos.epoch)
         try:
-            for step in range(self.pos.step, self.steps):
-                index = order[step * self.s.batch_size : (step + 1) * self.s.batch_size]
-                self._count(self._step(index), len(index))
+            for step, (local, share, n), batch in zip(steps, plans, batches, strict=True):
+                self._count(self._step(batch, len(local), share), n)
                 self.pos.step, self.pos.global_step = step + 1, self.pos.global_step + 1
                 bar.update(self.pos.loss_sum / self.pos.examples, self._rate(start))
                 if self._after_step(start):
@@ -114,13 +119,18 @@ class Trainer:
         self._end_epoch(time.perf_counter() - start)
         return True
 
-    def _step(self, index: torch.Tensor) -> float:
-        """One optimizer step on a global batch; returns this rank's summed example losses."""
+    def _local(self, index: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        """This rank's examples of a global batch, its share of the batch, the batch size."""
         local = self.world.shard(index)
         share = len(local) / len(index)
         if len(local) == 0:  # a last batch smaller than the world: take part, add nothing
             local, share = index[:1], 0.0
-        batch = self._to_device(self.train.take(local))
+        return local, share, len(index)
+
+    def _step(self, batch: dict[str, torch.Tensor], examples: int, share: float) -> float:
+        """One optimizer step on this rank's part of a global batch; returns its summed
+        example losses."""
+        batch = self._to_device(batch)
         loss, penalty, _ = self._loss(self.model, batch)
         objective = self._objective(loss, penalty, share)
         self.optimizer.zero_grad(set_to_none=True)
@@ -130,7 +140,7 @@ class Trainer:
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return self._total(loss, len(local)) if share else 0.0
+        return self._total(loss, examples) if share else 0.0
 
     def _objective(self, loss: torch.Tensor, penalty: Any, share: float) -> torch.Tensor:
         """What this rank differentiates. DistributedDataParallel averages gradients over the
@@ -221,8 +231,9 @@ class Trainer:
             return None, None
         self.module.eval()
         total, right, counted = 0.0, 0.0, 0
-        for start in range(0, len(self.val), self.s.batch_size):
-            batch = self._to_device(self.val.take(slice(start, start + self.s.batch_size)))
+        chunks = torch.arange(len(self.val)).split(self.s.batch_size)
+        for batch in self.val.batches(list(chunks), 0):
+            batch = self._to_device(batch)
             loss, _, values = self._loss(self.module, batch)
             total += self._total(loss, len(next(iter(batch.values()))))
             if "accuracy" in self.c.metrics:  # the first classifier's; later ones unreported

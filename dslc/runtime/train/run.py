@@ -10,7 +10,16 @@ from typing import Any
 
 from dslc.api import Spec, load
 from dslc.errors import DslcError
-from dslc.runtime.train import checkpoint, data, distributed, report, text, tokenizer
+from dslc.runtime.train import (
+    checkpoint,
+    data,
+    distributed,
+    images,
+    labels,
+    report,
+    text,
+    tokenizer,
+)
 from dslc.runtime.train.contract import Contract, contract
 from dslc.runtime.train.loop import Settings, Trainer
 
@@ -32,6 +41,8 @@ class Options:
     params: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, list[str]] = field(default_factory=dict)
     tokenizer: str | None = None  # language models: bytes or bpe (None: the spec's setting)
+    workers: int = 2  # image folders: processes decoding images ahead of the loop
+    bake_normalize: bool = False  # --export-onnx: the ONNX model takes raw pixels, 0..255
 
 
 def train(opts: Options) -> int:
@@ -52,6 +63,8 @@ def train(opts: Options) -> int:
 
 
 def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, device: Any) -> int:
+    if opts.bake_normalize and not opts.export_onnx:
+        raise DslcError("--bake-normalize changes the exported model: give --export-onnx too")
     settings = _settings(c, opts)
     train_set, val_set, tokens = _datasets(spec, c, opts)
     if world.distributed and settings.batch_size < world.size:
@@ -66,6 +79,8 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
     _prepare_out(opts, world)
     if tokens is not None and world.main:
         tokenizer.save(tokens.tokenizer, opts.out / tokenizer.FILE)
+    if train_set.classes and world.main:
+        labels.save(opts.out, train_set.classes)
     _deterministic(device)
     trainer = Trainer(c, settings, world, device, train_set, val_set)
     if opts.resume:
@@ -112,6 +127,8 @@ def _datasets(spec: Spec, c: Contract, opts: Options) -> tuple[data.Dataset, Any
             "--tokenizer applies to language models trained on text",
             hint=f"model {c.name} has no token input read by an embedding, or --data is no .txt",
         )
+    if images.is_folder(opts.data) or images.is_folder(opts.val):
+        return (*_folders(c, opts, fraction), None)
     tokens = _text(spec, c, opts, fraction) if language else None
     if tokens is not None:
         arrays = data.check(tokens.train, c.arrays, c.name, opts.data)
@@ -125,6 +142,21 @@ def _datasets(spec: Spec, c: Contract, opts: Options) -> tuple[data.Dataset, Any
     train = data.to_dataset(arrays, c.arrays, opts.data)
     val_set = data.to_dataset(val, c.arrays, opts.val or opts.data) if val else None
     return train, val_set, tokens
+
+
+def _folders(c: Contract, opts: Options, fraction: float) -> tuple[Any, Any]:
+    if not images.is_folder(opts.data):
+        raise DslcError(
+            f"--val {opts.val} is an image folder, but --data {opts.data} is not",
+            hint="train from an image folder too, or give validation data in --data's format",
+        )
+    if opts.val and not images.is_folder(opts.val):
+        raise DslcError(f"--data {opts.data} is an image folder, so --val must be one too")
+    train, val, classes = images.datasets(
+        c, opts.data, opts.val, 0.0 if _no_val(opts) else fraction, opts.seed, opts.workers
+    )
+    train.classes = classes
+    return train, val
 
 
 def _load(path: str, c: Contract, opts: Options) -> dict[str, Any]:
@@ -239,4 +271,6 @@ def _finish(spec: Spec, c: Contract, trainer: Trainer, opts: Options, context: i
     from dslc.runtime.train.export import export_onnx
 
     val = trainer.val or trainer.train
-    return export_onnx(spec, c, opts.out, val, trainer.s.batch_size, context)
+    classes = trainer.train.classes
+    batch = trainer.s.batch_size
+    return export_onnx(spec, c, opts.out, val, batch, context, classes, opts.bake_normalize)
