@@ -107,8 +107,8 @@ class RandomResizedCrop(Step):
 
         left, top, w, h = self._box(a, image.width, image.height, rng)
         out_h, out_w = _pair(a["size"])
-        box = (left, top, left + w, top + h)
-        return image.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box)
+        crop = image.crop((left, top, left + w, top + h))  # then resize, as torchvision does
+        return crop.resize((out_w, out_h), Image.Resampling.BILINEAR)
 
     def _box(self, a: dict[str, Any], width: int, height: int, rng: Any) -> tuple:
         """torchvision's algorithm: ten tries at a random area and log-uniform aspect, then

@@ -23,10 +23,15 @@ _NUMPY = {"bfloat16": "float32"}  # numpy has no bfloat16: hold f32, torch conve
 
 
 def load(
-    text: str, signature: Signature, model: str, columns: dict[str, list[str]] | None = None
+    text: str,
+    signature: Signature,
+    model: str,
+    columns: dict[str, list[str]] | None = None,
+    classes: dict[str, list[str]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The checked arrays of data file `text`, keyed and ordered as `signature`."""
-    arrays = formats.read(text, signature, columns or {})
+    """The checked arrays of data file `text`, keyed and ordered as `signature`; `classes`:
+    class names of label columns (formats.read_csv)."""
+    arrays = formats.read(text, signature, columns or {}, classes)
     return check(arrays, signature, model, text)
 
 

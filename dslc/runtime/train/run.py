@@ -130,16 +130,18 @@ def _datasets(spec: Spec, c: Contract, opts: Options) -> tuple[data.Dataset, Any
     if images.is_folder(opts.data) or images.is_folder(opts.val):
         return (*_folders(c, opts, fraction), None)
     tokens = _text(spec, c, opts, fraction) if language else None
+    names: dict[str, list[str]] = {}  # class names of a CSV label column
     if tokens is not None:
         arrays = data.check(tokens.train, c.arrays, c.name, opts.data)
         held = tokens.val
         val = data.check(held, c.arrays, c.name, opts.val or opts.data) if held else None
     else:
-        arrays = _load(opts.data, c, opts)
-        val = _load(opts.val, c, opts) if opts.val else None
+        arrays = _load(opts.data, c, opts, names)
+        val = _load(opts.val, c, opts, names) if opts.val else None
         if val is None and not _no_val(opts):
             arrays, val = data.split(arrays, fraction, opts.seed, opts.data)
     train = data.to_dataset(arrays, c.arrays, opts.data)
+    train.classes = next(iter(names.values()), None)
     val_set = data.to_dataset(val, c.arrays, opts.val or opts.data) if val else None
     return train, val_set, tokens
 
@@ -159,10 +161,10 @@ def _folders(c: Contract, opts: Options, fraction: float) -> tuple[Any, Any]:
     return train, val
 
 
-def _load(path: str, c: Contract, opts: Options) -> dict[str, Any]:
+def _load(path: str, c: Contract, opts: Options, names: dict[str, list[str]]) -> dict[str, Any]:
     """The arrays of one data file, checked against the spec, class labels included (before
     any split, so that a bad label's position is its position in the file)."""
-    arrays = data.load(path, c.arrays, c.name, opts.columns)
+    arrays = data.load(path, c.arrays, c.name, opts.columns, names)
     data.check_classes(arrays, c.classes, c.name, path, c.ignore)
     return arrays
 
