@@ -11,6 +11,9 @@ export.py      ONNX from the trained weights, with a parity check
 run.py         the command: options in, a run directory out
 text.py        text for language models: tokens, windows, the held-out end
 tokenizer.py   bytes and BPE tokenizers, tokenizer.json
+images.py      image folders: scanned up front, decoded lazily by DataLoader workers
+labels.py      class names (folders, CSV names): labels.json, the ONNX metadata key
+bake.py        --bake-normalize: the preprocess normalize moved into the ONNX graph
 
 `Options` and `train` are imported on first use: the runtime needs torch, but the tokenizers
 and text readers do not, and `dslc generate --onnx` uses them without it.
