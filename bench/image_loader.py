@@ -5,7 +5,8 @@ one run, for specs/shapes_cnn.dl on a folder of drawn PNG shapes (tests/images.p
 
     python bench/image_loader.py [--images 768] [--size 64] [--workers 0,1,2] [--rounds 3]
 
-The loader side runs one epoch of batches through `batches()` (decode, augment, collate);
+The loader side runs epochs of batches through `batches()` (decode, augment, collate),
+timed after a first epoch that starts the workers;
 the training side runs the same number of batches of forward, backward and Adam steps with
 one torch thread. Prints a Markdown table; the loader keeps up when its images/s exceed the
 training's."""
@@ -31,12 +32,17 @@ from dslc.runtime.train import images  # noqa: E402
 from dslc.runtime.train.contract import contract  # noqa: E402
 
 
-def loader_rate(c, root: str, workers: int, batch: int) -> float:
+def loader_rate(c, root: str, workers: int, batch: int, epochs: int) -> list[float]:
+    """Images/s of each of `epochs` epochs after a first one that starts the workers (kept
+    across epochs, as in training)."""
     train, _, _ = images.datasets(c, root, None, 0.0, 0, workers)
     chunks = list(torch.randperm(len(train)).split(batch))
-    start = time.perf_counter()
-    count = sum(len(b["label"]) for b in train.batches(chunks, 1))
-    return count / (time.perf_counter() - start)
+    rates = []
+    for epoch in range(epochs + 1):
+        start = time.perf_counter()
+        count = sum(len(b["label"]) for b in train.batches(chunks, epoch))
+        rates.append(count / (time.perf_counter() - start))
+    return rates[1:]
 
 
 def train_rate(c, root: str, batch: int) -> float:
@@ -73,7 +79,7 @@ def main() -> None:
             )
         ]
         for w in (int(w) for w in args.workers.split(",")):
-            rates = [loader_rate(c, root, w, batch) for _ in range(args.rounds)]
+            rates = loader_rate(c, root, w, batch, args.rounds)
             rows.append((f"loader, {w} worker{'s' if w != 1 else ''}", rates))
     print(
         f"specs/shapes_cnn.dl, {args.images} PNG images of {args.size}x{args.size}, batch {batch}"

@@ -247,3 +247,18 @@ def test_csv_field_that_is_no_number_names_row_and_column(tmp_path, capsys):
     data = _iris(tmp_path / "train.csv", [(0, 1, "a"), (2, "x7", "b"), (1, 1, "a")])
     assert main(["train", str(spec), "--data", data, "--out", str(tmp_path / "r")]) == 1
     assert f"{data}:3: column 'b' holds 'x7', not a number" in capsys.readouterr().err
+
+
+def test_resuming_sees_the_augmentation_of_the_uninterrupted_run(shapes, tmp_path):
+    """Two epochs in one go, and one epoch then --resume to two (with two loader workers the
+    second time): the same weights, bit for bit."""
+    from safetensors.numpy import load_file
+
+    data = ["--data", str(shapes[1]), "--val-split", "0.2"]
+    once, twice = str(tmp_path / "once"), str(tmp_path / "twice")
+    assert main(["train", SPEC, *data, "--out", once, "--epochs", "2", "--workers", "0"]) == 0
+    assert main(["train", SPEC, *data, "--out", twice, "--epochs", "1", "--workers", "0"]) == 0
+    resumed = ["--out", twice, "--epochs", "2", "--workers", "2", "--resume"]
+    assert main(["train", SPEC, *data, *resumed]) == 0
+    a, b = load_file(f"{once}/last.safetensors"), load_file(f"{twice}/last.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

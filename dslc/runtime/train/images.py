@@ -147,6 +147,8 @@ class ImageSet:
         self.train, self.workers = train, workers
         self.source = str(folder.root)
         self.classes: list[str] | None = None
+        self.loader: Any = None  # the DataLoader, once batches() first needs workers
+        self.plan = _Plan()
         norm = transforms.normalization(pipeline)
         self.norm = (
             None if norm is None else tuple(np.array(v, np.float32)[:, None, None] for v in norm)
@@ -195,21 +197,48 @@ class ImageSet:
         return _collate([self[(i, epoch)] for i in keys], self.names)
 
     def batches(self, chunks: list, epoch: int) -> Any:
-        """The batches of example indices `chunks`, decoded by `workers` processes ahead."""
-        from torch.utils.data import DataLoader
-
+        """The batches of example indices `chunks`: decoded here without workers, else by
+        `workers` processes ahead of the loop, started once and kept across epochs."""
         plan = [[(int(i), epoch) for i in chunk] for chunk in chunks]
-        loader: Any = DataLoader(
-            self,  # type: ignore[arg-type]
-            batch_sampler=plan,  # type: ignore[arg-type]
-            num_workers=self.workers,
-            prefetch_factor=2 if self.workers else None,
-            collate_fn=partial(_collate_or_error, names=self.names),
-        )
-        for batch in loader:
+        if not self.workers:
+            yield from (_collate([self[key] for key in keys], self.names) for keys in plan)
+            return
+        if self.loader is None:
+            self.loader = self._loader()
+        self.plan.batches = plan
+        for batch in self.loader:
             if isinstance(batch, str):
                 raise DslcError(batch)
             yield batch
+
+    def _loader(self) -> Any:
+        from torch.utils.data import DataLoader
+
+        return DataLoader(
+            self,  # type: ignore[arg-type]
+            batch_sampler=self.plan,  # type: ignore[arg-type]
+            num_workers=self.workers,
+            prefetch_factor=2,
+            persistent_workers=True,
+            collate_fn=partial(_collate_or_error, names=self.names),
+        )
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "loader": None}  # a worker gets the data set, not the loader
+
+
+class _Plan:
+    """The batches of the current epoch, for a DataLoader that outlives one (the sampler is
+    read in the training process, so the epoch's batches can change under it)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self) -> Any:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def _collate_or_error(items: list, names: tuple[str, str]) -> Any:
