@@ -95,7 +95,8 @@ EXAMPLES = {
       --allow-missing 'fc.*'""",
     "run": """examples:
   dslc run lenet5.onnx --input x=x.npy
-  dslc run lenet5.onnx --input x=x.npy --provider cuda -o out.npz""",
+  dslc run lenet5.onnx --input x=x.npy --provider cuda -o out.npz
+  dslc run runs/shapes/model.onnx --input x=images.npy --top-k 3""",
 }
 
 
@@ -189,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
     r.add_argument("--provider", default="cpu", help="cpu or cuda")
     r.add_argument("-o", "--output", help="save the outputs to this .npz file")
+    r.add_argument(
+        "--top-k",
+        type=_positive,
+        metavar="K",
+        help="print each example's K likeliest classes, named from the model's metadata",
+    )
     return p
 
 
@@ -238,7 +245,10 @@ def _quantize_arguments(c: argparse.ArgumentParser) -> None:
 
 def _train_parser(t: argparse.ArgumentParser) -> None:
     t.add_argument(
-        "--data", required=True, help=".npz, .csv, .txt, or IDX files (a:b, a directory)"
+        "--data",
+        required=True,
+        help=".npz, .csv, .txt, IDX files (a:b, a directory), or an image folder (one "
+        "subfolder per class)",
     )
     val = t.add_mutually_exclusive_group()
     val.add_argument("--val", help="validation data, in the same formats")
@@ -292,6 +302,18 @@ def _train_parser(t: argparse.ArgumentParser) -> None:
         choices=QUANTIZE_MODES,
         help="with --export-onnx: also model.MODE.onnx, calibrated on the training data and "
         "gated on the validation data (docs/quantization.md)",
+    )
+    t.add_argument(
+        "--bake-normalize",
+        action="store_true",
+        help="with --export-onnx: move the preprocess normalize into the model, which then "
+        "takes raw pixels (float32, 0..255)",
+    )
+    t.add_argument(
+        "--workers",
+        type=_non_negative,
+        default=2,
+        help="image folders: processes decoding images ahead of training (0: in the loop)",
     )
     t.add_argument(
         "--checkpoint-every", type=_positive, metavar="N", help="also checkpoint every N steps"

@@ -164,6 +164,8 @@ def cmd_train(args) -> int:
             tokenizer=args.tokenizer,
             init_from=args.init_from,
             allow_missing=args.allow_missing,
+            workers=args.workers,
+            bake_normalize=args.bake_normalize,
         )
     )
 
@@ -231,6 +233,10 @@ def cmd_run(args) -> int:
     inputs = runner.parse_input_args(args.input)
     outputs, providers = runner.run_model(args.model, inputs, args.provider)
     print(runner.format_outputs(outputs))
+    if args.top_k:
+        from dslc.runtime import topk
+
+        print(topk.report(args.model, outputs, args.top_k))
     if args.output:
         runner.save_outputs(args.output, outputs)
     return 0

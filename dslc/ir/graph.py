@@ -85,6 +85,8 @@ class Training:
     settings: dict[str, Any]
     schedule: tuple[Schedule, dict[str, Any], Span] | None = None
     penalties: list[LossTerm] = field(default_factory=list)  # terms on the weights, no inputs
+    # image pipelines (dslc.transforms): "preprocess" and "augment" -> steps; data, not model
+    transforms: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, tuple[Value, Value]]:
         """Accuracy (argmax over dim 1 == target) of each classification term with class-index

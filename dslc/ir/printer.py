@@ -77,5 +77,6 @@ def _format_training(t: Training) -> list[str]:
             lines.append(f"  {key} = {setting[0].name}({kw})")
     # An unset setting (None: grad_clip, early_stopping) is left out, as in the spec.
     lines += [f"  {k} = {fmt_attr(v)}" for k, v in t.settings.items() if v is not None]
+    lines += [f"  {k} = [{', '.join(s.text() for s in v)}]" for k, v in t.transforms.items()]
     lines.append("}")
     return lines

@@ -14,7 +14,9 @@ from dslc.lower import finetune
 from dslc.lower.binding import Arg, bind
 from dslc.lower.elaborate import Elaborator
 from dslc.lower.scope import POISON, Frame, Poisoned, Scope
+from dslc.lower.transforms import lower_pipeline
 from dslc.ops.base import REGISTRY, Attr, OpDef, describe, suggest
+from dslc.transforms import PIPELINES
 
 # Plain settings of a train section: name -> its attribute (type, default, doc).
 SETTINGS: dict[str, Attr] = {
@@ -166,6 +168,8 @@ def _statement(
                 t.schedule = _call_setting(el, stmt.value, "schedule")
             elif key in finetune.SETTINGS:
                 finetune.setting(el, stmt, graph, model_scope, t.settings)
+            elif key in PIPELINES:
+                t.transforms[key] = lower_pipeline(el, key, stmt.value, model_scope)
             elif key in SETTINGS or key in TEXT_SETTINGS:
                 if key in TEXT_SETTINGS and not graph.token_inputs():
                     raise SpecError(
@@ -179,7 +183,7 @@ def _statement(
                 value = el.eval(stmt.value, model_scope, Frame())
                 t.settings[key] = (SETTINGS | TEXT_SETTINGS)[key].coerce(None, value)
             else:
-                names = [*SPECIAL, *SETTINGS, *TEXT_SETTINGS, *finetune.SETTINGS]
+                names = [*SPECIAL, *SETTINGS, *TEXT_SETTINGS, *finetune.SETTINGS, *PIPELINES]
                 hint = suggest(key, names) or f"settings: {', '.join(names)}"
                 raise SpecError(f"unknown train setting '{key}'", hint, stmt.span)
         case _:

@@ -16,6 +16,9 @@ precision.py   --precision: bf16 / fp16 autocast, the fp16 grad scaler
 metrics.py     validation metrics (accuracy, top-5, macro F1, MAE/RMSE, per-output losses)
 evaluate.py    dslc eval: metrics of trained weights on a data set, the confusion matrix
 board.py       TensorBoard event files, when the tensorboard package is installed
+images.py      image folders: scanned up front, decoded lazily by DataLoader workers
+labels.py      class names (folders, CSV names): labels.json, the ONNX metadata key
+bake.py        --bake-normalize: the preprocess normalize moved into the ONNX graph
 
 `Options` and `train` are imported on first use: the runtime needs torch, but the tokenizers
 and text readers do not, and `dslc generate --onnx` uses them without it.

@@ -40,6 +40,7 @@ class Contract:
     terms: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = field(default_factory=dict)
     # Regression terms (mse, l1, huber, smooth_l1): prediction -> target, for MAE and RMSE.
     regressions: dict[str, str] = field(default_factory=dict)
+    transforms: dict[str, Any] = field(default_factory=dict)  # image pipelines, from the IR
 
     def override(self, key: str, value: Any) -> None:
         """A setting from the command line, recorded where the run's settings are read."""
@@ -97,6 +98,7 @@ def contract(spec: Spec) -> Contract:
         schedule_steps=ns.get("SCHEDULE_STEPS", "step"),
         terms=_terms(spec, ns),
         regressions=_regressions(spec),
+        transforms=dict(spec.graph.training.transforms) if spec.graph.training else {},
     )
 
 

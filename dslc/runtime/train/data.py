@@ -10,6 +10,7 @@ but bool. Symbolic dims (N, T, ...) bind to one size across all arrays."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +23,15 @@ _NUMPY = {"bfloat16": "float32"}  # numpy has no bfloat16: hold f32, torch conve
 
 
 def load(
-    text: str, signature: Signature, model: str, columns: dict[str, list[str]] | None = None
+    text: str,
+    signature: Signature,
+    model: str,
+    columns: dict[str, list[str]] | None = None,
+    classes: dict[str, list[str]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The checked arrays of data file `text`, keyed and ordered as `signature`."""
-    arrays = formats.read(text, signature, columns or {})
+    """The checked arrays of data file `text`, keyed and ordered as `signature`; `classes`:
+    class names of label columns (formats.read_csv)."""
+    arrays = formats.read(text, signature, columns or {}, classes)
     return check(arrays, signature, model, text)
 
 
@@ -155,12 +161,17 @@ class Dataset:
 
     tensors: dict
     source: str
+    classes: list[str] | None = None  # class names, where the data names its classes
 
     def __len__(self) -> int:
         return int(next(iter(self.tensors.values())).shape[0])
 
     def take(self, index) -> dict:
         return {k: t[index] for k, t in self.tensors.items()}
+
+    def batches(self, chunks: list, epoch: int) -> Iterator[dict]:
+        """The batches of example indices `chunks` (images.ImageSet decodes them ahead)."""
+        return (self.take(chunk) for chunk in chunks)
 
 
 def to_dataset(arrays: dict[str, np.ndarray], signature: Signature, source: str) -> Dataset:

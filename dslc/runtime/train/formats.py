@@ -20,6 +20,7 @@ import numpy as np
 
 from dslc import untrusted
 from dslc.errors import DslcError
+from dslc.runtime.train import labels
 from dslc.runtime.train.contract import Signature
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -37,9 +38,17 @@ def _corrupt(path: Path, err: Exception) -> DslcError:
     return DslcError(f"cannot read {path} (truncated or corrupt?): {err}")
 
 
-def read_csv(path: Path, signature: Signature, columns: dict[str, list[str]]) -> dict:
+def read_csv(
+    path: Path,
+    signature: Signature,
+    columns: dict[str, list[str]],
+    classes: dict[str, list[str]] | None = None,
+) -> dict:
     """Columns named in `columns` (array -> header names) or named after an array feed that
-    array; the remaining columns, in file order, feed the one array not yet fed."""
+    array; the remaining columns, in file order, feed the one array not yet fed. A single
+    column of names for an integer array (class labels such as 'setosa') becomes class
+    indices, the names sorted; `classes` (array -> names) receives them, or when it holds
+    the array already (the training file's), gives them."""
     header, rows = _csv_rows(path)
     mapping = {name: cols for name, cols in columns.items()}
     for name in signature:
@@ -60,11 +69,41 @@ def read_csv(path: Path, signature: Signature, columns: dict[str, list[str]]) ->
         missing = [c for c in cols if c not in index]
         if missing:
             raise DslcError(f"{path}: --columns {name} names unknown column {missing[0]!r}")
-    table = _floats(path, rows, len(header))
-    return {
-        name: _shaped(table[:, [index[c] for c in cols]], signature.get(name))
+    _check_widths(path, rows, len(header))
+    named = {
+        name: cols[0]
         for name, cols in mapping.items()
+        if _names(rows, index, name, cols, signature)
     }
+    out = {}
+    for name, cols in mapping.items():
+        if name in named:
+            values = [row[index[cols[0]]].strip() for row in rows]
+            known = (classes or {}).get(name)
+            out[name], found = labels.encode(
+                path, cols[0], values, list(range(2, len(rows) + 2)), known
+            )
+            if classes is not None:
+                classes[name] = found
+            continue
+        table = _floats(path, rows, [index[c] for c in cols], cols)
+        out[name] = _shaped(table, signature.get(name))
+    return out
+
+
+def _names(rows: list[list[str]], index: dict, name: str, cols: list[str], sig: Signature) -> bool:
+    """Whether one column feeding an integer array holds names rather than numbers."""
+    if len(cols) != 1 or not sig.get(name, ("float", ()))[0].startswith(("int", "uint")):
+        return False
+    return any(not _is_number(row[index[cols[0]]]) for row in rows)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -81,14 +120,28 @@ def _csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     return [c.strip() for c in rows[0]], rows[1:]
 
 
-def _floats(path: Path, rows: list[list[str]], width: int) -> np.ndarray:
+def _check_widths(path: Path, rows: list[list[str]], width: int) -> None:
     for i, row in enumerate(rows, start=2):
         if len(row) != width:
             raise DslcError(f"{path}:{i}: {len(row)} fields, the header has {width} (truncated?)")
+
+
+def _floats(path: Path, rows: list[list[str]], at: list[int], cols: list[str]) -> np.ndarray:
+    """The columns at `at` as numbers; a field that is none is an error naming its row (the
+    file's line, the header being line 1) and column."""
     try:
-        return np.array(rows, dtype=np.float64)
-    except ValueError as err:
-        raise DslcError(f"{path}: a field is not a number: {err}") from None
+        return np.array([[row[i] for i in at] for row in rows], dtype=np.float64)
+    except ValueError:
+        pass
+    for line, row in enumerate(rows, start=2):
+        for i, col in zip(at, cols, strict=True):
+            if not _is_number(row[i]):
+                raise DslcError(
+                    f"{path}:{line}: column '{col}' holds {row[i].strip()!r}, not a number",
+                    hint="class names are read as labels only in a single column feeding an "
+                    "integer target",
+                )
+    raise AssertionError("unreachable: numpy refused a row of numbers")
 
 
 def _shaped(table: np.ndarray, declared: tuple[str, tuple] | None) -> np.ndarray:
@@ -219,15 +272,21 @@ def _text_pair(path: Path, signature: Signature) -> list:
     return items
 
 
-def read(text: str, signature: Signature, columns: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """The arrays of the data file (or files) named by `text`, chosen by extension."""
+def read(
+    text: str,
+    signature: Signature,
+    columns: dict[str, list[str]],
+    classes: dict[str, list[str]] | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays of the data file (or files) named by `text`, chosen by extension;
+    `classes`: see read_csv."""
     path = Path(text)
     if ":" in text or path.is_dir() or "idx" in path.name:
         return read_idx_files(text, signature)
     suffix = path.suffix
     readers = {
         ".npz": lambda: read_npz(path),
-        ".csv": lambda: read_csv(path, signature, columns),
+        ".csv": lambda: read_csv(path, signature, columns, classes),
         ".txt": lambda: read_text(path, signature),
     }
     if suffix.lower() not in readers:

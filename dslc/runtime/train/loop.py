@@ -30,6 +30,7 @@ from dslc.runtime.train import (
 )
 from dslc.runtime.train.contract import Contract
 from dslc.runtime.train.data import Dataset
+from dslc.runtime.train.images import ImageSet
 
 # Test-only: seconds to sleep after each step, so a test can kill a run mid-epoch.
 STEP_SLEEP_ENV = "DSLC_TRAIN_STEP_SLEEP"
@@ -74,8 +75,8 @@ class Trainer:
         s: Settings,
         world: distributed.World,
         device: torch.device,
-        train: Dataset,
-        val: Dataset | None,
+        train: Dataset | ImageSet,
+        val: Dataset | ImageSet | None,
     ) -> None:
         self.c, self.s, self.world, self.device = c, s, world, device
         self.train, self.val = train, val
@@ -123,11 +124,16 @@ class Trainer:
             self.pos.epoch, self.s.epochs, self.steps, self.pos.step, self.world.main
         )
         self.freezer.train(self.model, self.pos.epoch)
+        steps = range(self.pos.step, self.steps)
+        size = self.s.step_examples
+        plans = [self._plan(order[i * size : (i + 1) * size]) for i in steps]
+        # every micro-batch of the epoch, decoded ahead where the data set can (image folders)
+        batches = self.train.batches(
+            [part for parts, _, _ in plans for part in parts], self.pos.epoch
+        )
         try:
-            for step in range(self.pos.step, self.steps):
-                size = self.s.step_examples
-                index = order[step * size : (step + 1) * size]
-                self._count(self._step(index), len(index))
+            for step, plan in zip(steps, plans, strict=True):
+                self._count(self._step(plan, batches), plan[2])
                 self.pos.step, self.pos.global_step = step + 1, self.pos.global_step + 1
                 bar.update(self.pos.loss_sum / self.pos.examples, self._rate(start))
                 if self._after_step(start):
@@ -137,31 +143,37 @@ class Trainer:
         self._end_epoch(time.perf_counter() - start)
         return True
 
-    def _step(self, index: torch.Tensor) -> float:
-        """One optimizer step on a global batch (of `accumulate` micro-batches, whose gradients
-        add up); returns this rank's summed example losses."""
+    def _plan(self, index: torch.Tensor) -> tuple[list[torch.Tensor], list[float], int]:
+        """This rank's micro-batches of a global batch (`accumulate` of them, whose gradients
+        add up), the share of the global batch each holds, and the global batch's size."""
         local = self.world.shard(index)
         counted = len(local) > 0
         if not counted:  # a last batch smaller than the world: take part, add nothing
             local = index[:1]
+        parts = list(local.split(self.s.batch_size))
+        return parts, [len(p) / len(index) if counted else 0.0 for p in parts], len(index)
+
+    def _step(self, plan: tuple[list[torch.Tensor], list[float], int], batches: Any) -> float:
+        """One optimizer step on a global batch, its micro-batches taken from `batches`;
+        returns this rank's summed example losses."""
+        parts, shares, _ = plan
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for part in local.split(self.s.batch_size):
-            share = len(part) / len(index) if counted else 0.0
-            total += self._backward(part, share)
+        for part, share in zip(parts, shares, strict=True):
+            total += self._backward(next(batches), len(part), share)
         self._optimizer_step()
-        return total if counted else 0.0
+        return total if any(shares) else 0.0
 
-    def _backward(self, part: torch.Tensor, share: float) -> float:
+    def _backward(self, batch: dict[str, torch.Tensor], examples: int, share: float) -> float:
         """Forward and backward on one micro-batch holding `share` of the global batch."""
-        batch = self._to_device(self.train.take(part))
+        batch = self._to_device(batch)
         with precision.autocast(self.s.precision, self.device):
             loss, penalty, _ = self._loss(self.model, batch)
         objective = self._objective(loss, penalty, share)
         if self.scaler is not None:
             objective = self.scaler.scale(objective)
         objective.backward()
-        return metrics.batch_total(self.c, loss, len(part))
+        return metrics.batch_total(self.c, loss, examples)
 
     def _optimizer_step(self) -> None:
         clip = self.c.training["grad_clip"]

@@ -108,8 +108,11 @@ def evaluate(
     mode, batch by batch; `autocast()` gives the context each forward pass runs in."""
     module.eval()
     total, meter = 0.0, Meter(c)
-    for start in range(0, len(data), batch_size):
-        batch = {k: t.to(device) for k, t in data.take(slice(start, start + batch_size)).items()}
+    import torch
+
+    chunks = list(torch.arange(len(data)).split(batch_size))
+    for part in data.batches(chunks, 0):  # image folders decode ahead
+        batch = {k: t.to(device) for k, t in part.items()}
         examples = len(next(iter(batch.values())))
         with autocast():
             values = forward(c, module, batch)

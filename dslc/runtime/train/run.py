@@ -16,6 +16,8 @@ from dslc.runtime.train import (
     distributed,
     experiment,
     finetune,
+    images,
+    labels,
     precision,
     report,
     text,
@@ -48,6 +50,8 @@ class Options:
     force_resume: bool = False  # resume even into a changed spec, --param values or data
     accumulate: int = 1  # micro-batches of batch_size per optimizer step
     precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast and a grad scaler, CUDA)
+    workers: int = 2  # image folders: processes decoding images ahead of the loop
+    bake_normalize: bool = False  # --export-onnx: the ONNX model takes raw pixels, 0..255
 
 
 def train(opts: Options) -> int:
@@ -68,6 +72,8 @@ def train(opts: Options) -> int:
 
 
 def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, device: Any) -> int:
+    if opts.bake_normalize and not opts.export_onnx:
+        raise DslcError("--bake-normalize changes the exported model: give --export-onnx too")
     settings = _settings(c, opts)
     train_set, val_set, tokens = _datasets(spec, c, opts)
     if world.distributed and settings.batch_size < world.size:
@@ -92,6 +98,8 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
     _record(spec, opts, world.main)
     if tokens is not None and world.main:
         tokenizer.save(tokens.tokenizer, opts.out / tokenizer.FILE)
+    if train_set.classes and world.main:
+        labels.save(opts.out, train_set.classes)
     _deterministic(device)
     trainer = Trainer(c, settings, world, device, train_set, val_set)
     if opts.resume:
@@ -158,25 +166,44 @@ def _datasets(spec: Spec, c: Contract, opts: Options) -> tuple[data.Dataset, Any
             "--tokenizer applies to language models trained on text",
             hint=f"model {c.name} has no token input read by an embedding, or --data is no .txt",
         )
+    if images.is_folder(opts.data) or images.is_folder(opts.val):
+        return (*_folders(c, opts, fraction), None)
     tokens = _text(spec, c, opts, fraction) if language else None
+    names: dict[str, list[str]] = {}  # class names of a CSV label column
     if tokens is not None:
         arrays = data.check(tokens.train, c.arrays, c.name, opts.data)
         held = tokens.val
         val = data.check(held, c.arrays, c.name, opts.val or opts.data) if held else None
     else:
-        arrays = _load(opts.data, c, opts)
-        val = _load(opts.val, c, opts) if opts.val else None
+        arrays = _load(opts.data, c, opts, names)
+        val = _load(opts.val, c, opts, names) if opts.val else None
         if val is None and not _no_val(opts):
             arrays, val = data.split(arrays, fraction, opts.seed, opts.data)
     train = data.to_dataset(arrays, c.arrays, opts.data)
+    train.classes = next(iter(names.values()), None)
     val_set = data.to_dataset(val, c.arrays, opts.val or opts.data) if val else None
     return train, val_set, tokens
 
 
-def _load(path: str, c: Contract, opts: Options) -> dict[str, Any]:
+def _folders(c: Contract, opts: Options, fraction: float) -> tuple[Any, Any]:
+    if not images.is_folder(opts.data):
+        raise DslcError(
+            f"--val {opts.val} is an image folder, but --data {opts.data} is not",
+            hint="train from an image folder too, or give validation data in --data's format",
+        )
+    if opts.val and not images.is_folder(opts.val):
+        raise DslcError(f"--data {opts.data} is an image folder, so --val must be one too")
+    train, val, classes = images.datasets(
+        c, opts.data, opts.val, 0.0 if _no_val(opts) else fraction, opts.seed, opts.workers
+    )
+    train.classes = classes
+    return train, val
+
+
+def _load(path: str, c: Contract, opts: Options, names: dict[str, list[str]]) -> dict[str, Any]:
     """The arrays of one data file, checked against the spec, class labels included (before
     any split, so that a bad label's position is its position in the file)."""
-    arrays = data.load(path, c.arrays, c.name, opts.columns)
+    arrays = data.load(path, c.arrays, c.name, opts.columns, names)
     data.check_classes(arrays, c.classes, c.name, path, c.ignore)
     return arrays
 
@@ -304,7 +331,9 @@ def _finish(spec: Spec, c: Contract, trainer: Trainer, opts: Options, context: i
     from dslc.runtime.train.export import export_onnx
 
     val = trainer.val or trainer.train
-    status = export_onnx(spec, c, opts.out, val, trainer.s.batch_size, context)
+    classes = trainer.train.classes
+    batch = trainer.s.batch_size
+    status = export_onnx(spec, c, opts.out, val, batch, context, classes, opts.bake_normalize)
     if status or not opts.quantize:
         return status
     from dslc.runtime.quantized import train_export
