@@ -3,17 +3,24 @@ seeded random weights (torch.manual_seed(0) on the generated module), side by si
 
 - dslc ONNX with --kv-cache (fused Attention; and --decompose), run by dslc generate's decoder:
   one prefill of the prompt, then one-token decode steps;
+- the same decoder quantized to dynamic int8 (`--kv-cache --quantize int8`: onnxruntime's
+  quantize_dynamic through dslc.runtime.quantize), by the same loop;
 - dslc ONNX without the cache, the whole window every token (what `dslc generate --onnx` did);
 - the generated PyTorch module with its KVCache, and recomputing the window;
 - what a user does today: torch.onnx.export of the generated module (bench/export_generated.py's
   TorchScript exporter, dynamic batch and sequence) and a hand-written onnxruntime loop, which
-  has no cache and so runs the whole window every token.
+  has no cache and so runs the whole window every token; and the same with the dynamo exporter
+  (torch.onnx.export(dynamo=True)), exported by a separate process in an environment that has
+  onnxscript (--dynamo-python; dslc does not depend on it).
 
 Each path generates once (a recomputing one takes about half a minute here), in the order
-above; every path must give the same tokens. Also the prefill and the median decode step of
-the cached paths.
+above; every float path must give the same tokens, and for int8 the count of the tokens that
+agree with the float decoder's is recorded (greedy decoding diverges once one argmax flips).
+Also the prefill and the median decode step of the cached paths, and float against int8 decode
+steps interleaved call by call on the same tokens (the ratio to quote on a shared machine).
 
     python bench/generate_gpt.py [--threads 2] [--torch-threads N] [--prompt 128] [--new 128]
+        [--dynamo-python /tmp/benchenv/bin/python]
 
 On a machine busier than its cores, torch's thread pool waits for descheduled threads in every
 parallel op (measured here at load 11 on 2 cores: a GPT-2 decode step 0.6 s on 2 threads,
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,8 +107,9 @@ def handwritten(path: Path, prompt: list[int], new: int, threads: int) -> dict[s
 
 
 def onnx_files(out: Path, state: dict) -> dict[str, Path]:
-    """dslc's three graphs of the same weights, and torch.onnx.export's."""
+    """dslc's three graphs of the same weights, and the cached one quantized to int8."""
     from dslc.api import load
+    from dslc.runtime.quantize import quantize
 
     spec, paths = load(SPEC), {}
     for name, fused, kv in (("cache", True, True), ("cache_decomposed", False, True)) + (
@@ -108,20 +117,102 @@ def onnx_files(out: Path, state: dict) -> dict[str, Path]:
     ):
         paths[name] = out / f"{name}.onnx"
         spec.onnx_export(state, fused=fused, kv_cache=kv).write(paths[name])
+    paths["cache_int8"] = out / "cache_int8.onnx"
+    quantize(paths["cache"], paths["cache_int8"], "dynamic")
     return paths
+
+
+def onnx_runs(paths: dict[str, Path], prompt: list[int], new: int, threads: int) -> dict:
+    from dslc.runtime.generate import _onnx_cache, onnx_model
+
+    runs = {}
+    for name in ("cache", "cache_int8", "cache_decomposed", "recompute"):
+        m = onnx_model(str(paths[name]), 1024)
+        if name != "recompute":  # the same options as the other sessions
+            m.cached = _onnx_cache(session(paths[name], threads), "tokens", "logits")
+        runs[f"onnx_{name}"] = timed_generation(m, prompt, new, name != "recompute")
+        print(name, f"{runs[f'onnx_{name}']['tokens_per_s']:.2f} tokens/s", file=sys.stderr)
+    return runs
+
+
+def interleaved_decode(paths: dict[str, Path], prompt: list[int], new: int, threads: int):
+    """Float and int8 decoders prefilled with the prompt, then fed the float decoder's greedy
+    token, one decode step each in turn (which goes first alternating): the medians, the median
+    of the per-step ratios, how often int8's argmax agrees on the same context, and why not:
+    the logits' largest difference against the float's margin between its two best."""
+    from dslc.runtime.generate import _onnx_cache
+
+    f, q = (
+        _onnx_cache(session(paths[k], threads), "tokens", "logits") for k in ("cache", "cache_int8")
+    )
+    assert f and q
+    ids = np.asarray([prompt], dtype=np.int64)
+    logits = [f(ids, True), q(ids, True)]
+    times: list[list[float]] = [[], []]
+    agree, diffs, margins = 0, [], []
+    for step in range(new):
+        agree += int(np.argmax(logits[1]) == np.argmax(logits[0]))
+        diffs.append(float(np.abs(logits[1] - logits[0]).max()))
+        top = np.sort(logits[0])[-2:]
+        margins.append(float(top[1] - top[0]))
+        token = np.asarray([[int(np.argmax(logits[0]))]], dtype=np.int64)
+        for i in (0, 1) if step % 2 == 0 else (1, 0):
+            start = time.perf_counter()
+            logits[i] = (f, q)[i](token, False)
+            times[i].append(time.perf_counter() - start)
+    return {
+        "steps": new,
+        "float_step_s": statistics.median(times[0]),
+        "int8_step_s": statistics.median(times[1]),
+        "speedup": statistics.median(a / b for a, b in zip(*times, strict=True)),
+        "argmax_agree": agree,
+        "logit_diff_median": statistics.median(diffs),  # the largest |int8 - float| per step
+        "top2_margin_median": statistics.median(margins),  # float's best logit over its second
+    }
+
+
+def torch_runs(module, out: Path, prompt: list[int], new: int) -> dict:
+    from dslc.runtime.generate import torch_model
+    from dslc.runtime.train.checkpoint import save_weights
+
+    save_weights(out / "w.safetensors", module.state_dict(), {})
+    tm, runs = torch_model(SPEC, str(out / "w.safetensors"), {}), {}
+    for cache in (True, False):
+        key = "torch_cache" if cache else "torch_recompute"
+        runs[key] = timed_generation(tm, prompt, new, cache)
+        print(key, f"{runs[key]['tokens_per_s']:.2f} tokens/s", file=sys.stderr)
+    return runs
+
+
+def dynamo_export(python: str | None, out: Path, length: int) -> dict[str, Any]:
+    """bench/export_generated.py --dynamo as a whole process in `python`'s environment; what
+    failed, word for word, when it did."""
+    if not python:
+        return {"error": "not run: no --dynamo-python (an environment with onnxscript)"}
+    from dslc.api import load
+
+    (out / "model.py").write_text(load(SPEC).torch_source())
+    script = Path(__file__).with_name("export_generated.py")
+    cmd = [python, str(script), str(out / "model.py"), str(out / "dynamo.onnx"), "--dynamo"]
+    start = time.perf_counter()
+    done = subprocess.run([*cmd, "--tokens", f"1,{length}"], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        return {"error": (done.stderr.strip().splitlines() or ["exit status"])[-1]}
+    return {"export_s": seconds, "path": str(out / "dynamo.onnx")}
 
 
 def main() -> None:
     import torch
 
     from dslc.api import load
-    from dslc.runtime.generate import _onnx_cache, onnx_model, torch_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--torch-threads", type=int, help="default: --threads")
     p.add_argument("--prompt", type=int, default=128)
     p.add_argument("--new", type=int, default=128)
+    p.add_argument("--dynamo-python", help="a python with torch and onnxscript")
     args = p.parse_args()
     torch_threads = args.torch_threads or args.threads
     torch.set_num_threads(torch_threads)
@@ -129,37 +220,31 @@ def main() -> None:
     data["torch_threads"] = torch_threads
     data |= {"prompt": args.prompt, "new": args.new}
     prompt = np.random.default_rng(0).integers(0, VOCAB, args.prompt).tolist()
-    runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="dslc-bench-gen-") as tmp:
         out = Path(tmp)
-        ns = load(SPEC).torch_namespace()
         torch.manual_seed(0)
-        module = ns["create_model"]().eval()
-        state = {k: v.detach().numpy() for k, v in module.state_dict().items()}
-        paths = onnx_files(out, state)
-        from dslc.runtime.train.checkpoint import save_weights
-
-        save_weights(out / "w.safetensors", module.state_dict(), {})
-        del state
-        for name in ("cache", "cache_decomposed", "recompute"):
-            m = onnx_model(str(paths[name]), 1024)
-            if name != "recompute":  # the same options as the other sessions
-                s = session(paths[name], args.threads)
-                m.cached = _onnx_cache(s, "tokens", "logits")
-            runs[f"onnx_{name}"] = timed_generation(m, prompt, args.new, name != "recompute")
-            print(name, f"{runs[f'onnx_{name}']['tokens_per_s']:.2f} tokens/s", file=sys.stderr)
-        tm = torch_model(SPEC, str(out / "w.safetensors"), {})
-        for cache in (True, False):
-            key = "torch_cache" if cache else "torch_recompute"
-            runs[key] = timed_generation(tm, prompt, args.new, cache)
-            print(key, f"{runs[key]['tokens_per_s']:.2f} tokens/s", file=sys.stderr)
+        module = load(SPEC).torch_namespace()["create_model"]().eval()
+        paths = onnx_files(out, {k: v.detach().numpy() for k, v in module.state_dict().items()})
+        data["bytes"] = {k: paths[k].stat().st_size for k in ("cache", "cache_int8")}
+        runs = onnx_runs(paths, prompt, args.new, args.threads)
+        data["decode_interleaved"] = interleaved_decode(paths, prompt, args.new, args.threads)
+        runs |= torch_runs(module, out, prompt, args.new)
         start = time.perf_counter()
         export(module, (1, args.prompt), str(out / "export.onnx"), 20)
         data["export_s"] = time.perf_counter() - start
         runs["export_handwritten"] = handwritten(
             out / "export.onnx", prompt, args.new, args.threads
         )
+        data["dynamo"] = dynamo_export(args.dynamo_python, out, args.prompt)
+        if "path" in data["dynamo"]:
+            dynamo = Path(data["dynamo"].pop("path"))
+            runs["dynamo_handwritten"] = handwritten(dynamo, prompt, args.new, args.threads)
     first = runs["onnx_cache"]["tokens"]
+    int8 = runs["onnx_cache_int8"]["tokens"]
+    data["int8_agree"] = sum(a == b for a, b in zip(first, int8, strict=True))
+    data["int8_first_difference"] = next(
+        (i for i, (a, b) in enumerate(zip(first, int8, strict=True)) if a != b), None
+    )
     data["same_tokens"] = {k: r.pop("tokens") == first for k, r in runs.items()}
     data["runs"] = runs
     print("wrote", common.write_json("generate_gpt", data))

@@ -209,11 +209,13 @@ def quant_gpt(data: dict[str, Any]) -> str:
 
 GENERATE_LABELS = {
     "onnx_cache": "dslc ONNX --kv-cache (fused Attention)",
+    "onnx_cache_int8": "dslc ONNX --kv-cache --quantize int8 (dynamic)",
     "onnx_cache_decomposed": "dslc ONNX --kv-cache --decompose",
     "onnx_recompute": "dslc ONNX, whole window per token (dslc generate before the cache)",
     "torch_cache": "generated PyTorch module, KVCache",
     "torch_recompute": "generated PyTorch module, whole window per token",
     "export_handwritten": "torch.onnx.export + hand-written onnxruntime loop",
+    "dynamo_handwritten": "torch.onnx.export(dynamo=True) + hand-written onnxruntime loop",
 }
 
 
@@ -230,19 +232,70 @@ def generate_gpt(data: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, label in GENERATE_LABELS.items():
+        if name not in runs:
+            continue
         r = runs[name]
         rows.append(
             f"| {label} | {r['tokens_per_s']:.2f} | {r['tokens_per_s'] / base:.2f}x "
-            f"| {ms(r['first_s'])} | {ms(r['step_median_s'])} "
-            f"| {'yes' if data['same_tokens'][name] else 'NO'} |"
+            f"| {ms(r['first_s'])} | {ms(r['step_median_s'])} | {_same(data, name)} |"
         )
     cache, export = runs["onnx_cache"]["tokens_per_s"], runs["export_handwritten"]["tokens_per_s"]
     note = (
         f"Cache vs recompute (dslc ONNX): {cache / base:.1f}x (target 8x); vs torch.onnx.export "
         f"with a hand-written loop: {cache / export:.1f}x; the export itself took "
-        f"{data['export_s']:.1f} s."
+        f"{data['export_s']:.1f} s{_dynamo(data)}."
     )
-    return "\n".join([machine_line(data, what), "", *rows, "", note])
+    return "\n".join([machine_line(data, what), "", *rows, "", note, *_int8_decode(data)])
+
+
+def _same(data: dict[str, Any], name: str) -> str:
+    if name == "onnx_cache_int8" and "int8_agree" in data:
+        return f"{data['int8_agree']} of {data['new']} agree"
+    return "yes" if data["same_tokens"][name] else "NO"
+
+
+def _dynamo(data: dict[str, Any]) -> str:
+    d = data.get("dynamo")
+    if not d:
+        return ""
+    if "error" in d:
+        return f"; the dynamo exporter failed: `{d['error']}`"
+    runs = data["runs"]
+    ratio = runs["onnx_cache"]["tokens_per_s"] / runs["dynamo_handwritten"]["tokens_per_s"]
+    return (
+        f"; vs the dynamo exporter with the same loop: {ratio:.1f}x, "
+        f"its export {d['export_s']:.1f} s as a whole process"
+    )
+
+
+def _int8_decode(data: dict[str, Any]) -> list[str]:
+    """Float against int8 decode steps, interleaved call by call on the same tokens."""
+    d = data.get("decode_interleaved")
+    if not d:
+        return []
+    f, q, b = d["float_step_s"], d["int8_step_s"], data["bytes"]
+    return [
+        "",
+        f"Decode, float against int8 --kv-cache, {d['steps']} steps interleaved call by call on "
+        "the float decoder's tokens:",
+        "",
+        "| decoder | file | median decode step | tokens/s at decode | argmax as float's |",
+        "|---|---|---|---|---|",
+        f"| float + cache | {b['cache'] / 2**20:.0f} MiB | {ms(f)} | {1 / f:.1f} | |",
+        f"| int8 + cache | {b['cache_int8'] / 2**20:.0f} MiB | {ms(q)} | {1 / q:.1f} "
+        f"| {d['argmax_agree']} of {d['steps']} |",
+        "",
+        f"int8 + cache vs float + cache at decode: {d['speedup']:.2f}x (median of the per-step "
+        f"ratios; target 2.5x); in the generations above "
+        f"{runs_ratio(data):.2f}x in tokens/s. Per step, int8's logits differ from float's by "
+        f"up to {d['logit_diff_median']:.3f} (median over the steps), while float's best logit "
+        f"leads its second by {d['top2_margin_median']:.3f} (median).",
+    ]
+
+
+def runs_ratio(data: dict[str, Any]) -> float:
+    runs = data["runs"]
+    return runs["onnx_cache_int8"]["tokens_per_s"] / runs["onnx_cache"]["tokens_per_s"]
 
 
 RENDER = {
