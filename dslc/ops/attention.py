@@ -45,26 +45,12 @@ class SelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 '''
 
-# The same, for a model KVCache can run: every attention layer causal, without a padding mask.
-CACHED_SELF_ATTENTION = '''
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over (batch, time, channels): one projection makes every head's
-    queries, keys and values, scaled dot-product attention mixes the positions, a second
-    projection mixes the heads. `mask` (batch, time): true (or 1) where a position may be
-    attended to."""
-
-    def __init__(self, width, heads, causal=False, dropout=0.0, bias=True):
-        super().__init__()
-        self.heads, self.causal, self.dropout = heads, causal, dropout
-        self.qkv = nn.Linear(width, 3 * width, bias=bias)
-        self.proj = nn.Linear(width, width, bias=bias)
+# What a model KVCache can run (every attention layer causal, without a padding mask) adds to
+# SelfAttention: the keys and values of the positions seen so far.
+_CACHE_INIT = """
         self.cache = None  # while KVCache runs the model: earlier positions' keys and values
-
-    def forward(self, x, mask=None):
-        b, t, c = x.shape  # batch, time, channels
-        q, k, v = self.qkv(x).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
-        causal = self.causal  # (b, heads, t, c / heads) each
+"""[1:]
+_CACHE_BRANCH = """
         if self.cache is not None:  # run by KVCache: the new positions are the last t of s
             if mask is not None:
                 raise ValueError("KVCache runs attention without a padding mask")
@@ -74,14 +60,11 @@ class SelfAttention(nn.Module):
             mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
             causal = False
         elif mask is not None:
-            mask = mask.bool()[:, None, None, :]  # (b, 1, 1, t)
-            if causal:  # PyTorch takes a mask or is_causal, not both
-                mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-                causal = False
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
-        return self.proj(y.transpose(1, 2).reshape(b, t, c))
-'''
+"""[1:]
+CACHED_SELF_ATTENTION = SELF_ATTENTION.replace(
+    "        self.proj = nn.Linear(width, width, bias=bias)\n",
+    "        self.proj = nn.Linear(width, width, bias=bias)\n" + _CACHE_INIT,
+).replace("        if mask is not None:\n", _CACHE_BRANCH)
 
 
 KV_CACHE = '''
