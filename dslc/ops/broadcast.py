@@ -45,17 +45,15 @@ class Expand(OpDef):
                     f"{target[lead + i]})"
                 )
         for i, d in enumerate(target):
-            kept = i >= lead and x.shape[i - lead] == d
-            if isinstance(d, Sym) and not kept:
+            if isinstance(d, Sym) and not _kept(x, target, i):
                 _position(ins, d)
         return x.with_shape(target)
 
     def torch_call(self, node, args, module):
         x, target = node.inputs[0].type, node.attrs["shape"]
-        lead = len(target) - x.rank
         dims = []
         for i, d in enumerate(target):
-            if i >= lead and x.shape[i - lead] == d:
+            if _kept(x, target, i):
                 dims.append("-1")
             elif isinstance(d, Sym):
                 dims.append(f"{args[1]}.shape[{_position(_types(node), d)}]")
@@ -67,19 +65,23 @@ class Expand(OpDef):
         """Expand to a shape whose kept dims are 1 (ONNX broadcasts both ways) and whose
         symbolic dims are slices of Shape(like)."""
         x, target = node.inputs[0].type, node.attrs["shape"]
-        lead = len(target) - x.rank
         parts: list[str] = []
         for i, d in enumerate(target):
-            if isinstance(d, Sym) and not (i >= lead and x.shape[i - lead] == d):
+            if isinstance(d, Sym) and not _kept(x, target, i):
                 p = _position(_types(node), d)
                 parts.append(
                     b.add(node, "Shape", [ins[1]], [b.temp(node, f"dim{i}")], start=p, end=p + 1)
                 )
             else:
-                kept = i >= lead and x.shape[i - lead] == d
-                parts.append(b.const(node, f"dim{i}", [1 if kept else d], "i64"))
+                parts.append(b.const(node, f"dim{i}", [1 if _kept(x, target, i) else d], "i64"))
         shape = b.add(node, "Concat", parts, [b.temp(node, "shape")], axis=0)
         b.add(node, "Expand", [ins[0], shape], outs)
+
+
+def _kept(x: TensorType, target, i: int) -> bool:
+    """Whether dim i of the target shape is the input's own (its trailing dims line up)."""
+    lead = len(target) - x.rank
+    return i >= lead and x.shape[i - lead] == target[i]
 
 
 def _types(node) -> list[TensorType]:

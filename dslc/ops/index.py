@@ -85,14 +85,14 @@ class Index(OpDef):
         return {"items": item_text(items)}
 
     def infer(self, ins, a):
-        (x,) = ins
+        (x,), items = ins, parse_items(a["items"])
         shape: list[Dim] = []
-        for d, item in enumerate(parse_items(a["items"])):
+        for d, item in enumerate(items):
             if isinstance(item, int):
                 _check_index(item, x.shape[d], d)
             else:
                 shape.append(cut_size(item, x.shape[d], d))
-        return x.with_shape((*shape, *x.shape[len(parse_items(a["items"])) :]))
+        return x.with_shape((*shape, *x.shape[len(items) :]))
 
     def torch_call(self, node, args, module):
         items = parse_items(node.attrs["items"])
