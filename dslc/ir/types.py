@@ -6,6 +6,7 @@ build (`(H - 4)/2 + 1`). Sums of names and integers stay linear and simplify
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -138,3 +139,27 @@ class TensorType:
 
 def numpy_dtype(dtype: str) -> np.dtype:
     return np.dtype(DTYPES[dtype][0])
+
+
+DATA_MARK = "?"  # the name of a dim that the data sets, until its node is named
+
+
+def data_dim(base: str) -> Sym:
+    """A dim whose size the data sets (the boxes NMS keeps): a shape rule returns
+    `data_dim("K")`, and the elaborator names it after the node (`K_nms1`, `name_data_dims`),
+    so that two such counts never compare equal. ONNX writes it as a dim_param."""
+    return Sym.name(DATA_MARK + base)
+
+
+def name_data_dims(t: TensorType, node: str) -> TensorType:
+    """`t` with each data-set dim of a shape rule named after its node."""
+
+    def named(d: Dim) -> Dim:
+        if isinstance(d, int) or DATA_MARK not in str(d):
+            return d
+        if d.text is not None:
+            return Sym(text=re.sub(r"\?(\w+)", rf"\1_{node}", d.text))
+        terms = tuple((f"{n[1:]}_{node}" if n.startswith(DATA_MARK) else n, c) for n, c in d.terms)
+        return Sym(terms, d.const)
+
+    return t.with_shape(tuple(named(d) for d in t.shape))

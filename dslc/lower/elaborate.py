@@ -17,7 +17,7 @@ from dslc.frontend import ast
 from dslc.ir import structure as st
 from dslc.ir.graph import Graph, Node, ParamSpec, Value
 from dslc.ir.limits import MAX_ATTR_INT, Budget, check_type
-from dslc.ir.types import DTYPES, Sym, TensorType
+from dslc.ir.types import DTYPES, Sym, TensorType, name_data_dims
 from dslc.lower import codes
 from dslc.lower.binding import Arg, bind
 from dslc.lower.blocks import Blocks
@@ -353,6 +353,7 @@ class Elaborator(Blocks):
             name = frame.module_name(site, op.node_prefix)
         else:
             name = frame.name(op.node_prefix)
+        outs = [name_data_dims(t, name) for t in outs]
         values = [
             Value(self.fresh(name if len(outs) == 1 else f"{name}_{i}"), t, hint=self.hint)
             for i, t in enumerate(outs)

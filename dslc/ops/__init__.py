@@ -45,6 +45,7 @@ LAYER_FAMILIES = (
     "elementwise",
     "stochastic",
     "learned",
+    "detection",
 )
 FAMILIES = (*LAYER_FAMILIES, "loss", "penalty", "optimizer", "schedule")
 

@@ -29,6 +29,15 @@ FAMILY_TEXT = {
         "attention written by hand from matmul and softmax. With --decompose the ONNX graph "
         "spells the fused forms out in MatMul and Softmax instead of the Attention op (opset 23).",
     ),
+    "detection": (
+        "Detection",
+        "Boxes and the ops of two-stage detectors (Faster R-CNN): anchors, box encoding and "
+        "decoding, IoU, non-maximum suppression, top-k and gather, RoI align and pool, region "
+        "proposals and the final detections. Boxes are (x1, y1, x2, y2) in input pixels; a "
+        "variable number of boxes over a batch is one (K, 5) tensor of rows (image, x1, y1, x2, "
+        "y2), torchvision's RoI format. A count that depends on the data (the boxes NMS keeps) "
+        "is a dim named after the node, `K_nms1`, dynamic in ONNX.",
+    ),
     "recurrent": (
         "Recurrent layers",
         "RNN, LSTM and GRU layers over a batch-first sequence (N, T, features), as torch.nn's "
