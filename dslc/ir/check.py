@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dslc.ir.graph import Graph
+from dslc.ir.types import name_data_dims
 
 
 def verify(g: Graph) -> None:
@@ -15,6 +16,7 @@ def verify(g: Graph) -> None:
             assert id(v) in defined, f"{n.name}: input {v.name} used before it is defined"
         inferred = n.op.infer([v.type for v in n.inputs], n.attrs)
         inferred = inferred if isinstance(inferred, list) else [inferred]
+        inferred = [name_data_dims(t, n.name) for t in inferred]
         assert inferred == [v.type for v in n.outputs], f"{n.name}: types disagree: {inferred}"
         assert n.op.params([v.type for v in n.inputs], n.attrs).keys() == n.params.keys()
         for v in n.outputs:

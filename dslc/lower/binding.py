@@ -53,6 +53,16 @@ def bind(
                 f"{op.name} takes a list of tensors, such as `[a, b] -> {op.name}`", span=span
             )
         tensors, args = list(args[0].value), args[1:]
+    elif any(i.startswith("*") for i in op.inputs):  # fixed inputs, then any number more
+        while args and isinstance(args[0].value, Value | list):
+            given_tensors = args.pop(0).value
+            tensors += given_tensors if isinstance(given_tensors, list) else [given_tensors]
+        if len(tensors) < len(op.inputs):
+            raise SpecError(
+                f"{op.name} takes {', '.join(i.lstrip('*') for i in op.inputs)}: at least "
+                f"{count(len(op.inputs), 'tensor')}, got {len(tensors)}",
+                span=span,
+            )
     else:
         while args and isinstance(args[0].value, Value):
             tensors.append(args.pop(0).value)

@@ -3,6 +3,7 @@
 from dslc.ir.graph import ParamSpec
 from dslc.ops import (  # noqa: F401
     activation,
+    anchors,
     attention,
     attention_parts,
     broadcast,
@@ -11,6 +12,7 @@ from dslc.ops import (  # noqa: F401
     conv_transpose,
     cross_attention,
     dense,
+    detections,
     elementwise,
     embedding,
     gated,
@@ -21,6 +23,7 @@ from dslc.ops import (  # noqa: F401
     norm_local,
     optim,
     pool,
+    proposals,
     recurrent,
     reduce,
     resize,

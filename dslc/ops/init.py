@@ -113,6 +113,8 @@ KINDS: dict[str, Kind] = {
         _module_default, _std(lambda i, f: 1.0 / math.sqrt(i.fan_in or f[0]), normal=False)
     ),
     "torch_normal": Kind(_module_default, _std(lambda i, f: 1.0, normal=True)),
+    # N(0, 0.01) that a generated helper module draws itself (torchvision's RPNHead)
+    "torch_normal_0.01": Kind(_module_default, _std(lambda i, f: 0.01, normal=True)),
     "torch_ones": Kind(_module_default, whole=lambda i, s: np.ones(s, np.float32)),
     "torch_zeros": Kind(_module_default, whole=lambda i, s: np.zeros(s, np.float32)),
     "torch_prelu": Kind(_module_default, whole=lambda i, s: np.full(s, 0.25, np.float32)),

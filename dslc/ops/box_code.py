@@ -1,0 +1,166 @@
+"""What the detection ops share: Faster R-CNN's box arithmetic, once as the PyTorch helpers a
+generated file carries (torchvision's BoxCoder.decode, clip_boxes_to_image, box_iou and
+batched_nms, in plain torch: dslc's output does not import torchvision) and once as the ONNX
+nodes that compute the same numbers in the same order. Boxes are (x1, y1, x2, y2)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dslc.backends.onnx.builder import OnnxBuilder
+    from dslc.ir.graph import Node
+
+# torchvision's bbox_xform_clip: no box grows more than 1000/16 times its reference
+DELTA_CLIP = math.log(1000.0 / 16)
+
+DECODE_BOXES = f'''
+def decode_boxes(deltas, boxes, weights=(1.0, 1.0, 1.0, 1.0), clip={DELTA_CLIP!r}):
+    """Boxes (..., 4) from deltas (..., 4) relative to reference boxes (..., 4): Faster R-CNN's
+    parameterization (torchvision's BoxCoder.decode); `clip` is log(1000 / 16)."""
+    widths = boxes[..., 2] - boxes[..., 0]
+    heights = boxes[..., 3] - boxes[..., 1]
+    ctr_x = boxes[..., 0] + 0.5 * widths
+    ctr_y = boxes[..., 1] + 0.5 * heights
+    wx, wy, ww, wh = weights
+    dx = deltas[..., 0] / wx
+    dy = deltas[..., 1] / wy
+    dw = (deltas[..., 2] / ww).clamp(max=clip)
+    dh = (deltas[..., 3] / wh).clamp(max=clip)
+    pred_ctr_x = dx * widths + ctr_x
+    pred_ctr_y = dy * heights + ctr_y
+    half_w = 0.5 * (dw.exp() * widths)
+    half_h = 0.5 * (dh.exp() * heights)
+    return torch.stack(
+        (pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), dim=-1
+    )
+'''
+
+CLIP_BOXES = '''
+def clip_boxes(boxes, height, width):
+    """Boxes (..., 4) clipped to an image of height x width."""
+    x = boxes[..., 0::2].clamp(0, width)
+    y = boxes[..., 1::2].clamp(0, height)
+    return torch.stack((x, y), dim=-1).reshape(boxes.shape)
+'''
+
+BOX_IOU = '''
+def box_iou(boxes1, boxes2):
+    """Intersection over union of every box of boxes1 (M, 4) with every box of boxes2 (K, 4)."""
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    top_left = torch.max(boxes1[:, None, :2], boxes2[:, :2])
+    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[:, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[:, None] + area2 - inter)
+'''
+
+BATCHED_NMS = '''
+def nms(boxes, scores, iou_threshold):
+    """Greedy non-maximum suppression: the indices of the boxes kept, by decreasing score; a
+    box goes when it overlaps a kept, higher-scoring box by an IoU above iou_threshold."""
+    order = scores.argsort(descending=True)
+    overlaps = box_iou(boxes[order], boxes[order]) > iou_threshold
+    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
+    for i in range(len(order)):
+        if keep[i]:
+            keep[i + 1 :] &= ~overlaps[i, i + 1 :]
+    return order[keep]
+
+
+def batched_nms(boxes, scores, groups, iou_threshold):
+    """nms within each group (a class, a pyramid level): boxes of different groups never
+    suppress each other. The kept indices, by decreasing score (torchvision's batched_nms)."""
+    keep = [
+        index[nms(boxes[index], scores[index], iou_threshold)]
+        for index in (torch.nonzero(groups == g).flatten() for g in groups.unique())
+    ]
+    keep = torch.cat(keep) if keep else groups.new_zeros(0, dtype=torch.long)
+    return keep[scores[keep].argsort(descending=True)]
+'''
+
+BOX_HELPERS = {
+    "decode_boxes": DECODE_BOXES,
+    "clip_boxes": CLIP_BOXES,
+    "box_iou": BOX_IOU,
+    "batched_nms": BATCHED_NMS,
+}
+
+
+def helpers(*names: str) -> dict[str, str]:
+    """The helpers an op's PyTorch form calls, with those they call (batched_nms: box_iou)."""
+    needs = {"batched_nms": ("box_iou",)}
+    wanted = [n for name in names for n in (*needs.get(name, ()), name)]
+    return {n: BOX_HELPERS[n] for n in dict.fromkeys(wanted)}
+
+
+class Onnx:
+    """The ONNX nodes of one detection node's box arithmetic, named after it (`b.temp`)."""
+
+    def __init__(self, node: Node, b: OnnxBuilder) -> None:
+        self.node, self.b, self.count = node, b, 0
+
+    def name(self, what: str) -> str:
+        self.count += 1
+        return self.b.temp(self.node, f"{what}{self.count}")
+
+    def op(self, op_type: str, inputs: list[str], what: str = "", **attrs) -> str:
+        return self.b.add(self.node, op_type, inputs, [self.name(what or op_type)], **attrs)
+
+    def topk(self, x: str, k: int | str, axis: int) -> tuple[str, str]:
+        """TopK's values and indices: the k (a number, or a tensor's name) largest along axis,
+        largest first."""
+        values, index = self.name("top"), self.name("index")
+        count = self.const("k", [k], "i64") if isinstance(k, int) else k
+        self.b.add(self.node, "TopK", [x, count], [values, index], axis=axis)
+        return values, index
+
+    def const(self, what: str, value, dtype: str = "f32") -> str:
+        self.count += 1
+        return self.b.const(self.node, f"{what}{self.count}", value, dtype)
+
+    def column(self, x: str, i: int, keep: bool = False) -> str:
+        """x[..., i] (x[..., i:i + 1] with `keep`)."""
+        axes, starts, ends = self.const("axis", [-1], "i64"), self.const("i", [i], "i64"), None
+        ends = self.const("end", [i + 1], "i64")
+        cut = self.op("Slice", [x, starts, ends, axes], "col")
+        return cut if keep else self.op("Squeeze", [cut, axes], "col")
+
+    def decode(self, deltas: str, boxes: str, weights: tuple[float, ...]) -> str:
+        """decode_boxes(deltas, boxes, weights): (..., 4) from (..., 4) and (..., 4)."""
+        x1, y1, x2, y2 = (self.column(boxes, i, keep=True) for i in range(4))
+        d = [self.column(deltas, i, keep=True) for i in range(4)]
+        widths, heights = self.op("Sub", [x2, x1]), self.op("Sub", [y2, y1])
+        half = self.const("half", 0.5)
+        ctr_x = self.op("Add", [x1, self.op("Mul", [half, widths])])
+        ctr_y = self.op("Add", [y1, self.op("Mul", [half, heights])])
+        dx, dy, dw, dh = (self.op("Div", [d[i], self.const("w", weights[i])]) for i in range(4))
+        clip = self.const("clip", DELTA_CLIP)
+        dw, dh = self.op("Min", [dw, clip]), self.op("Min", [dh, clip])
+        cx = self.op("Add", [self.op("Mul", [dx, widths]), ctr_x])
+        cy = self.op("Add", [self.op("Mul", [dy, heights]), ctr_y])
+        hw = self.op("Mul", [half, self.op("Mul", [self.op("Exp", [dw]), widths])])
+        hh = self.op("Mul", [half, self.op("Mul", [self.op("Exp", [dh]), heights])])
+        corners = [self.op("Sub", [cx, hw]), self.op("Sub", [cy, hh])]
+        corners += [self.op("Add", [cx, hw]), self.op("Add", [cy, hh])]
+        return self.op("Concat", corners, "boxes", axis=-1)
+
+    def clip(self, boxes: str, height: int, width: int) -> str:
+        """clip_boxes(boxes, height, width)."""
+        low = self.op("Max", [boxes, self.const("zero", 0.0)])
+        return self.op("Min", [low, self.const("size", [width, height, width, height])])
+
+    def sizes_at_least(self, boxes: str, min_size: float) -> str:
+        """A bool (...) of the boxes whose width and height are both at least min_size."""
+        x1, y1, x2, y2 = (self.column(boxes, i) for i in range(4))
+        least = self.const("min", min_size)
+        wide = self.op("GreaterOrEqual", [self.op("Sub", [x2, x1]), least])
+        return self.op("And", [wide, self.op("GreaterOrEqual", [self.op("Sub", [y2, y1]), least])])
+
+    def slice_last(self, x: str, start: int, end: int) -> str:
+        """x[..., start:end]."""
+        ends = self.const("end", [end], "i64")
+        axes = self.const("axis", [-1], "i64")
+        return self.op("Slice", [x, self.const("start", [start], "i64"), ends, axes], "cut")
