@@ -94,8 +94,9 @@ class FeaturePyramid(nn.Module):
     top down, each lateral plus the level above resized to its size (nearest); a 3x3 convolution
     on each sum gives P2..P5, and P6 is P5 subsampled by 2. The convolutions start as
     torchvision's, uniform with a = 1 and bias 0. torchvision keeps the laterals and the 3x3
-    convolutions in two lists, inner_blocks.i.0 and layer_blocks.i.0 (level i from C2); here they
-    are inner_blocks_i.0 and layer_blocks_i.0."""
+    convolutions in two lists, inner_blocks.i.0 and layer_blocks.i.0 (level i from C2), which the
+    language cannot name (one list of layers that differ and read different inputs); here they
+    are the layers inner_blocks_i and layer_blocks_i."""
 
     def __init__(self, c3_channels, c4_channels, c5_channels, out_channels=256):
         super().__init__()
