@@ -30,6 +30,7 @@ TEST_PARAMS: dict[str, dict[str, object]] = {
     "mobilenet_v2": {"size": 16},
     "resnet18": {"size": 64},
     "resnet50": {"size": 64},
+    "resnet50_fpn": {"size": 64},
     "vgg16": {"size": 32},
     "vit_b_16": {
         "image_size": 32,

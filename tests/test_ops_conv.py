@@ -340,8 +340,8 @@ def test_upsample_symbolic_dims_scale():
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("upsample(2, size=[4, 4])", "upsample takes scale_factor or size \\(one of them\\)"),
-        ("upsample()", "upsample takes scale_factor or size"),
+        ("upsample(2, size=[4, 4])", "upsample takes one of scale_factor, size and like"),
+        ("upsample()", "upsample takes one of scale_factor, size and like"),
         ('upsample(2, mode="linear")', 'mode "linear" is for rank-3 inputs'),
         ("upsample(2, align_corners=true)", "align_corners is for the linear modes"),
         ("upsample(1.5)", "scale_factor must be an integer"),

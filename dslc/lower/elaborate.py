@@ -197,6 +197,8 @@ class Elaborator(Blocks):
             )
         for name, v in zip(names, values, strict=True):
             self.name_value(v, frame.path + name, start)
+            if len(names) > 1 and isinstance(v, Value):  # a block's outputs: the caller's names
+                v.hint = name
             scope.define(name, v, stmt.span)
             if len(names) == 1 and not isinstance(v, Value | tuple | list):
                 code = codes.translate(stmt.value, scope.all_codes(), v)

@@ -21,6 +21,7 @@ SCHEMES: dict[str, str] = {
     "default": "PyTorch's default for the layer",
     "he_uniform": "Kaiming/He uniform, fan_in, gain sqrt(2) (for ReLU)",
     "he_normal": "Kaiming/He normal, fan_in, gain sqrt(2) (for ReLU)",
+    "he_uniform_a1": "Kaiming/He uniform with a = 1, fan_in, gain 1 (torchvision's FPN)",
     "xavier_uniform": "Xavier/Glorot uniform, gain 1",
     "xavier_normal": "Xavier/Glorot normal, gain 1",
     "normal_0.02": "normal with mean 0 and std 0.02 (GPT-2's and BERT's weights)",
@@ -57,7 +58,7 @@ def _text(v: tuple | float | None) -> str:
     return repr(v)
 
 
-FAN_BASED = ("he_uniform", "he_normal", "xavier_uniform", "xavier_normal")
+FAN_BASED = ("he_uniform", "he_uniform_a1", "he_normal", "xavier_uniform", "xavier_normal")
 
 
 def from_attr(value: str | float | tuple, default: Init, vector: bool = False) -> Init:
@@ -122,6 +123,10 @@ KINDS: dict[str, Kind] = {
     "he_uniform": Kind(
         lambda i, t: f'nn.init.kaiming_uniform_({t}, nonlinearity="relu")',
         _std(lambda i, f: math.sqrt(6.0 / f[0]), normal=False),
+    ),
+    "he_uniform_a1": Kind(
+        lambda i, t: f"nn.init.kaiming_uniform_({t}, a=1)",
+        _std(lambda i, f: math.sqrt(3.0 / f[0]), normal=False),
     ),
     "he_normal": Kind(
         lambda i, t: f'nn.init.kaiming_normal_({t}, nonlinearity="relu")',

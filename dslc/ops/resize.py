@@ -32,11 +32,13 @@ class Upsample(OpDef):
     family = "pool"
     prefix = "up"
     doc = (
-        "Resizes the spatial dims by `scale_factor` or to `size`, by nearest-neighbour or "
-        "(bi/tri)linear interpolation (torch F.interpolate; ONNX Resize with the coordinate "
-        "mapping PyTorch uses)."
+        "Resizes the spatial dims by `scale_factor`, to `size`, or to the spatial size of "
+        "the tensor `like` (an FPN's top-down path: `top -> upsample(like=lateral)`), by "
+        "nearest-neighbour or (bi/tri)linear interpolation (torch F.interpolate; ONNX Resize "
+        "with the coordinate mapping PyTorch uses)."
     )
     example = 'x -> upsample(2, mode="bilinear")'
+    inputs = ("x", "like?")
     attrs = (
         Attr(
             "scale_factor",
@@ -65,8 +67,14 @@ class Upsample(OpDef):
     def resolve(self, ins, a):
         x, mode = ins[0], a["mode"]
         expect_rank(self.name, x, (3, 4, 5), " (N, C, *spatial)")
-        if (a["scale_factor"] is None) == (a["size"] is None):
-            raise SpecError("upsample takes scale_factor or size (one of them)")
+        given = [a["scale_factor"] is not None, a["size"] is not None, len(ins) > 1]
+        if sum(given) != 1:
+            raise SpecError("upsample takes one of scale_factor, size and like")
+        if len(ins) > 1 and ins[1].rank != x.rank:
+            raise SpecError(
+                f"upsample: like must have the rank of the input, {x.rank}, got {ins[1]}",
+                hint="like= gives the spatial size to resize to: a tensor (N, C, *spatial)",
+            )
         if MODES[mode] not in (None, x.rank):
             fit = next(m for m, r in MODES.items() if r == x.rank)
             raise SpecError(
@@ -80,36 +88,44 @@ class Upsample(OpDef):
         return a
 
     def infer(self, ins, a):
-        (x,) = ins
+        x = ins[0]
         expect_float(self.name, x)
-        if a["size"] is None:
+        if a["scale_factor"] is not None:
             return x.with_shape(
                 (*x.shape[:2], *(dim_mul(d, a["scale_factor"]) for d in x.shape[2:]))
             )
-        if a["mode"] == "nearest" and not all(isinstance(d, int) for d in x.shape[2:]):
+        size = _target(ins, a)
+        known = all(isinstance(d, int) for d in (*x.shape[2:], *size))
+        if a["mode"] == "nearest" and not known:
             raise SpecError(
-                f"upsample to a size in mode nearest needs known spatial sizes, got {x}",
+                f"upsample to a size in mode nearest needs known spatial sizes, got {x}"
+                + (f" to the size of {ins[1]}" if len(ins) > 1 else ""),
                 hint="give scale_factor, or a linear mode",
             )
-        return x.with_shape((*x.shape[:2], *a["size"]))
+        return x.with_shape((*x.shape[:2], *size))
 
     def torch_call(self, node, args, module):
         a = node.attrs
-        how = (
-            f"size={py(compact(a['size']))}"
-            if a["size"] is not None
-            else f"scale_factor={a['scale_factor']}"
-        )
+        if len(args) > 1:  # the spatial dims of `like`, as torchvision's FPN reads them
+            how = f"size={args[1]}.shape[{2 - node.inputs[0].type.rank}:]"
+        elif a["size"] is not None:
+            how = f"size={py(compact(a['size']))}"
+        else:
+            how = f"scale_factor={a['scale_factor']}"
         corners = f", align_corners={a['align_corners']}" if a["mode"] != "nearest" else ""
         return f'F.interpolate({args[0]}, {how}, mode="{a["mode"]}"{corners})'
 
     def onnx(self, node, b, ins, outs):
         a, rank = node.attrs, node.inputs[0].type.rank
-        if a["size"] is not None and a["mode"] == "nearest":
+        sized = a["scale_factor"] is None
+        if sized and a["mode"] == "nearest":
             self._gather(node, b, ins[0], outs[0])
             return
         axes = list(range(2, rank))  # Resize's `axes`: only the spatial dims are given
-        if a["size"] is not None:
+        if len(ins) > 1:
+            sizes = b.add(node, "Shape", [ins[1]], [b.temp(node, "sizes")], start=2)
+            inputs = [ins[0], "", "", sizes]
+        elif sized:
             inputs = [ins[0], "", "", b.const(node, "sizes", list(a["size"]), "i64")]
         else:
             scales = [float(a["scale_factor"])] * len(axes)
@@ -117,7 +133,7 @@ class Upsample(OpDef):
         b.add(node, "Resize", inputs, outs, axes=axes, **self._resize_attrs(a))
 
     def _gather(self, node, b, x: str, y: str) -> None:
-        sizes, out = node.inputs[0].type.shape[2:], node.attrs["size"]
+        sizes, out = node.inputs[0].type.shape[2:], node.outputs[0].type.shape[2:]
         axes = [i for i in range(len(out)) if sizes[i] != out[i]]
         if not axes:
             b.alias(y, x)
@@ -137,6 +153,11 @@ class Upsample(OpDef):
             }
         corners = "align_corners" if a["align_corners"] else "half_pixel"
         return {"mode": "linear", "coordinate_transformation_mode": corners}
+
+
+def _target(ins, a) -> tuple:
+    """The spatial size a sized upsample resizes to: `size`, or the spatial dims of `like`."""
+    return tuple(ins[1].shape[2:]) if len(ins) > 1 else a["size"]
 
 
 @register

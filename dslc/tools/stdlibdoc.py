@@ -61,13 +61,19 @@ def _opening(source: str) -> str:
 def _block(d: ast.Definition, source: str) -> list[str]:
     inputs = [s.name for s in d.body if isinstance(s, ast.InputDecl)]
     lines = [f"### `{d.name}`", "", doc_comment(source, d.span.line).replace("\n", " "), ""]
+    outputs = [s.name for s in d.body if isinstance(s, ast.OutputDecl)]
     lines += [f"Tensor inputs: {', '.join(f'`{n}`' for n in inputs)}.", ""]
-    lines += ["| parameter | type | default |", "|---|---|---|"]
+    if len(outputs) > 1:
+        lines += [f"Outputs: {', '.join(f'`{n}`' for n in outputs)}.", ""]
+    if d.params:
+        lines += ["| parameter | type | default |", "|---|---|---|"]
     for p in d.params:
         default = "required" if p.default is None else f"`{_text(source, p.default.span)}`"
         lines.append(f"| `{p.name}` | {p.type} | {default} |")
     call = ", ".join(inputs + [p.name for p in d.params if p.default is None])
-    lines += ["", "```dl", f"import {_module_of(d)}", f"y = {d.name}({call})", "```", ""]
+    names = ", ".join(outputs) if len(outputs) > 1 else "y"
+    lines += ([""] if d.params else []) + ["```dl", f"import {_module_of(d)}"]
+    lines += [f"{names} = {d.name}({call})", "```", ""]
     return lines
 
 

@@ -297,8 +297,8 @@ class Writer(Control):
             )
             if force and k == 0:  # a loop carries the (first) output
                 name = force
-            else:
-                name = "_" if unread else self.var_for(v, occs[0], hint)
+            else:  # the statement names its first value; the others keep their own names
+                name = "_" if unread else self.var_for(v, occs[0], hint if k == 0 else None)
             names.append(name)
             for occ, outs in zip(occs, outputs, strict=True):
                 occ.vars[id(outs[k])] = name

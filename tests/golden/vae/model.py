@@ -65,10 +65,10 @@ class Vae(nn.Module):
 
     def forward(self, image):
         # image: (N, 64)
-        mu, mu_2 = self.encoder1(image)  # (N, 8), (N, 8)
-        z = mu + (0.5 * mu_2).exp() * torch.randn_like(mu) if self.training else mu  # (N, 8)
+        mu, logvar = self.encoder1(image)  # (N, 8), (N, 8)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if self.training else mu  # (N, 8)
         recon = self.decoder1(z)  # (N, 64)
-        return recon, mu, mu_2
+        return recon, mu, logvar
 
 
 def create_model():
