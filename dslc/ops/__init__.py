@@ -12,6 +12,7 @@ from dslc.ops import (  # noqa: F401
     conv_transpose,
     cross_attention,
     dense,
+    detection_loss,
     detections,
     elementwise,
     embedding,
