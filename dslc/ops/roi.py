@@ -19,6 +19,10 @@ OUTPUT_SIZE = Attr(
 ROIS_HINT = "one row (image index, x1, y1, x2, y2) per RoI, in input-image pixels"
 
 
+def count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def check_rois(op: str, rois: TensorType) -> None:
     if rois.dtype != "f32" or rois.rank != 2 or rois.shape[1] != 5:
         raise SpecError(f"{op}: the rois must be f32[K, 5], got {rois}", hint=ROIS_HINT)
@@ -33,7 +37,7 @@ def check_features(op: str, features: list[TensorType]) -> None:
         if x.shape[:2] != features[0].shape[:2]:
             raise SpecError(
                 f"{op}: feature level {i} is {x} but level 0 is {features[0]}",
-                hint="every level holds the same images with the same channels: (N, C, *, *)",
+                hint="every level holds the same images with the same channels (FPN: lateral 1x1s)",
             )
 
 
@@ -101,9 +105,9 @@ class RoiAlign(OpDef):
             )
         if len(scales) != levels:
             raise SpecError(
-                f"roi_align: {len(scales)} spatial scales for {levels} feature "
-                f"map{'s' if levels > 1 else ''}",
-                hint="one scale per feature map, in the same order",
+                f"roi_align: {count(levels, 'feature map')} but "
+                f"{count(len(scales), 'spatial scale')}",
+                hint="one scale per feature map, in the same order, such as [0.25, 0.125]",
             )
         if levels > 1:
             self._check_pyramid(scales, a["aligned"])

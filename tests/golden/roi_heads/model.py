@@ -24,6 +24,11 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
     (K, C, *output_size). A bin averages the features bilinearly interpolated at a grid of
     sampling_ratio x sampling_ratio points (<= 0: ceil(RoI size / output size) per RoI);
     `aligned` shifts the RoI by half a pixel, so that pixel centres sit at +0.5."""
+    if sampling_ratio <= 0 and rois.shape[0] > 256:
+        # adaptive grids are padded to the largest: a few hundred RoIs at a time fit in memory
+        parts = rois.split(256)
+        args = (output_size, spatial_scale, sampling_ratio, aligned)
+        return torch.cat([roi_align(features, part, *args) for part in parts])
     n, c, height, width = features.shape
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (rois[:, i] * spatial_scale - offset for i in range(1, 5))
@@ -107,14 +112,20 @@ def roi_pool(features, rois, output_size, spatial_scale=1.0):
     )  # (K, PH, PW, LH, LW)
     inside = row_ok[:, :, None, :, None] & col_ok[:, None, :, None, :]
     table = features.permute(0, 2, 3, 1).reshape(n * height * width, c)
-    k, ph, pw = index.shape[:3]
-    lh, lw = index.shape[3:]
+    chunk = max(1, 2**24 // max(index[:1].numel() * c, 1))  # RoIs whose pixels fit in memory
+    parts = range(0, max(len(index), 1), chunk)
+    out = [_bin_max(table, index[i : i + chunk], inside[i : i + chunk]) for i in parts]
+    return torch.cat(out).permute(0, 3, 1, 2)
+
+
+def _bin_max(table, index, inside):
+    """The maximum over each bin's pixels (K, PH, PW, LH, LW) of the table's rows, 0 where a
+    bin has none: (K, PH, PW, C)."""
+    k, ph, pw, lh, lw = index.shape
     values = table[index.reshape(k, ph, pw, lh * lw)]  # (K, PH, PW, LH * LW, C)
     values = values.masked_fill(~inside.reshape(k, ph, pw, lh * lw, 1), float("-inf"))
-    out = values.amax(dim=3) if values.shape[3] else values.sum(dim=3)
-    empty = ~inside.flatten(3).any(dim=3)
-    out = out.masked_fill(empty[..., None], 0.0)
-    return out.permute(0, 3, 1, 2)
+    out = values.amax(dim=3) if lh * lw else values.sum(dim=3)
+    return out.masked_fill(~inside.flatten(3).any(dim=3)[..., None], 0.0)
 
 
 def _round_half_away(x):
