@@ -28,6 +28,7 @@ from dslc.ops import (  # noqa: F401
     recurrent,
     reduce,
     resize,
+    roi,
     schedule,
     shape,
     stochastic,
