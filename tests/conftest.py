@@ -25,6 +25,7 @@ TEST_PARAMS: dict[str, dict[str, object]] = {
     },
     "convnext_tiny": {"size": 32},
     "efficientnet_b0": {"size": 16},
+    "faster_rcnn": {"size": 128},
     "googlenet": {"size": 64},
     "gpt2_small": {"layers": 2},
     "mobilenet_v2": {"size": 16},

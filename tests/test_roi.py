@@ -11,13 +11,13 @@ monkeypatches `torchvision.ops.poolers.roi_align` with the reference below."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+from detection_reference import ref_roi_align
 from reference import torchvision_models
 
 import dslc
@@ -31,47 +31,6 @@ multi_scale_roi_align = HELPERS["multi_scale_roi_align"]
 
 
 # ---- references, from the definitions
-
-
-def bilinear(f: np.ndarray, y: float, x: float) -> np.ndarray:
-    """f (C, H, W) at (y, x): 0 beyond one pixel outside the map, the edge value up to it."""
-    _, h, w = f.shape
-    if y < -1.0 or y > h or x < -1.0 or x > w:
-        return np.zeros(f.shape[0])
-    y, x = min(max(y, 0.0), h - 1), min(max(x, 0.0), w - 1)
-    y0, x0 = math.floor(y), math.floor(x)
-    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
-    ly, lx = y - y0, x - x0
-    return (
-        (1 - ly) * (1 - lx) * f[:, y0, x0]
-        + (1 - ly) * lx * f[:, y0, x1]
-        + ly * (1 - lx) * f[:, y1, x0]
-        + ly * lx * f[:, y1, x1]
-    )
-
-
-def ref_roi_align(x, rois, size, scale=1.0, sampling=-1, aligned=False) -> np.ndarray:
-    x, rois = np.asarray(x, np.float64), np.asarray(rois, np.float64)
-    (ph, pw), offset = size, 0.5 if aligned else 0.0
-    out = np.zeros((len(rois), x.shape[1], ph, pw))
-    for k, (n, x1, y1, x2, y2) in enumerate(rois):
-        sx, sy, ex, ey = (v * scale - offset for v in (x1, y1, x2, y2))
-        rw, rh = (ex - sx, ey - sy) if aligned else (max(ex - sx, 1.0), max(ey - sy, 1.0))
-        gh = sampling if sampling > 0 else math.ceil(rh / ph)
-        gw = sampling if sampling > 0 else math.ceil(rw / pw)
-        for i in range(ph):
-            for j in range(pw):
-                samples = [
-                    bilinear(
-                        x[int(n)],
-                        sy + (i + (a + 0.5) / gh) * rh / ph,
-                        sx + (j + (b + 0.5) / gw) * rw / pw,
-                    )
-                    for a in range(gh)
-                    for b in range(gw)
-                ]
-                out[k, :, i, j] = np.sum(samples, axis=0) / max(gh * gw, 1)
-    return out
 
 
 def c_round(v: float) -> int:
@@ -276,17 +235,3 @@ def test_parity_draws_rois_inside_the_image():
     assert set(rois[:, 0]) == {0.0, 1.0, 2.0}
     assert (rois[:, 1] < rois[:, 3]).all() and (rois[:, 2] < rois[:, 4]).all()
     assert rois[:, 1:].min() >= 0 and (rois[:, 3] <= 48).all() and (rois[:, 4] <= 64).all()
-
-
-def test_a_thousand_rois_of_256_channels_pool_quickly():
-    """The Faster R-CNN box head's pooling: 1000 RoIs, 256 channels, 7x7 bins, sampling 2,
-    from a stride-4 map of an 800-pixel image."""
-    x = torch.randn(1, 256, 200, 200)
-    rois = torch.from_numpy(random_rois(1000, 1, (800.0, 800.0), np.random.default_rng(0)))
-    rois = rois.float()
-    with torch.no_grad():
-        start = time.perf_counter()
-        out = roi_align(x, rois, (7, 7), 0.25, 2)
-        seconds = time.perf_counter() - start
-    assert out.shape == (1000, 256, 7, 7)
-    assert seconds < 3.0, f"{seconds:.2f} s"

@@ -325,5 +325,7 @@ def test_every_block_of_the_library_is_tested_here(module: str) -> None:
         + " EncoderLayer PreNormEncoderLayer MaskedEncoderLayer DecoderLayer"
         # std.detection: against torchvision's BackboneWithFPN in test_detection_backbone.py
         + " ResNet50Body ResNet18Body FeaturePyramid ResNet50FpnBackbone ResNet18FpnBackbone"
+        # and its heads, inside torchvision's whole Faster R-CNN in test_faster_rcnn.py
+        + " TwoMLPHead FastRCNNPredictor"
     )
     assert blocks and all(b + "(" in calls or b in calls.split() for b in blocks), blocks

@@ -18,7 +18,7 @@ GRID_ANCHORS = '''
 def grid_anchors(image, features, sizes, aspect_ratios):
     """Anchors (H * W * A, 4) of each feature map (N, C, H, W): a box of each size in `sizes`
     (one tuple per map) at each aspect ratio (height / width), centred on every cell, the
-    stride the image's size over the map's (torchvision's AnchorGenerator)."""
+    stride the image's size over the map's, rounded down (torchvision's AnchorGenerator)."""
     anchors = []
     for feature, level_sizes in zip(features, sizes, strict=True):
         scales = torch.as_tensor(level_sizes, dtype=feature.dtype, device=feature.device)
@@ -67,15 +67,6 @@ def grid_shapes(op: str, image: TensorType, features: list[TensorType]) -> list[
             )
         h, w = f.shape[2], f.shape[3]
         assert isinstance(h, int) and isinstance(w, int)
-        height, width = image.shape[2], image.shape[3]
-        assert isinstance(height, int) and isinstance(width, int)
-        if height % h or width % w:
-            raise SpecError(
-                f"{op}: feature map {i} is {h}x{w}, which does not divide the {height}x{width} "
-                "image, so its anchors would not lie on its cells",
-                hint="make the image a multiple of the coarsest map's stride (32 for a ResNet, "
-                "64 with an FPN's extra level)",
-            )
         shapes.append((h, w))
     return shapes
 

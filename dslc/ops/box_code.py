@@ -83,9 +83,10 @@ def box_iou(boxes1, boxes2):
 
 BATCHED_NMS = '''
 def nms(boxes, scores, iou_threshold):
-    """Greedy non-maximum suppression: the indices of the boxes kept, by decreasing score; a
-    box goes when it overlaps a kept, higher-scoring box by an IoU above iou_threshold."""
-    order = scores.argsort(descending=True)
+    """Greedy non-maximum suppression: the indices of the boxes kept, by decreasing score (equal
+    scores by index); a box goes when it overlaps a kept, higher-scoring box by an IoU above
+    iou_threshold."""
+    order = scores.argsort(descending=True, stable=True)
     overlaps = box_iou(boxes[order], boxes[order]) > iou_threshold
     keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
     for i in range(len(order)):
@@ -96,13 +97,14 @@ def nms(boxes, scores, iou_threshold):
 
 def batched_nms(boxes, scores, groups, iou_threshold):
     """nms within each group (a class, a pyramid level): boxes of different groups never
-    suppress each other. The kept indices, by decreasing score (torchvision's batched_nms)."""
+    suppress each other. The kept indices, by decreasing score and equal scores by index
+    (torchvision's batched_nms; its order of ties is unspecified, ONNX's TopK's is this)."""
     keep = [
         index[nms(boxes[index], scores[index], iou_threshold)]
         for index in (torch.nonzero(groups == g).flatten() for g in groups.unique())
     ]
-    keep = torch.cat(keep) if keep else groups.new_zeros(0, dtype=torch.long)
-    return keep[scores[keep].argsort(descending=True)]
+    keep = torch.cat(keep).sort().values if keep else groups.new_zeros(0, dtype=torch.long)
+    return keep[scores[keep].argsort(descending=True, stable=True)]
 '''
 
 BOX_HELPERS = {

@@ -13,6 +13,7 @@ from dslc.ir.types import TensorType
 from dslc.ops.base import Attr, OpDef, register
 from dslc.ops.box_code import helpers
 from dslc.ops.loss import SCALAR
+from dslc.ops.pycode import norm
 
 MATCH = '''
 def match_boxes(iou, high, low, allow_low_quality=False):
@@ -70,8 +71,10 @@ def rpn_loss(
         matched = gt[matches.clamp(min=0)] if len(gt) else anchors
         targets.append(encode_boxes(matched, anchors))
     labels, targets = torch.stack(labels).flatten(), torch.stack(targets).flatten(0, 1)
-    sampled = [sample_labels(row, batch_size_per_image, positive_fraction) for row in
-               labels.view(len(objectness), -1)]
+    sampled = [
+        sample_labels(row, batch_size_per_image, positive_fraction)
+        for row in labels.view(len(objectness), -1)
+    ]
     width = labels.numel() // len(objectness)
     positive = torch.cat([pos + i * width for i, (pos, _) in enumerate(sampled)])
     negative = torch.cat([neg + i * width for i, (_, neg) in enumerate(sampled)])
@@ -79,9 +82,7 @@ def rpn_loss(
     box_loss = F.smooth_l1_loss(
         deltas.flatten(0, 1)[positive], targets[positive], beta=1 / 9, reduction="sum"
     )
-    objectness_loss = F.binary_cross_entropy_with_logits(
-        objectness.flatten()[index], labels[index]
-    )
+    objectness_loss = F.binary_cross_entropy_with_logits(objectness.flatten()[index], labels[index])
     return objectness_loss + box_loss / max(index.numel(), 1)
 '''
 
@@ -149,9 +150,7 @@ class DetectionLoss(OpDef):
 
     def torch_call(self, node, args, module):
         extra = [
-            f"{k}={tuple(v) if isinstance(v, tuple | list) else v!r}"
-            for k, v in node.attrs.items()
-            if k in self.defaults and v != self.defaults[k]
+            f"{k}={norm(v)!r}" for k, v in node.attrs.items() if norm(v) != self.defaults.get(k, v)
         ]
         return f"{self.name}({', '.join([*args, *extra])})"
 

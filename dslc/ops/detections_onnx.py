@@ -5,8 +5,9 @@ the background left out, and the boxes that the score and size tests drop given 
 -1. NonMaxSuppression has a box set per batch, so the classes are its batches (each class has
 its own boxes, (C - 1, K, 4)) and the images its classes (an image's scores are its RoIs',
 the others' -1): per class and per image, as torchvision's batched_nms, exactly. The kept
-scores, scattered into an (N, (C - 1) * K) table of -1, give each image's best by TopK, and
-NonZero of the scores above -1 lists them image by image, best first."""
+scores, scattered into an (N, K * (C - 1)) table of -1 (RoI by RoI, as postprocess_detections
+flattens them, so that TopK breaks ties as it does: by that order), give each image's best by
+TopK, and NonZero of the scores above -1 lists them image by image, best first."""
 
 from __future__ import annotations
 
@@ -58,9 +59,8 @@ def best(o: Onnx, b, outs, boxes, scores, masked, selected, most: int, n1, k1) -
     cls, image, roi = (
         o.op("Gather", [selected, o.const("col", i, "i64")], axis=1) for i in range(3)
     )
-    k = o.op("Squeeze", [k1])
     foreground = masked_classes(o, masked)
-    flat = o.op("Add", [o.op("Mul", [cls, k]), roi])
+    flat = o.op("Add", [o.op("Mul", [roi, o.op("Squeeze", [foreground])]), cls])  # roi-major
     at = o.op("Concat", [o.op("Unsqueeze", [image, ax1]), o.op("Unsqueeze", [flat, ax1])], axis=1)
     where = o.op("Concat", [o.op("Unsqueeze", [roi, ax1]), o.op("Unsqueeze", [cls, ax1])], axis=1)
     width = o.op("Mul", [k1, foreground])
@@ -72,7 +72,8 @@ def best(o: Onnx, b, outs, boxes, scores, masked, selected, most: int, n1, k1) -
     above = o.op("Greater", [values, o.const("floor", NOT_KEPT / 2)])
     found = o.op("Transpose", [o.op("NonZero", [above])], perm=[1, 0])
     picked = o.op("GatherND", [index, found])
-    cls, roi = o.op("Div", [picked, k]), o.op("Mod", [picked, k])
+    per_roi = o.op("Squeeze", [foreground])
+    roi, cls = o.op("Div", [picked, per_roi]), o.op("Mod", [picked, per_roi])
     pos = o.op("Concat", [o.op("Unsqueeze", [roi, ax1]), o.op("Unsqueeze", [cls, ax1])], axis=1)
     b.add(o.node, "GatherND", [boxes, pos], [outs[0]])
     b.add(o.node, "GatherND", [scores, pos], [outs[1]])

@@ -17,6 +17,25 @@ from dslc.ops.base import (
 from dslc.ops.init import Init
 from dslc.ops.pycode import Arg, attr, ctor, dim, lit
 
+FROZEN_BATCH_NORM = '''
+class FrozenBatchNorm2d(nn.Module):
+    """Batch norm with fixed statistics and affine parameters, all buffers: what a
+    pretrained detector's backbone uses (torchvision's FrozenBatchNorm2d)."""
+
+    def __init__(self, num_features, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x):
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+'''
+
 
 @register
 class BatchNorm(OpDef):
@@ -27,31 +46,39 @@ class BatchNorm(OpDef):
     affine_in_inference = True
     doc = (
         "Batch normalization over dim 1 of (N, C, ...) (torch.nn.BatchNorm1d/2d/3d by rank); "
-        "in inference (eval mode, ONNX) it uses the running statistics."
+        "in inference (eval mode, ONNX) it uses the running statistics. With frozen=true "
+        "(2D only) the statistics and the affine map are fixed buffers, in training too: "
+        "torchvision's FrozenBatchNorm2d, as in a pretrained detector's backbone."
     )
     example = "x -> conv2d(64, 3) -> batch_norm -> relu"
     attrs = (
         Attr("eps", "float", 1e-5, "added to the variance", positive=True),
         Attr("momentum", "float", 0.1, "running statistics update rate", minimum=0.0),
+        Attr("frozen", "bool", False, "fixed statistics and affine map, all buffers"),
     )
 
     def infer(self, ins, a):
         (x,) = ins
         expect_f32(self.name, x)
-        expect_rank(self.name, x, (2, 3, 4, 5), " (N, C, ...)")
+        expect_rank(self.name, x, (4,) if a["frozen"] else (2, 3, 4, 5), " (N, C, ...)")
         known_channels(self.name, x)
         return x
+
+    def node_helpers(self, node):
+        return {"FrozenBatchNorm2d": FROZEN_BATCH_NORM} if node.attrs["frozen"] else {}
 
     def params(self, ins, a):
         c = (ins[0].shape[1],)
         return {
-            "weight": ParamSpec(c, Init("torch_ones")),
-            "bias": ParamSpec(c, Init("torch_zeros")),
+            "weight": ParamSpec(c, Init("torch_ones"), buffer=a["frozen"]),
+            "bias": ParamSpec(c, Init("torch_zeros"), buffer=a["frozen"]),
             "running_mean": ParamSpec(c, Init("torch_zeros"), buffer=True),
             "running_var": ParamSpec(c, Init("torch_ones"), buffer=True),
         }
 
     def torch_module(self, node):
+        if node.attrs["frozen"]:
+            return ctor("FrozenBatchNorm2d", dim(node, 0, 1), eps=attr(node, "eps", default=1e-5))
         return ctor(
             f"nn.BatchNorm{max(node.inputs[0].type.rank - 2, 1)}d",
             dim(node, 0, 1),

@@ -91,7 +91,8 @@ class RegionProposalNetwork(nn.Module):
     def proposals(self, image, objectness, deltas, anchors):
         boxes, scores, levels = [], [], []
         for level, (o, d, a) in enumerate(zip(objectness, deltas, anchors, strict=True)):
-            o, top = o.detach().topk(min(self.pre_nms_top_n, o.shape[1]), dim=1)
+            o, top = o.detach().sort(dim=1, descending=True, stable=True)  # ties by index
+            o, top = o[:, : self.pre_nms_top_n], top[:, : self.pre_nms_top_n]
             d = d.detach().gather(1, top[..., None].expand(-1, -1, 4))
             boxes.append(decode_boxes(d, a[top]))
             scores.append(o)

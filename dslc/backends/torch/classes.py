@@ -77,10 +77,18 @@ class Writer(Control):
             for k in range(len(first.outputs))
         ]
         used = [(i, d, n) for (i, d), n in self.dim_names.items() if self._used(n)]
+        params = [p for p in params if self._reads(variable(p))]
         required = [p for p in params if p not in first.defaults]
         info = ClassInfo(self.name, sorted(used), params, required)
         info.lines = self.source(info, inputs, outs, occs)
         return info
+
+    def _reads(self, name: str) -> bool:
+        """Whether the class reads the block parameter `name`: one that every instance uses
+        alike (a batch norm's `frozen`, the same in each) leaves no trace in the code, so the
+        class does not take it."""
+        word = re.compile(rf"\b{re.escape(name)}\b")
+        return any(word.search(code) for _, code, _ in [*self.init, *self.fwd])
 
     def _used(self, name: str) -> bool:
         """Whether __init__ reads the constructor argument `name` (an input dim)."""

@@ -25,7 +25,7 @@ TRAINING = {
 
 
 class ConvPool(nn.Module):
-    def __init__(self, in_channels, channels, kernel, stride, padding, lrn):
+    def __init__(self, in_channels, channels, kernel, stride, padding):
         super().__init__()
         self.conv1 = nn.Conv2d(
             in_channels, channels, kernel_size=kernel, stride=stride, padding=padding
@@ -41,10 +41,10 @@ class ConvPool(nn.Module):
 
 
 class Features(nn.Module):
-    def __init__(self, in_channels, width, lrn):
+    def __init__(self, in_channels, width):
         super().__init__()
-        self.conv_pool1 = ConvPool(in_channels, width, 11, 4, 2, lrn)
-        self.conv_pool2 = ConvPool(width, width * 3, 5, 1, 2, lrn)
+        self.conv_pool1 = ConvPool(in_channels, width, 11, 4, 2)
+        self.conv_pool2 = ConvPool(width, width * 3, 5, 1, 2)
         self.conv1 = nn.Conv2d(width * 3, width * 6, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(width * 6, width * 4, kernel_size=3, padding=1)
         self.conv3 = nn.Conv2d(width * 4, width * 4, kernel_size=3, padding=1)
@@ -85,7 +85,7 @@ class Classifier(nn.Module):
 class AlexNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.features1 = Features(3, 16, True)
+        self.features1 = Features(3, 16)
         self.classifier1 = Classifier(2304, 256, 10)
 
     def forward(self, image):

@@ -50,7 +50,7 @@ class Encoder(nn.Module):
 
 
 class Up(nn.Module):
-    def __init__(self, in_channels, channels, size):
+    def __init__(self, in_channels, channels):
         super().__init__()
         self.deconv1 = nn.ConvTranspose2d(
             in_channels, channels, kernel_size=3, stride=2, padding=1, output_padding=1
@@ -68,7 +68,7 @@ class Decoder(nn.Module):
     def __init__(self, in_channels, width):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width * 2, kernel_size=3, padding=1)
-        self.up1 = Up(width * 2, width, 14)
+        self.up1 = Up(width * 2, width)
         self.deconv1 = nn.ConvTranspose2d(
             width, 1, kernel_size=3, stride=2, padding=1, output_padding=1
         )

@@ -198,7 +198,7 @@ class ConvNeXtBlock(nn.Module):
     GELU, a learned per-channel layer scale starting at `layer_scale`, and stochastic depth
     with probability `drop` on the residual path."""
 
-    def __init__(self, in_channels, drop=0.0, layer_scale=1e-06):
+    def __init__(self, in_channels, drop=0.0):
         super().__init__()
         self.dwconv = nn.Conv2d(
             in_channels, in_channels, kernel_size=7, padding=3, groups=in_channels

@@ -23,7 +23,8 @@ OUTPUTS = {
 class Bottleneck(nn.Module):
     """ResNet's bottleneck block (He et al., 2016), torchvision's Bottleneck: 1x1 to `width`
     channels, 3x3 with `stride`, 1x1 to 4 * width channels, each with batch norm, on a residual
-    path; the shortcut projected (downsample) when the shape changes. torchvision's names."""
+    path; the shortcut projected (downsample) when the shape changes. torchvision's names.
+    `frozen_bn` as for BasicBlock."""
 
     def __init__(self, in_channels, width, stride=1):
         super().__init__()
@@ -58,8 +59,9 @@ class Bottleneck(nn.Module):
 class ResNet50Body(nn.Module):
     """ResNet-50's body (He et al., 2016), torchvision's IntermediateLayerGetter over resnet50: a
     7x7 stem and max pooling, then 3, 4, 6 and 3 bottleneck blocks; each stage's output is an
-    output (C2..C5: 256, 512, 1024 and 2048 channels). torchvision's names, batch norm
-    trainable (as with weights=None)."""
+    output (C2..C5: 256, 512, 1024 and 2048 channels). torchvision's names; batch norm
+    trainable (as torchvision's weights=None builds it), or with `frozen_bn` fixed (its
+    FrozenBatchNorm2d, as it builds a pretrained detector)."""
 
     def __init__(self, in_channels):
         super().__init__()

@@ -15,6 +15,7 @@ OUTPUTS = {
     "scores": ("float32", ("K", 3)),
     "aligned": ("float32", ("K", 8, 3, 4)),
     "pooled": ("float32", ("K", 8, 2, 2)),
+    "reference": ("float32", (960, 4)),
 }
 
 
@@ -147,6 +148,28 @@ def _pool_bins(start, end, bins, size, dtype):
     return pixels.clamp(max=size - 1), pixels < hi[:, :, None]
 
 
+def grid_anchors(image, features, sizes, aspect_ratios):
+    """Anchors (H * W * A, 4) of each feature map (N, C, H, W): a box of each size in `sizes`
+    (one tuple per map) at each aspect ratio (height / width), centred on every cell, the
+    stride the image's size over the map's, rounded down (torchvision's AnchorGenerator)."""
+    anchors = []
+    for feature, level_sizes in zip(features, sizes, strict=True):
+        scales = torch.as_tensor(level_sizes, dtype=feature.dtype, device=feature.device)
+        ratios = torch.as_tensor(aspect_ratios, dtype=feature.dtype, device=feature.device)
+        h_ratios = ratios.sqrt()
+        w_ratios = 1 / h_ratios
+        ws = (w_ratios[:, None] * scales[None, :]).view(-1)
+        hs = (h_ratios[:, None] * scales[None, :]).view(-1)
+        cell = (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
+        height, width = feature.shape[-2:]
+        shifts_y = torch.arange(height, device=feature.device) * (image.shape[-2] // height)
+        shifts_x = torch.arange(width, device=feature.device) * (image.shape[-1] // width)
+        shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
+        shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=-1).reshape(-1, 1, 4)
+        anchors.append((shifts + cell).reshape(-1, 4))
+    return anchors
+
+
 class RoiHeads(nn.Module):
     def __init__(self):
         super().__init__()
@@ -182,7 +205,8 @@ class RoiHeads(nn.Module):
         scores = self.fc2(scores)  # (K, 3)
         aligned = roi_align(p3, rois, (3, 4), spatial_scale=0.125, aligned=True)  # (K, 8, 3, 4)
         pooled = roi_pool(p4, rois, (2, 2), spatial_scale=0.0625)  # (K, 8, 2, 2)
-        return scores, aligned, pooled
+        reference = torch.cat(grid_anchors(image, [p2, p3], ((16,), (32,)), (0.5, 1.0, 2.0)))
+        return scores, aligned, pooled, reference
 
 
 def create_model():

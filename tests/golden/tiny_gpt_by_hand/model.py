@@ -41,7 +41,7 @@ class PositionalEmbedding(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, width, heads, scale):
+    def __init__(self, width):
         super().__init__()
         self.fc1 = nn.Linear(width, 3 * width)
         self.fc2 = nn.Linear(32, width)
@@ -83,10 +83,10 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, width, heads, scale):
+    def __init__(self, width):
         super().__init__()
         self.ln1 = nn.LayerNorm(width)
-        self.self_attention1 = SelfAttention(width, heads, scale)
+        self.self_attention1 = SelfAttention(width)
         self.ln2 = nn.LayerNorm(width)
         self.mlp1 = Mlp(width)
 
@@ -107,7 +107,7 @@ class TinyGptByHand(nn.Module):
         super().__init__()
         self.embed1 = nn.Embedding(256, 32)
         self.pos1 = PositionalEmbedding(64, 32)
-        self.blocks = nn.ModuleList([Block(32, 2, 0.25) for _ in range(2)])
+        self.blocks = nn.ModuleList([Block(32) for _ in range(2)])
         self.ln1 = nn.LayerNorm(32)
         self.fc1 = nn.Linear(32, 256, bias=False)
         self.fc1.weight = self.embed1.weight  # tied

@@ -43,7 +43,7 @@ class DoubleConv(nn.Module):
 
 
 class Up(nn.Module):
-    def __init__(self, x_channels, channels, mode, pad_to_odd):
+    def __init__(self, x_channels, channels, mode):
         super().__init__()
         self.conv1 = nn.Conv2d(x_channels, channels, kernel_size=1)
         self.double_conv1 = DoubleConv(channels + channels, channels)
@@ -59,7 +59,7 @@ class Up(nn.Module):
 
 
 class Up2(nn.Module):
-    def __init__(self, x_channels, channels, mode, pad_to_odd):
+    def __init__(self, x_channels, channels, mode):
         super().__init__()
         self.conv1 = nn.Conv2d(x_channels, channels, kernel_size=1)
         self.double_conv1 = DoubleConv(channels + channels, channels)
@@ -80,8 +80,8 @@ class TinyUNet(nn.Module):
         self.double_conv1 = DoubleConv(3, 8)
         self.double_conv2 = DoubleConv(8, 16)
         self.double_conv3 = DoubleConv(16, 32)
-        self.up1 = Up(32, 16, "nearest", True)
-        self.up2 = Up2(16, 8, "bilinear", False)
+        self.up1 = Up(32, 16, "nearest")
+        self.up2 = Up2(16, 8, "bilinear")
         self.conv1 = nn.Conv2d(8, 3, kernel_size=1)
 
     def forward(self, image):
