@@ -233,9 +233,13 @@ def cmd_run(args) -> int:
     inputs = runner.parse_input_args(args.input)
     outputs, providers = runner.run_model(args.model, inputs, args.provider)
     print(runner.format_outputs(outputs))
-    if args.top_k:
-        from dslc.runtime import topk
+    from dslc.runtime import boxes, topk
 
+    found = boxes.outputs_of(args.model)
+    if found:
+        count = max((len(a) for a in inputs.values() if a.ndim), default=0)
+        print(boxes.report(outputs, found, count, topk.class_names(args.model)))
+    if args.top_k:
         print(topk.report(args.model, outputs, args.top_k))
     if args.output:
         runner.save_outputs(args.output, outputs)

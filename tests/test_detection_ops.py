@@ -5,6 +5,8 @@ form against its ONNX graph in onnxruntime, with the number of boxes kept identi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -159,3 +161,25 @@ def test_detections_match_torchvision_postprocess(batch):
     for g, e in zip(onnx_run(spec, {}, inputs), expected, strict=True):
         assert g.shape == tuple(e.shape)
         np.testing.assert_allclose(g, e.numpy(), rtol=0, atol=1e-4)
+
+
+def test_dslc_run_lists_each_images_detections(tmp_path, capsys):
+    """The ONNX model of a detector names its detection outputs (metadata dslc.detections), and
+    `dslc run` lists each image's detections, best first, with as many as the outputs hold."""
+    from dslc.cli import main
+
+    model, image = tmp_path / "detector.onnx", tmp_path / "image.npy"
+    assert main(["compile", "specs/shapes_detector.dl", "--target", "onnx", "-o", str(model)]) == 0
+    np.save(image, np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32))
+    capsys.readouterr()
+    assert main(["run", str(model), "--input", f"image={image}"]) == 0
+    printed = capsys.readouterr().out
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map["dslc.detections"]
+    assert json.loads(meta) == {n: n for n in ("boxes", "scores", "labels", "images")}
+    images = sess.run(["images"], {"image": np.load(image)})[0]
+    for i in range(2):
+        count = int((images == i).sum())
+        assert f"image {i}: {count} detection{'s' if count != 1 else ''}" in printed
+    first = printed.split("image 0:")[1].splitlines()[1].split()
+    assert first[0].isdigit() and 0.0 < float(first[1]) <= 1.0

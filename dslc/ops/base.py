@@ -226,6 +226,10 @@ class OpDef:
     # x2, y2), by index (-1: the last); None if none. Random inputs for parity (parity.py)
     # draw real RoIs there, inside the image `roi_image` gives, since random numbers are not.
     rois_input: ClassVar[int | None] = None
+    # An op whose outputs are detections, one row each: what each output is (boxes, scores,
+    # labels, images), so that the ONNX model says which of its outputs hold them
+    # (metadata dslc.detections) and `dslc run` and `dslc eval` read them as detections.
+    detection_outputs: ClassVar[tuple[str, ...]] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- compile time

@@ -62,6 +62,7 @@ class Detections(OpDef):
         "and best first: boxes (D, 4), scores (D), labels (D) and the image of each (D)."
     )
     example = "boxes, scores, labels, images = detections(logits, deltas, rois, image)"
+    detection_outputs = ("boxes", "scores", "labels", "images")
     inputs = ("class_logits", "box_regression", "rois", "image")
     attrs = (
         Attr("score_threshold", "float", 0.05, "the least score kept", minimum=0.0, maximum=1.0),

@@ -6,6 +6,8 @@ only adds the graph's signature, the initializers and the model wrapper."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 from onnx import helper
@@ -60,6 +62,9 @@ def build_lazy(
         producer_version=__version__,
         doc_string=f"{graph.name}, compiled by dslc from {graph.path}",
     )
+    found = detections(graph)
+    if found:
+        model.metadata_props.add(key=DETECTIONS_KEY, value=json.dumps(found))
     large = {}
     for name, data in b.initializers.items():
         t = model.graph.initializer.add()
@@ -100,6 +105,21 @@ def to_text(model: onnx.ModelProto) -> str:
         for t in model.graph.initializer
     ]
     return "\n".join(header) + "\n" + onnx.printer.to_text(stripped) + "\n"
+
+
+DETECTIONS_KEY = "dslc.detections"  # which outputs are boxes, scores, labels and images
+
+
+def detections(graph: Graph) -> dict[str, str]:
+    """What each of a detector's outputs is, by output name: {"boxes": "boxes", ...}, from the
+    op that declares its outputs detections (OpDef.detection_outputs); empty for other models."""
+    served = {id(v): name for name, v in graph.served.items()}
+    for node in graph.nodes:
+        kinds = node.op.detection_outputs
+        names = [served.get(id(v)) for v in node.outputs]
+        if kinds and all(names):
+            return dict(zip(kinds, names, strict=True))  # type: ignore[arg-type]
+    return {}
 
 
 def needed(graph: Graph) -> list[Node]:
