@@ -134,3 +134,23 @@ def matched(found: dict, want: dict) -> float:
     iou = ns["box_iou"](got["boxes"].float(), want["boxes"].float())
     same = (got["labels"][:, None] == want["labels"]) & (got["images"][:, None] == want["images"])
     return ((iou * same).max(dim=1).values > 0.99).float().mean().item()
+
+
+def test_a_torchvision_checkpoint_maps_onto_the_spec(tmp_path, capsys):
+    """A user's torchvision Faster R-CNN checkpoint goes in through `dslc weights map` (by
+    module order and shape): every tensor lands where the key mapping above puts it."""
+    from safetensors.numpy import load_file
+
+    from dslc.cli import main
+
+    torch.manual_seed(0)
+    reference = torchvision_faster_rcnn(True)
+    torch.save(reference.state_dict(), tmp_path / "torchvision.pt")
+    out = tmp_path / "mapped.safetensors"
+    args = ["weights", "map", "specs/faster_rcnn.dl", str(tmp_path / "torchvision.pt")]
+    assert main([*args, "-o", str(out), "--param", f"size={SIZE}"]) == 0
+    mapped = load_file(out)
+    expected = {dslc_key(k): v.numpy() for k, v in reference.state_dict().items()}
+    assert mapped.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(mapped[key], value, err_msg=key)
