@@ -35,8 +35,8 @@ class Contract:
     ignore: dict[str, int]  # class-index target -> the value that counts for nothing (padding)
     schedule_steps: str = "step"  # when create_scheduler's schedule steps: each "step" or "epoch"
     # A loss of several terms: each term on its own, unweighted, by name (loss_<output>), as
-    # (a function giving the batch's total, the names of the tensors it takes); empty for a
-    # loss of one term.
+    # (a function of the batch's example count and tensors giving the batch's total, the names
+    # of the tensors it takes); empty for a loss of one term.
     terms: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = field(default_factory=dict)
     # Regression terms (mse, l1, huber, smooth_l1): prediction -> target, for MAE and RMSE.
     regressions: dict[str, str] = field(default_factory=dict)
@@ -139,9 +139,9 @@ def _terms(spec: Spec, ns: dict[str, Any]) -> dict[str, tuple[Callable[..., Any]
             key += "_"
         params = [f"t{i}" for i in range(len(args))]
         call = term.op.torch_call(term, params, None)
-        if term.attrs.get("reduction") != "sum":  # a batch mean: times the examples
-            call = f"({call}) * t0.shape[0]"
-        fn = eval(f"lambda {', '.join(params)}: {call}", {"F": ns["F"], "torch": ns["torch"]})
+        if term.attrs.get("reduction") != "sum":  # a batch mean: times the examples, which
+            call = f"({call}) * examples"  # the prediction's dim 0 need not count (a detector's)
+        fn = eval(f"lambda examples, {', '.join(params)}: {call}", ns)
         found[key] = (fn, args)
     return found
 

@@ -45,7 +45,7 @@ class Meter:
             self._sum(f"rmse_{output}", error.pow(2).sum().item(), error.numel())
         for key, (fn, names) in self.c.terms.items():
             tensors = (_float(values[n]) for n in names)
-            self._sum(key, fn(*tensors).item(), examples)
+            self._sum(key, fn(examples, *tensors).item(), examples)
 
     def _classify(self, key: str, scores: torch.Tensor, target: torch.Tensor, ignore: Any) -> None:
         dim = 1 if scores.argmax(dim=1).shape == target.shape else -1
