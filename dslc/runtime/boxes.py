@@ -5,8 +5,6 @@ labels named from dslc.labels where the model has them."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from dslc.errors import DslcError
@@ -16,15 +14,11 @@ KEY = "dslc.detections"  # as dslc.backends.onnx.model.DETECTIONS_KEY, which nee
 
 def outputs_of(model_path: str) -> dict[str, str] | None:
     """{"boxes": output name, "scores": ..., "labels": ..., "images": ...}, or None."""
-    from dslc.runtime.run import open_session
+    from dslc.runtime.run import MISSING, metadata_json
 
-    meta = open_session(model_path).get_modelmeta().custom_metadata_map
-    if KEY not in meta:
+    found = metadata_json(model_path, KEY)
+    if found is MISSING:
         return None
-    try:
-        found = json.loads(meta[KEY])
-    except json.JSONDecodeError:
-        found = None
     if not isinstance(found, dict) or set(found) != {"boxes", "scores", "labels", "images"}:
         raise DslcError(f"{model_path}: metadata {KEY} does not name the four detection outputs")
     return found

@@ -8,6 +8,7 @@ the user's to fix becomes a DslcError."""
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import zipfile
@@ -98,6 +99,22 @@ def open_session(model_path: str, provider: str = "cpu") -> ort.InferenceSession
             hint="check that the CUDA and cuDNN libraries match this onnxruntime-gpu",
         )
     return session
+
+
+MISSING = object()  # what metadata_json gives for a key the model's metadata does not have
+
+
+def metadata_json(model_path: str, key: str) -> object:
+    """The JSON value of the model's metadata entry `key` (None where it is not JSON), or
+    MISSING: what `dslc train --export-onnx` and the ONNX backend record (class names, which
+    outputs are detections)."""
+    meta = open_session(model_path).get_modelmeta().custom_metadata_map
+    if key not in meta:
+        return MISSING
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        return None
 
 
 def _ort_message(error: BaseException) -> str:

@@ -4,8 +4,6 @@ named by the class names that `dslc train --export-onnx` writes into the model's
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from dslc.errors import DslcError
@@ -14,15 +12,11 @@ KEY = "dslc.labels"  # as dslc.runtime.train.labels.KEY, which needs no onnxrunt
 
 
 def class_names(model_path: str) -> list[str] | None:
-    from dslc.runtime.run import open_session
+    from dslc.runtime.run import MISSING, metadata_json
 
-    meta = open_session(model_path).get_modelmeta().custom_metadata_map
-    if KEY not in meta:
+    names = metadata_json(model_path, KEY)
+    if names is MISSING:
         return None
-    try:
-        names = json.loads(meta[KEY])
-    except json.JSONDecodeError:
-        names = None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise DslcError(f"{model_path}: metadata {KEY} is not a JSON list of class names")
     return names
