@@ -46,15 +46,19 @@ def weight_init(g: Graph) -> list[str]:
     clauses = _clauses(shared)
     if clauses:
         lines += ["        for m in self.modules():", *clauses]
+    rest = [
+        (n.key(key), where.get(n.key(key)), p.init)
+        for n in g.nodes
+        for key, p in n.params.items()
+        if not p.buffer and where.get(n.key(key)) not in shared
+    ]
+    loops, done = _subtrees(rest)
+    lines += loops
     single = []
-    for n in g.nodes:
-        for key, p in n.params.items():
-            full = n.key(key)
-            if p.buffer or where.get(full) in shared:
-                continue
-            stmt = init.torch_statement(p.init, attribute_path(full))
-            if stmt:
-                single.append(stmt)
+    for full, _, start in rest:
+        stmt = init.torch_statement(start, attribute_path(full)) if full not in done else None
+        if stmt:
+            single.append(stmt)
     if any(".copy_(" in stmt for stmt in single):  # copying values into a parameter
         lines += ["        with torch.no_grad():", *(f"            {x}" for x in single)]
     else:
@@ -66,6 +70,37 @@ def weight_init(g: Graph) -> list[str]:
     for sharer, owner in g.ties().items():
         lines.append(f"        {attribute_path(sharer)} = {attribute_path(owner)}  # tied")
     return lines
+
+
+LOOP_AT_LEAST = 4  # statements a loop must replace (it takes three lines of its own)
+
+
+def _subtrees(rest: list[tuple[str, Group | None, init.Init]]) -> tuple[list[str], set[str]]:
+    """Loops over one block's modules, as torchvision's FPN initializes its own convolutions:
+    for a module class that starts differently across the model, the largest subtrees (a
+    block instance's path) in which every parameter of the class starts by a statement, the
+    same for each attribute, and that hold at least LOOP_AT_LEAST of them. The loops' lines,
+    and the keys they initialize."""
+    stmts = {k: init.torch_statement(i, "m." + grp[1]) if grp else None for k, grp, i in rest}
+    groups = {k: grp for k, grp, _ in rest if grp is not None}
+    lines: list[str] = []
+    done: set[str] = set()
+    for key, (cls, _) in groups.items():
+        parts = key.split(".")[:-2]  # the module paths above the parameter's own module
+        for depth in range(1, len(parts) + 1) if key not in done else ():
+            path = ".".join(parts[:depth])
+            under = [k for k, g in groups.items() if g[0] == cls and k.startswith(path + ".")]
+            by_group: dict[Group, set[str | None]] = {}
+            for k in under:
+                by_group.setdefault(groups[k], set()).add(stmts[k])
+            if len(under) >= LOOP_AT_LEAST and all(
+                len(v) == 1 and None not in v for v in by_group.values()
+            ):
+                lines.append(f"        for m in {attribute_path(path)}.modules():")
+                lines += _clauses({g: next(iter(v)) for g, v in by_group.items()})  # type: ignore[misc]
+                done |= set(under)
+                break
+    return lines, done
 
 
 def _clauses(shared: dict[Group, str]) -> list[str]:

@@ -515,22 +515,11 @@ class FasterRCNN(nn.Module):
             256, ((32,), (64,), (128,), (256,), (512,)), [0.5, 1.0, 2.0]
         )
         self.roi_heads = RoIHeads(91)
-        nn.init.kaiming_uniform_(self.backbone.fpn.inner_blocks_0.weight, a=1)
-        nn.init.constant_(self.backbone.fpn.inner_blocks_0.bias, 0.0)
-        nn.init.kaiming_uniform_(self.backbone.fpn.inner_blocks_1.weight, a=1)
-        nn.init.constant_(self.backbone.fpn.inner_blocks_1.bias, 0.0)
-        nn.init.kaiming_uniform_(self.backbone.fpn.inner_blocks_2.weight, a=1)
-        nn.init.constant_(self.backbone.fpn.inner_blocks_2.bias, 0.0)
-        nn.init.kaiming_uniform_(self.backbone.fpn.inner_blocks_3.weight, a=1)
-        nn.init.constant_(self.backbone.fpn.inner_blocks_3.bias, 0.0)
-        nn.init.kaiming_uniform_(self.backbone.fpn.layer_blocks_0.weight, a=1)
-        nn.init.constant_(self.backbone.fpn.layer_blocks_0.bias, 0.0)
-        nn.init.kaiming_uniform_(self.backbone.fpn.layer_blocks_1.weight, a=1)
-        nn.init.constant_(self.backbone.fpn.layer_blocks_1.bias, 0.0)
-        nn.init.kaiming_uniform_(self.backbone.fpn.layer_blocks_2.weight, a=1)
-        nn.init.constant_(self.backbone.fpn.layer_blocks_2.bias, 0.0)
-        nn.init.kaiming_uniform_(self.backbone.fpn.layer_blocks_3.weight, a=1)
-        nn.init.constant_(self.backbone.fpn.layer_blocks_3.bias, 0.0)
+        for m in self.backbone.fpn.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=1)
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0.0)
 
     def forward(self, image):
         # image: (N, 3, 800, 800)

@@ -155,14 +155,9 @@ class ResNet50Fpn(nn.Module):
             if isinstance(m, nn.Conv2d):
                 if m.bias is not None:
                     nn.init.constant_(m.bias, 0.0)
-        nn.init.kaiming_uniform_(self.backbone.fpn.inner_blocks_0.weight, a=1)
-        nn.init.kaiming_uniform_(self.backbone.fpn.inner_blocks_1.weight, a=1)
-        nn.init.kaiming_uniform_(self.backbone.fpn.inner_blocks_2.weight, a=1)
-        nn.init.kaiming_uniform_(self.backbone.fpn.inner_blocks_3.weight, a=1)
-        nn.init.kaiming_uniform_(self.backbone.fpn.layer_blocks_0.weight, a=1)
-        nn.init.kaiming_uniform_(self.backbone.fpn.layer_blocks_1.weight, a=1)
-        nn.init.kaiming_uniform_(self.backbone.fpn.layer_blocks_2.weight, a=1)
-        nn.init.kaiming_uniform_(self.backbone.fpn.layer_blocks_3.weight, a=1)
+        for m in self.backbone.fpn.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=1)
 
     def forward(self, image):
         # image: (N, 3, 800, 800)

@@ -574,22 +574,11 @@ class ShapesDetector(nn.Module):
         )
         self.box_head = TwoMLPHead(representation=256)
         self.box_predictor = FastRCNNPredictor(256, 4)
-        nn.init.kaiming_uniform_(self.fpn.inner_blocks_0.weight, a=1)
-        nn.init.constant_(self.fpn.inner_blocks_0.bias, 0.0)
-        nn.init.kaiming_uniform_(self.fpn.inner_blocks_1.weight, a=1)
-        nn.init.constant_(self.fpn.inner_blocks_1.bias, 0.0)
-        nn.init.kaiming_uniform_(self.fpn.inner_blocks_2.weight, a=1)
-        nn.init.constant_(self.fpn.inner_blocks_2.bias, 0.0)
-        nn.init.kaiming_uniform_(self.fpn.inner_blocks_3.weight, a=1)
-        nn.init.constant_(self.fpn.inner_blocks_3.bias, 0.0)
-        nn.init.kaiming_uniform_(self.fpn.layer_blocks_0.weight, a=1)
-        nn.init.constant_(self.fpn.layer_blocks_0.bias, 0.0)
-        nn.init.kaiming_uniform_(self.fpn.layer_blocks_1.weight, a=1)
-        nn.init.constant_(self.fpn.layer_blocks_1.bias, 0.0)
-        nn.init.kaiming_uniform_(self.fpn.layer_blocks_2.weight, a=1)
-        nn.init.constant_(self.fpn.layer_blocks_2.bias, 0.0)
-        nn.init.kaiming_uniform_(self.fpn.layer_blocks_3.weight, a=1)
-        nn.init.constant_(self.fpn.layer_blocks_3.bias, 0.0)
+        for m in self.fpn.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=1)
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0.0)
 
     def forward(self, image):
         # image: (N, 3, 64, 64)

@@ -67,11 +67,10 @@ class SmallResNet(nn.Module):
         self.basic3 = Basic(32, 64, stride=2, project=True)
         self.basic4 = Basic(64, 64)
         self.fc1 = nn.Linear(64, 10)
+        for m in self.basics.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
         nn.init.kaiming_normal_(self.conv1.weight, nonlinearity="relu")
-        nn.init.kaiming_normal_(self.basics[0].conv1.weight, nonlinearity="relu")
-        nn.init.kaiming_normal_(self.basics[0].conv2.weight, nonlinearity="relu")
-        nn.init.kaiming_normal_(self.basics[1].conv1.weight, nonlinearity="relu")
-        nn.init.kaiming_normal_(self.basics[1].conv2.weight, nonlinearity="relu")
         nn.init.kaiming_normal_(self.basic1.conv1.weight, nonlinearity="relu")
         nn.init.kaiming_normal_(self.basic1.conv2.weight, nonlinearity="relu")
         nn.init.kaiming_normal_(self.basic2.conv1.weight, nonlinearity="relu")
