@@ -95,6 +95,13 @@ def _compile_onnx(spec: Spec, args) -> int:
         fused=not args.decompose,
         kv_cache=args.kv_cache,
     )
+    if args.kv_cache:  # for dslc generate --onnx, which has no spec to read it from
+        from dslc.runtime.generate import spec_context
+        from dslc.runtime.train.export import CONTEXT_KEY
+
+        context = spec_context(spec)
+        if context is not None:
+            export.skeleton.metadata_props.add(key=CONTEXT_KEY, value=str(context))
     out = Path(args.output or default_onnx_name(spec.name))
     if args.quantize:
         from dslc.runtime.quantized import export_quantized

@@ -7,6 +7,7 @@ and a decode step; the window sliding past the context; the specs a cache cannot
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -221,7 +222,8 @@ def test_kv_cache_on_a_model_without_attention_is_an_error(tmp_path, capsys):
 
 def test_compile_writes_a_decoder_that_generate_uses(saved, tmp_path, capsys):
     """`dslc compile --kv-cache` then `dslc generate --onnx` (with a bytes tokenizer) prints the
-    same text as the spec and its weights, with and without the cache."""
+    same text as the spec and its weights, with and without the cache; the compiled decoder
+    says its context (dslc.context), as the one `dslc train` exports does."""
     from dslc.runtime.train import tokenizer as tok
 
     params = [f"--param={k}={v}" for k, v in PARAMS.items()]
@@ -229,9 +231,11 @@ def test_compile_writes_a_decoder_that_generate_uses(saved, tmp_path, capsys):
     tok.save(tok.create("bytes", "", 256), tmp_path / tok.FILE)
     tokenizer = ["--tokenizer", str(tmp_path / tok.FILE)]
     common = ["--prompt", "The cache ", "--max-new-tokens", "30", "--temperature", "0"]
+    meta = onnx.load(str(tmp_path / "m.onnx")).metadata_props
+    assert {p.key: p.value for p in meta}["dslc.context"] == "96"  # its positional table's size
     outs = []
     for source in (
-        ["--onnx", str(tmp_path / "m.onnx"), "--context", "96"],
+        ["--onnx", str(tmp_path / "m.onnx")],  # the context from the model's metadata
         [GPT, "--weights", str(saved / "weights.safetensors"), *params],
     ):
         for cache in ([], ["--no-kv-cache"]):

@@ -153,7 +153,6 @@ def torch_model(spec_path: str, weights: str, params: dict[str, Any]) -> Model:
 
     from dslc.api import load
     from dslc.runtime.train.checkpoint import load_weights
-    from dslc.runtime.train.text import context_length, max_positions
 
     spec = load(spec_path, params)
     ns = spec.torch_namespace()
@@ -180,15 +179,22 @@ def torch_model(spec_path: str, weights: str, params: dict[str, Any]) -> Model:
             cache.reset()
         return run(cache, ids)
 
+    vocab = next(iter(ns["TOKENS"].values()))
+    return Model(lambda w: run(module, w), vocab, spec_context(spec), cached if cache else None)
+
+
+def spec_context(spec: Any) -> int | None:
+    """A language model's tokens per window, from its spec: the train section's `context` or
+    the token input's fixed T, at most its positional table's size; None if nothing says."""
+    from dslc.runtime.train.text import context_length, max_positions
+
+    ns = spec.torch_namespace()
     try:
         context: int | None = context_length(ns.get("TRAINING", {}), ns["INPUTS"], spec.name)
     except DslcError:  # the positional table or --context may still say it
         context = None
     known = [n for n in (context, max_positions(spec.graph)) if n]  # longer cannot run
-    vocab = next(iter(ns["TOKENS"].values()))
-    return Model(
-        lambda w: run(module, w), vocab, min(known) if known else None, cached if cache else None
-    )
+    return min(known) if known else None
 
 
 def _cacheable(graph: Any) -> bool:
