@@ -20,7 +20,7 @@ import torch
 from conftest import SPECS, params_for
 
 import dslc
-from dslc.runtime.parity import lengths_for, random_inputs
+from dslc.runtime.parity import lengths_for, random_inputs, roi_inputs
 
 
 def randomize_batch_norm(model: torch.nn.Module, gen: torch.Generator, inputs=None) -> None:
@@ -53,8 +53,8 @@ def test_torch_and_onnxruntime_agree(path):
     torch.manual_seed(0)
     model = spec.torch_module().eval()
     rng = np.random.default_rng(2)
-    tokens = spec.graph.token_inputs()
-    calibration = random_inputs(spec.graph.inputs, 8, rng, tokens=tokens)
+    tokens, rois = spec.graph.token_inputs(), roi_inputs(spec.graph)
+    calibration = random_inputs(spec.graph.inputs, 8, rng, tokens=tokens, rois=rois)
     randomize_batch_norm(
         model, torch.Generator().manual_seed(1), [torch.from_numpy(a) for a in calibration.values()]
     )
@@ -63,7 +63,7 @@ def test_torch_and_onnxruntime_agree(path):
     has_bn = any(n.op.name == "batch_norm" for n in spec.graph.nodes)
     graphs = [(plain, 1e-5)] + ([(session(spec.onnx_model(weights=state)), 1e-4)] if has_bn else [])
     for batch, length in [(b, t) for b in (1, 3, 7) for t in lengths_for(spec.graph)]:
-        inputs = random_inputs(spec.graph.inputs, batch, rng, length, tokens=tokens)
+        inputs = random_inputs(spec.graph.inputs, batch, rng, length, tokens=tokens, rois=rois)
         expected = run_torch(model, inputs)
         errors: list[float] = []  # PyTorch's own float32 error at this batch, once measured
         for sess, atol in graphs:

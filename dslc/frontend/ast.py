@@ -197,6 +197,7 @@ class OutputDecl:
     span: Span
     name: str
     value: Expr | None
+    training: bool = False  # `train output`: for the train section's loss, not for inference
 
 
 @dataclass(frozen=True)

@@ -300,6 +300,9 @@ class _ToAst(Transformer):
     def output_decl(self, meta, c):
         return ast.OutputDecl(self._span(meta), str(c[0]), c[1])
 
+    def train_output_decl(self, meta, c):
+        return ast.OutputDecl(self._span(meta), str(c[0]), c[1], training=True)
+
     def assign(self, meta, c):
         return ast.Assign(self._span(meta), tuple(str(n) for n in c[:-1]), c[-1])
 

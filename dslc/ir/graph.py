@@ -112,6 +112,14 @@ class Graph:
     # state_dict, so the full model's weights can be given as they are.
     weight_prefix: str = ""
     root: Any = None  # the model's ir.structure.Instance: the block structure, for PyTorch
+    # Outputs declared `train output`: the loss reads them; the PyTorch module returns them
+    # after the others, and the ONNX graph (for inference) leaves them out.
+    train_outputs: tuple[str, ...] = ()
+
+    @property
+    def served(self) -> dict[str, Value]:
+        """The outputs of the model for inference: all but the training outputs."""
+        return {k: v for k, v in self.outputs.items() if k not in self.train_outputs}
 
     def parameters(self, buffers: bool = False) -> list[tuple[str, ParamSpec]]:
         """(state_dict key, spec) for every parameter, in module order."""

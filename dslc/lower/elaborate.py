@@ -97,6 +97,12 @@ class Elaborator(Blocks):
         graph.root = root
         outputs = self.body(model, Frame(sites=sites, items=root.items), scope, None, graph)
         graph.outputs = {k: v for k, v in outputs.items() if isinstance(v, Value)}
+        training = [s.name for s in model.body if isinstance(s, ast.OutputDecl) and s.training]
+        graph.outputs = {  # the outputs for inference first, as forward returns them
+            **{k: v for k, v in graph.outputs.items() if k not in training},
+            **{k: v for k, v in graph.outputs.items() if k in training},
+        }
+        graph.train_outputs = tuple(k for k in graph.outputs if k in training)
         root.inputs, root.outputs = list(graph.inputs), list(graph.outputs.values())
         root.input_names = [v.name for v in graph.inputs]
         root.output_names = list(graph.outputs)
@@ -228,6 +234,11 @@ class Elaborator(Blocks):
     def output(
         self, stmt: ast.OutputDecl, scope: Scope, frame: Frame, outputs: dict, start: int
     ) -> None:
+        if stmt.training and frame.path:
+            raise SpecError(
+                "`train output` belongs in the model: a block's outputs are its caller's",
+                hint="make it a plain `output`, and declare `train output` in the model",
+            )
         if stmt.value is not None:
             value = self.eval(stmt.value, scope, frame)
             self.name_value(value, frame.path + stmt.name, start)

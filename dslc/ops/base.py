@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from dslc.ops.pycode import Ctor
 
 REQUIRED: Any = object()
-FLOAT_KINDS = ("float", "floats", "init")  # attribute kinds whose numbers become float32
+FLOAT_KINDS = ("float", "floats", "scales", "init")  # attribute kinds whose numbers become float32
 
 
 def _is_int(v: Any) -> bool:
@@ -39,6 +39,10 @@ KINDS: dict[str, tuple[str, Any]] = {
     "str": ("a string", lambda v: isinstance(v, str)),
     "ints": ("an integer or a list of integers", lambda v: _is_int(v) or _int_list(v)),
     "floats": ("a list of numbers", lambda v: isinstance(v, list) and all(map(_is_num, v))),
+    "scales": (
+        "a number, or a list of numbers",
+        lambda v: _is_num(v) or isinstance(v, list) and len(v) > 0 and all(map(_is_num, v)),
+    ),
     "padding": (
         'an integer, a list of integers, "same" or "valid"',
         lambda v: _is_int(v) or _int_list(v) or v in ("same", "valid"),
@@ -218,6 +222,10 @@ class OpDef:
     # attention projections): no Transpose of a weight at run time, which is also the layout
     # onnxruntime's quantizers look for. OnnxBuilder.param stores them so (builder.py).
     transposed_params: ClassVar[tuple[str, ...]] = ()
+    # The tensor input that holds regions of interest, f32[K, 5] rows (image index, x1, y1,
+    # x2, y2), by index (-1: the last); None if none. Random inputs for parity (parity.py)
+    # draw real RoIs there, inside the image `roi_image` gives, since random numbers are not.
+    rois_input: ClassVar[int | None] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- compile time
@@ -236,6 +244,11 @@ class OpDef:
         sizes (a sinusoidal table, an averaging matrix), which dslc.ir.limits bounds before
         anything is built. Scalars and short index lists need not be listed."""
         return {}
+
+    def roi_image(self, node: Node) -> tuple[float, float] | None:
+        """For an op with `rois_input`: the (height, width) in pixels of the images its RoIs
+        lie in, where the sizes are known."""
+        return None
 
     def num_tokens(self, node: Node) -> int | None:
         """For an op that reads token ids (embedding): how many ids its input may hold."""

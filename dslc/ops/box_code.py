@@ -37,6 +37,30 @@ def decode_boxes(deltas, boxes, weights=(1.0, 1.0, 1.0, 1.0), clip={DELTA_CLIP!r
     )
 '''
 
+ENCODE_BOXES = '''
+def encode_boxes(boxes, reference, weights=(1.0, 1.0, 1.0, 1.0)):
+    """The deltas (..., 4) that decode_boxes turns back into boxes (..., 4) from the
+    reference boxes (..., 4) (torchvision's BoxCoder.encode)."""
+    ex_widths = reference[..., 2] - reference[..., 0]
+    ex_heights = reference[..., 3] - reference[..., 1]
+    ex_ctr_x = reference[..., 0] + 0.5 * ex_widths
+    ex_ctr_y = reference[..., 1] + 0.5 * ex_heights
+    widths = boxes[..., 2] - boxes[..., 0]
+    heights = boxes[..., 3] - boxes[..., 1]
+    ctr_x = boxes[..., 0] + 0.5 * widths
+    ctr_y = boxes[..., 1] + 0.5 * heights
+    wx, wy, ww, wh = weights
+    return torch.stack(
+        (
+            wx * (ctr_x - ex_ctr_x) / ex_widths,
+            wy * (ctr_y - ex_ctr_y) / ex_heights,
+            ww * torch.log(widths / ex_widths),
+            wh * torch.log(heights / ex_heights),
+        ),
+        dim=-1,
+    )
+'''
+
 CLIP_BOXES = '''
 def clip_boxes(boxes, height, width):
     """Boxes (..., 4) clipped to an image of height x width."""
@@ -83,6 +107,7 @@ def batched_nms(boxes, scores, groups, iou_threshold):
 
 BOX_HELPERS = {
     "decode_boxes": DECODE_BOXES,
+    "encode_boxes": ENCODE_BOXES,
     "clip_boxes": CLIP_BOXES,
     "box_iou": BOX_IOU,
     "batched_nms": BATCHED_NMS,

@@ -76,15 +76,24 @@ class RegionProposalNetwork(nn.Module):
         self.min_size = min_size
 
     def forward(self, image, features):
+        """RoIs (K, 5), and for the loss every anchor's objectness (N, A) and deltas
+        (N, A, 4), and the anchors (A, 4)."""
         objectness, deltas = self.head(features)
         anchors = grid_anchors(image, features, self.sizes, self.aspect_ratios)
+        for level, (o, d) in enumerate(zip(objectness, deltas, strict=True)):
+            n, _, height, width = o.shape
+            objectness[level] = o.permute(0, 2, 3, 1).reshape(n, -1)  # the anchors' order
+            d = d.view(n, -1, 4, height, width).permute(0, 3, 4, 1, 2)
+            deltas[level] = d.reshape(n, -1, 4)
+        rois = self.proposals(image, objectness, deltas, anchors)
+        return rois, torch.cat(objectness, 1), torch.cat(deltas, 1), torch.cat(anchors)
+
+    def proposals(self, image, objectness, deltas, anchors):
         boxes, scores, levels = [], [], []
         for level, (o, d, a) in enumerate(zip(objectness, deltas, anchors, strict=True)):
-            n, _, height, width = o.shape
-            o = o.permute(0, 2, 3, 1).reshape(n, -1)  # (N, H * W * A), the anchors' order
-            d = d.view(n, -1, 4, height, width).permute(0, 3, 4, 1, 2).reshape(n, -1, 4)
-            o, top = o.topk(min(self.pre_nms_top_n, o.shape[1]), dim=1)
-            boxes.append(decode_boxes(d.gather(1, top[..., None].expand(-1, -1, 4)), a[top]))
+            o, top = o.detach().topk(min(self.pre_nms_top_n, o.shape[1]), dim=1)
+            d = d.detach().gather(1, top[..., None].expand(-1, -1, 4))
+            boxes.append(decode_boxes(d, a[top]))
             scores.append(o)
             levels.append(torch.full_like(top, level))
         boxes = clip_boxes(torch.cat(boxes, 1), image.shape[-2], image.shape[-1])
@@ -145,6 +154,7 @@ class RegionProposals(OpDef):
         Attr("min_size", "float", 1e-3, "the least width and height kept, in pixels", minimum=0.0),
     )
     module = True
+    leading_output = True  # the RoIs; then, for rpn_loss, objectness, deltas and anchors
     torch_helpers = {
         "grid_anchors": GRID_ANCHORS,
         **helpers("decode_boxes", "clip_boxes", "batched_nms"),
@@ -167,10 +177,17 @@ class RegionProposals(OpDef):
         return a
 
     def infer(self, ins, a):
-        grid_shapes(self.name, ins[0], ins[1:])
+        shapes = grid_shapes(self.name, ins[0], ins[1:])
         if ins[0].dtype != "f32":
             raise SpecError(f"rpn expects an f32 image, got {ins[0]}")
-        return TensorType("f32", (data_dim("K"), 5))
+        anchors = sum(h * w for h, w in shapes) * per_cell(a, len(shapes))
+        n = ins[1].shape[0]
+        return [
+            TensorType("f32", (data_dim("K"), 5)),
+            TensorType("f32", (n, anchors)),
+            TensorType("f32", (n, anchors, 4)),
+            TensorType("f32", (anchors, 4)),
+        ]
 
     def params(self, ins, a):
         c = known_channels(self.name, ins[1])

@@ -26,9 +26,11 @@ def emit_proposals(node, b, ins, outs) -> None:
     shapes = grid_shapes("rpn", types[0], types[1:])
     sizes = level_sizes("rpn", a["sizes"], len(shapes))
     tables = anchor_table(types[0], shapes, sizes, a["aspect_ratios"])
-    boxes, scores, levels = [], [], []
+    boxes, scores, levels, objectness, deltas_all = [], [], [], [], []
     for level, (feature, (h, w), table) in enumerate(zip(ins[1:], shapes, tables, strict=True)):
         logits, deltas = head(o, node, b, feature, h, w, len(table) // (h * w))
+        objectness.append(logits)
+        deltas_all.append(deltas)
         k = min(a["pre_nms_top_n"], len(table))
         top, index = o.topk(logits, k, axis=1)
         wide = o.op(
@@ -65,6 +67,13 @@ def emit_proposals(node, b, ins, outs) -> None:
     )
     selected = nms(o, all_boxes, by_level, len(levels), a["nms_threshold"])
     best(o, b, outs[0], all_boxes, masked, selected, min(a["post_nms_top_n"], len(levels)))
+    # for rpn_loss: in a graph for inference, nothing reads them
+    if outs[1] in b.read:
+        b.add(node, "Concat", objectness, [outs[1]], axis=1)
+    if outs[2] in b.read:
+        b.add(node, "Concat", deltas_all, [outs[2]], axis=1)
+    if outs[3] in b.read:
+        b.add(node, "Identity", [o.const("anchors", np.concatenate(tables))], [outs[3]])
 
 
 def head(o: Onnx, node, b, feature: str, h: int, w: int, per_cell: int) -> tuple[str, str]:

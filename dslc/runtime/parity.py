@@ -49,6 +49,32 @@ def default_atol(spec: Spec) -> float:
     return 1e-2 if any(v.type.dtype == "f16" for v in spec.graph.outputs.values()) else 1e-5
 
 
+def roi_inputs(graph: Graph) -> dict[str, tuple[float, float]]:
+    """Model inputs that an op reads as regions of interest (OpDef.rois_input) -> the
+    (height, width) of the images they lie in (OpDef.roi_image), where it is known."""
+    inputs = {id(v): v.name for v in graph.inputs}
+    found: dict[str, tuple[float, float]] = {}
+    for n in graph.nodes:
+        if n.op.rois_input is not None and id(n.inputs[n.op.rois_input]) in inputs:
+            image = n.op.roi_image(n)
+            if image is not None:
+                found.setdefault(inputs[id(n.inputs[n.op.rois_input])], image)
+    return found
+
+
+def random_rois(
+    rows: int, batch: int, image: tuple[float, float], rng: np.random.Generator
+) -> np.ndarray:
+    """(rows, 5) RoIs (image index, x1, y1, x2, y2): an index in [0, batch), and a box inside
+    the image whose sides are drawn log-uniformly from 1/32 of the image to all of it, so
+    that small and large ones (every level of a feature pyramid) are drawn."""
+    height, width = image
+    sides = np.exp(rng.uniform(np.log(1 / 32), 0.0, (rows, 2))) * (width, height)
+    corner = rng.uniform(0.0, 1.0, (rows, 2)) * ((width, height) - sides)
+    index = rng.integers(0, batch, (rows, 1))
+    return np.concatenate([index, corner, corner + sides], axis=1)
+
+
 def random_inputs(
     values: list[Value],
     batch: int,
@@ -56,26 +82,35 @@ def random_inputs(
     other_dims: int = OTHER_DIMS,
     tokens: dict[str, int] | None = None,
     sizes: dict[str, int] | None = None,
+    rois: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Random arrays for the model inputs: a symbolic dim that leads some input is the batch
     wherever it stands (an RNN's initial state (layers, N, hidden) too), other symbolic dims
     are their size in `sizes` (by name: {"T": 7, "S": 64}) or else `other_dims`; floats are
     standard normal, integers 0 or 1, or any token id for inputs named in `tokens` (name ->
-    vocabulary size, Graph.token_inputs)."""
-    leading = {v.type.shape[0] for v in values if v.type.shape}
+    vocabulary size, Graph.token_inputs). Inputs named in `rois` (name -> image size,
+    roi_inputs) are random_rois, as many as their leading dim, which is not the batch."""
+    rois = rois or {}
+    leading = {v.type.shape[0] for v in values if v.type.shape and v.name not in rois}
     batch_dims = {d for d in leading if isinstance(d, Sym)}
     given = sizes or {}
 
-    def size(i: int, d: Dim) -> int:
+    def size(i: int, d: Dim, first_is_batch: bool) -> int:
         if isinstance(d, int):
             return d
-        return batch if i == 0 or d in batch_dims else given.get(str(d), other_dims)
+        return (
+            batch
+            if (i == 0 and first_is_batch) or d in batch_dims
+            else given.get(str(d), other_dims)
+        )
 
     arrays = {}
     for v in values:
-        shape = [size(i, d) for i, d in enumerate(v.type.shape)]
+        shape = [size(i, d, v.name not in rois) for i, d in enumerate(v.type.shape)]
         data: np.ndarray
-        if v.type.dtype.startswith(("f", "bf")):
+        if v.name in rois:
+            data = random_rois(shape[0], batch, rois[v.name], rng)
+        elif v.type.dtype.startswith(("f", "bf")):
             data = rng.standard_normal(shape)
         else:
             data = rng.integers(0, (tokens or {}).get(v.name, 2), shape)
@@ -111,7 +146,12 @@ def verify(
     checks = []
     for batch, length in [(b, t) for b in batches for t in lengths or lengths_for(spec.graph)]:
         inputs = random_inputs(
-            spec.graph.inputs, batch, rng, length, tokens=spec.graph.token_inputs()
+            spec.graph.inputs,
+            batch,
+            rng,
+            length,
+            tokens=spec.graph.token_inputs(),
+            rois=roi_inputs(spec.graph),
         )
         try:
             with torch.no_grad():
@@ -127,6 +167,7 @@ def verify(
         diffs = {
             name: max_abs_diff(e.detach().numpy(), got[name])  # an output may be a parameter
             for name, e in zip(spec.graph.outputs, expected, strict=True)
+            if name in spec.graph.served
         }
         checks.append(Check(batch, diffs, length))
     return checks

@@ -39,6 +39,7 @@ class OnnxBuilder:
         self.weights = weights
         self.fused = fused
         self.kv = kv
+        self.read: set[str] = set()  # the values the graph reads: an op may skip the others
         self.opset = OPSET
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, np.ndarray] = {}

@@ -13,7 +13,7 @@ from onnx import helper
 from dslc.backends.onnx.builder import OnnxBuilder, value_info
 from dslc.backends.onnx.kvcache import KvCache, cached_layers
 from dslc.errors import DslcError
-from dslc.ir.graph import Graph
+from dslc.ir.graph import Graph, Node
 from dslc.version import __version__
 
 
@@ -33,12 +33,14 @@ def build_lazy(
             )
     kv = KvCache(cached_layers(graph)) if kv_cache else None
     b = OnnxBuilder(graph, weights, fused, kv)
-    for node in graph.nodes:
+    nodes = needed(graph)
+    b.read = {v.name for n in nodes for v in n.inputs} | {v.name for v in graph.served.values()}
+    for node in nodes:
         node.op.onnx(
             node, b, [b.resolve(v.name) for v in node.inputs], [v.name for v in node.outputs]
         )
     outputs = []
-    for name, value in graph.outputs.items():
+    for name, value in graph.served.items():
         if b.resolve(value.name) != name:  # an output that is another value under a new name
             b.nodes.append(
                 helper.make_node(
@@ -98,3 +100,17 @@ def to_text(model: onnx.ModelProto) -> str:
         for t in model.graph.initializer
     ]
     return "\n".join(header) + "\n" + onnx.printer.to_text(stripped) + "\n"
+
+
+def needed(graph: Graph) -> list[Node]:
+    """The nodes the outputs for inference need: what only a training output reads (the
+    loss's tensors, `train output`) is left out of the ONNX graph."""
+    if not graph.train_outputs:
+        return graph.nodes
+    wanted = {id(v) for v in graph.served.values()}
+    kept: list[Node] = []
+    for node in reversed(graph.nodes):
+        if any(id(v) in wanted for v in node.outputs):
+            kept.append(node)
+            wanted |= {id(v) for v in node.inputs}
+    return kept[::-1]

@@ -7,6 +7,8 @@ comes from its op's registry entry (torch_module, torch_layer, torch_call)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from dslc.backends.torch import fmt, optim_groups
 from dslc.backends.torch.classes import ClassInfo, Writer
 from dslc.backends.torch.inits import weight_init
@@ -102,7 +104,8 @@ def helper_sources(g: Graph) -> dict[str, str]:
     """Every generated helper the model's ops need, by name, in the order their ops first
     appear; each op decides for all its nodes at once (OpDef.model_helpers)."""
     by_op: dict[str, list] = {}
-    for n in g.nodes:
+    terms: list[Any] = [*g.nodes, *(g.training.loss if g.training else [])]
+    for n in terms:
         by_op.setdefault(n.op.name, []).append(n)
     out: dict[str, str] = {}
     for nodes in by_op.values():

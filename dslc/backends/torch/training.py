@@ -161,6 +161,11 @@ def tables(g: Graph) -> list[str]:
         "# forward returns its outputs in this order (one tensor, or a tuple)",
         *_signature("OUTPUTS", list(g.outputs.items())),
     ]
+    if g.train_outputs:
+        lines += [
+            "# the outputs only the loss reads (`train output`): not in the ONNX model",
+            f"TRAIN_OUTPUTS = {_tuple([_literal(k) for k in g.train_outputs])}",
+        ]
     tokens = g.token_inputs()
     if tokens:
         lines += [
