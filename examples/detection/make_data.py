@@ -66,9 +66,13 @@ def make(images: int, size: int = 64, seed: int = 0) -> tuple[list, list, list]:
 def write_npz(path: Path, images: int, size: int = 64, seed: int = 0, image: str = "image") -> Path:
     pictures, boxes, labels = make(images, size, seed)
     pixels = np.stack([np.asarray(p, np.float32).transpose(2, 0, 1) / 255 for p in pictures])
-    rows = [np.concatenate([np.full((len(b), 1), i, np.float32), b], 1) for i, b in enumerate(boxes)]
+    rows = [
+        np.concatenate([np.full((len(b), 1), i, np.float32), b], 1) for i, b in enumerate(boxes)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **{image: pixels, "boxes": np.concatenate(rows), "labels": np.concatenate(labels)})
+    np.savez(
+        path, **{image: pixels, "boxes": np.concatenate(rows), "labels": np.concatenate(labels)}
+    )
     return path
 
 

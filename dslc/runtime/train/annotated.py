@@ -148,7 +148,10 @@ def evaluation_set(c: Contract, text: str, workers: int) -> ObjectSet:
 
 
 def _scene(c: Contract, text: str) -> coco.Annotated:
-    roles(c)  # the model takes COCO-style data, before reading any
+    roles(c)  # the model takes COCO-style data and its steps keep boxes, before any reading
+    lay = objects.layout(c)
+    assert lay is not None and lay.size is not None
+    pipelines(c, lay.size)
     scene = coco.read(text)
     check_classes(scene, c, text)
     return scene

@@ -326,17 +326,19 @@ def _per_step(s: Settings) -> str:
 
 
 def _draw_detections(c: Contract, trainer: Trainer, out: Path) -> None:
-    """A detector's best weights' detections on a few validation images: detections.png."""
+    """A detector's best weights' detections on a few validation images (training images
+    without validation): detections.png."""
     from dslc.runtime.train.evaluate import draw_detections
     from dslc.runtime.train.mean_ap import PLOT
 
-    if not c.detections or trainer.val is None:
+    if not c.detections:
         return
     best = out / "best.safetensors"
     if best.exists():
         checkpoint.load_weights(trainer.module, best)
     classes = trainer.train.classes
-    if draw_detections(c, trainer.module, trainer.val, classes, out / PLOT, trainer.device):
+    shown = trainer.val or trainer.train
+    if draw_detections(c, trainer.module, shown, classes, out / PLOT, trainer.device):
         report.say(f"wrote {out / PLOT}")
 
 
