@@ -59,7 +59,9 @@ def the_contract(augment=""):
 def file_objects(arrays, i):
     """The (x1, y1, x2, y2) and labels of image i of a file, by a plain loop."""
     rows = [
-        (r[1:].tolist(), int(k)) for r, k in zip(arrays["boxes"], arrays["labels"]) if r[0] == i
+        (r[1:].tolist(), int(k))
+        for r, k in zip(arrays["boxes"], arrays["labels"], strict=True)
+        if r[0] == i
     ]
     return [r for r, _ in rows], [k for _, k in rows]
 
@@ -308,7 +310,8 @@ COCO_ERRORS = {
     "empty": (lambda d: d.__setitem__("annotations", []), "no objects at all"),
     "classes": (
         lambda d: d["categories"].append({"id": 4, "name": "star"}),
-        "4 categories (square, circle, triangle, star), but model TinyDetector's detector has 3 classes",
+        "4 categories (square, circle, triangle, star), but model TinyDetector's detector has "
+        "3 classes",
     ),
 }
 

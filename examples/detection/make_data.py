@@ -1,7 +1,7 @@
 """Write a small detection data set: images of one to three drawn shapes each (square, circle,
 triangle; the shape is the class, labels 1..3, 0 being the background) with their boxes.
 
-    python examples/detection/make_data.py [OUT_DIR] [IMAGES] [SIZE] [SEED]   # build/shapes 300 64 0
+    python examples/detection/make_data.py [OUT_DIR] [IMAGES] [SIZE] [SEED]  # build/shapes 300 64 0
 
 writes OUT_DIR/train.npz and val.npz (`image` (N, 3, SIZE, SIZE) floats in [0, 1], `boxes`
 (M, 5) rows (image, x1, y1, x2, y2) in pixels, `labels` (M,)), and the same images as
