@@ -212,9 +212,13 @@ def test_hflip_mirrors_the_boxes_with_the_image(tmp_path):
     assert torch.equal(flipped["boxes"], mirrored)
 
 
-def run_cli(capsys, *args):
-    code = main(list(args))
-    return code, capsys.readouterr().err
+def train_error(tmp_path, capsys, data_path, spec=None):
+    """dslc train's exit status 1 and its message (never a traceback) on bad data."""
+    spec = spec or spec_file(tmp_path)
+    code = main(["train", str(spec), "--data", str(data_path), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    return err
 
 
 def bad_npz(tmp_path, change):
@@ -247,11 +251,8 @@ NPZ_ERRORS = {
 def test_bad_objects_in_npz_are_errors_naming_the_file_and_object(tmp_path, capsys, case):
     change, message = NPZ_ERRORS[case]
     path = bad_npz(tmp_path, change)
-    code, err = run_cli(
-        capsys, "train", str(spec_file(tmp_path)), "--data", str(path), "--out", str(tmp_path / "r")
-    )
-    assert code == 1 and f"{path}: object" in err and message in err, err
-    assert "Traceback" not in err
+    err = train_error(tmp_path, capsys, path)
+    assert f"{path}: object" in err and message in err, err
 
 
 def test_a_box_within_a_pixel_of_the_edge_is_clipped(tmp_path):
@@ -269,10 +270,7 @@ def test_a_file_without_objects_is_an_error(tmp_path, capsys):
         boxes=np.zeros((0, 5), np.float32),
         labels=np.zeros(0, np.int64),
     )
-    code, err = run_cli(
-        capsys, "train", str(spec_file(tmp_path)), "--data", str(path), "--out", str(tmp_path / "r")
-    )
-    assert code == 1 and f"{path}: no objects at all" in err
+    assert f"{path}: no objects at all" in train_error(tmp_path, capsys, path)
 
 
 def coco_case(tmp_path, change):
@@ -320,20 +318,15 @@ COCO_ERRORS = {
 def test_bad_coco_files_are_errors_naming_the_file(tmp_path, capsys, case):
     change, message = COCO_ERRORS[case]
     path = coco_case(tmp_path, change)
-    code, err = run_cli(
-        capsys, "train", str(spec_file(tmp_path)), "--data", str(path), "--out", str(tmp_path / "r")
-    )
-    assert code == 1 and message in err and str(path.parent) in err, err
-    assert "Traceback" not in err
+    err = train_error(tmp_path, capsys, path)
+    assert message in err and str(path.parent) in err, err
 
 
 def test_crops_are_refused_for_per_object_targets(tmp_path, capsys):
     folder = write_coco(tmp_path / "coco", 4)
     spec = spec_file(tmp_path, "augment = [center_crop(64), hflip()]")
-    code, err = run_cli(
-        capsys, "train", str(spec), "--data", str(folder), "--out", str(tmp_path / "r")
-    )
-    assert code == 1 and "augment: center_crop is not supported with per-object targets" in err
+    err = train_error(tmp_path, capsys, folder, spec)
+    assert "augment: center_crop is not supported with per-object targets" in err
 
 
 # -- mAP: pycocotools on detections whose AP is known ------------------------------------------
