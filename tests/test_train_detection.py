@@ -247,14 +247,6 @@ NPZ_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(NPZ_ERRORS))
-def test_bad_objects_in_npz_are_errors_naming_the_file_and_object(tmp_path, capsys, case):
-    change, message = NPZ_ERRORS[case]
-    path = bad_npz(tmp_path, change)
-    err = train_error(tmp_path, capsys, path)
-    assert f"{path}: object" in err and message in err, err
-
-
 def test_a_box_within_a_pixel_of_the_edge_is_clipped(tmp_path):
     path = bad_npz(tmp_path, lambda a: a["boxes"].__setitem__((0, 3), 64.5))
     c = the_contract()
@@ -314,12 +306,17 @@ COCO_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(COCO_ERRORS))
-def test_bad_coco_files_are_errors_naming_the_file(tmp_path, capsys, case):
-    change, message = COCO_ERRORS[case]
-    path = coco_case(tmp_path, change)
+BAD_DATA = [("npz", k) for k in sorted(NPZ_ERRORS)] + [("coco", k) for k in sorted(COCO_ERRORS)]
+
+
+@pytest.mark.parametrize(("kind", "case"), BAD_DATA)
+def test_bad_objects_are_errors_naming_the_file_and_the_object(tmp_path, capsys, kind, case):
+    """.npz: `PATH: object I (image J)`; COCO: `PATH: annotation A (image J)` or the entry."""
+    table, make = (NPZ_ERRORS, bad_npz) if kind == "npz" else (COCO_ERRORS, coco_case)
+    change, message = table[case]
+    path = make(tmp_path, change)
     err = train_error(tmp_path, capsys, path)
-    assert message in err and str(path.parent) in err, err
+    assert message in err and (f"{path}: object" in err if kind == "npz" else str(path) in err), err
 
 
 def test_crops_are_refused_for_per_object_targets(tmp_path, capsys):
