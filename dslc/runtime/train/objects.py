@@ -35,6 +35,8 @@ def layout(c: Contract) -> Layout | None:
     """The per-object targets of `c`, or None when every target is per example."""
     first = next(iter(c.inputs.values()), None)
     batch = first[1][0] if first and first[1] else None
+    if not isinstance(batch, str):  # a fixed batch: no dim tells images from objects
+        return None
     names = tuple(
         k
         for k, (_, shape) in c.targets.items()
