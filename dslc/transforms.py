@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from dslc.ops.base import REQUIRED, Attr
 
 Size = tuple[int, int]  # (height, width), as torch lays out images
@@ -31,6 +33,9 @@ class Step:
     doc = ""
     attrs: tuple[Attr, ...] = ()
     random = False  # a random step belongs in `augment` only: evaluation is deterministic
+    # What the step does to boxes (x1, y1, x2, y2) drawn on the image: "kept" (colours,
+    # normalize), "moved" (place() maps them), or "refused" (crops, which would cut them).
+    boxes = "kept"
 
     def size(self, a: dict[str, Any], hw: Size) -> Size:
         """The height and width of the image this step gives for one of size `hw`."""
@@ -42,6 +47,10 @@ class Step:
     def check(self, a: dict[str, Any]) -> str | None:
         """What is wrong with arguments that each pass their own check, or None."""
         return None
+
+    def place(self, a: dict[str, Any], image: Any, boxes: Any, rng: Any) -> tuple[Any, Any]:
+        """The image and its boxes (M, 4) after the step (drawing from `rng` as apply does)."""
+        return self.apply(a, image, rng), boxes
 
 
 class Resize(Step):
@@ -64,10 +73,18 @@ class Resize(Step):
         h, w = self.size(a, (image.height, image.width))
         return image.resize((w, h), Image.Resampling.BILINEAR)
 
+    boxes = "moved"
+
+    def place(self, a: dict[str, Any], image: Any, boxes: Any, rng: Any) -> tuple[Any, Any]:
+        h, w = self.size(a, (image.height, image.width))
+        scale = np.array([w / image.width, h / image.height] * 2, np.float32)
+        return self.apply(a, image, rng), boxes * scale
+
 
 class CenterCrop(Step):
     name = "center_crop"
     doc = "the central size x size (or [h, w]) pixels"
+    boxes = "refused"
     attrs = (Attr("size", "ints", REQUIRED, "pixels", positive=True),)
 
     def size(self, a: dict[str, Any], hw: Size) -> Size:
@@ -86,6 +103,7 @@ class RandomResizedCrop(Step):
         "torchvision's RandomResizedCrop)"
     )
     random = True
+    boxes = "refused"
     attrs = (
         Attr("size", "ints", REQUIRED, "pixels", positive=True),
         Attr("scale", "floats", (0.08, 1.0), "the crop's share of the area: [low, high]"),
@@ -143,12 +161,21 @@ class HorizontalFlip(Step):
     random = True
     attrs = (Attr("p", "float", 0.5, "the probability", minimum=0, maximum=1),)
 
+    boxes = "moved"
+
     def apply(self, a: dict[str, Any], image: Any, rng: Any) -> Any:
+        return self.place(a, image, None, rng)[0]
+
+    def place(self, a: dict[str, Any], image: Any, boxes: Any, rng: Any) -> tuple[Any, Any]:
         from PIL import Image
 
-        if rng.uniform() < a["p"]:
-            return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return image
+        if rng.uniform() >= a["p"]:
+            return image, boxes
+        flipped = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if boxes is None:
+            return flipped, None
+        x1, y1, x2, y2 = boxes.T  # x -> width - x, so the left edge comes from the right one
+        return flipped, np.stack([image.width - x2, y1, image.width - x1, y2], axis=1)
 
 
 class ColorJitter(Step):
@@ -241,3 +268,17 @@ def apply(pipeline: Pipeline, image: Any, rng: Any) -> Any:
     for t in pipeline:
         image = t.step.apply(t.attrs, image, rng)
     return image
+
+
+def refused_for_boxes(pipeline: Pipeline) -> Transform | None:
+    """The first step that cannot carry boxes along (a crop), or None."""
+    return next((t for t in pipeline if t.step.boxes == "refused"), None)
+
+
+def apply_with_boxes(pipeline: Pipeline, image: Any, boxes: Any, rng: Any) -> tuple[Any, Any]:
+    """A Pillow image and its boxes (M, 4; x1, y1, x2, y2 in its pixels) through the
+    pipeline, the boxes moved as the image is (scaled by resize, mirrored by hflip); the
+    random draws are apply's, so an image is augmented alike with or without boxes."""
+    for t in pipeline:
+        image, boxes = t.step.place(t.attrs, image, boxes, rng)
+    return image, boxes

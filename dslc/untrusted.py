@@ -32,6 +32,7 @@ LIMITS = {
     "data": 16 * GiB,  # .npz / .npy / MNIST IDX training data or `dslc run` inputs
     "csv": 1 * GiB,  # parsed into Python strings first, which cost many times the bytes
     "text": 1 * GiB,  # .txt training text: tokens are int64, 8 bytes a byte
+    "annotations": 1 * GiB,  # COCO-style JSON: train2017's instances file is 448 MB
     "tokenizer": 64 * MiB,  # GPT-2's tokenizer.json is 1.4 MB, the largest common ones 20 MB
     "metrics": 64 * MiB,  # metrics.jsonl: one short line per epoch
     "pickle": 64 * MiB,  # a state_dict's data.pkl: names and layouts, no tensor data

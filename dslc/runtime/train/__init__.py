@@ -19,6 +19,10 @@ board.py       TensorBoard event files, when the tensorboard package is installe
 images.py      image folders: scanned up front, decoded lazily by DataLoader workers
 labels.py      class names (folders, CSV names): labels.json, the ONNX metadata key
 bake.py        --bake-normalize: the preprocess normalize moved into the ONNX graph
+objects.py     per-object targets (detection): checks, and the objects of any list of images
+coco.py        COCO-style JSON annotations: images, boxes, categories as labels 1..C
+annotated.py   COCO-style data sets: images and their boxes through preprocess/augment
+mean_ap.py     detectors' mAP by pycocotools; detections.png
 
 `Options` and `train` are imported on first use: the runtime needs torch, but the tokenizers
 and text readers do not, and `dslc generate --onnx` uses them without it.

@@ -41,6 +41,10 @@ class Contract:
     # Regression terms (mse, l1, huber, smooth_l1): prediction -> target, for MAE and RMSE.
     regressions: dict[str, str] = field(default_factory=dict)
     transforms: dict[str, Any] = field(default_factory=dict)  # image pipelines, from the IR
+    # A detector (outputs of the `detections` op): its role (boxes, scores, labels, images)
+    # -> the output's name, and how many classes its class logits score, background included.
+    detections: dict[str, str] = field(default_factory=dict)
+    object_classes: int | None = None
 
     def override(self, key: str, value: Any) -> None:
         """A setting from the command line, recorded where the run's settings are read."""
@@ -99,7 +103,25 @@ def contract(spec: Spec) -> Contract:
         terms=_terms(spec, ns),
         regressions=_regressions(spec),
         transforms=dict(spec.graph.training.transforms) if spec.graph.training else {},
+        **_detector(spec),
     )
+
+
+def _detector(spec: Spec) -> dict[str, Any]:
+    """The model outputs a `detections` node gives, by role, and the classes of its class
+    logits (K, C), background included: the labels a detection target may hold are 1..C-1."""
+    g = spec.graph
+    names = {id(v): k for k, v in g.outputs.items()}
+    for node in g.nodes:
+        if not node.op.detection_outputs:  # an op that declares its outputs detections
+            continue
+        logits = node.inputs[node.op.inputs.index("class_logits")].type.shape[1]
+        kinds = node.op.detection_outputs
+        roles = {r: names.get(id(v)) for r, v in zip(kinds, node.outputs, strict=True)}
+        if all(roles.values()):
+            found = {r: n for r, n in roles.items() if n is not None}
+            return {"detections": found, "object_classes": logits}
+    return {}
 
 
 def _reduction(spec: Spec) -> str:

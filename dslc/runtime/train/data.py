@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dslc.errors import DslcError
-from dslc.runtime.train import formats
-from dslc.runtime.train.contract import Signature
+from dslc.runtime.train import formats, objects
+from dslc.runtime.train.contract import Contract, Signature
 
 _NUMPY = {"bfloat16": "float32"}  # numpy has no bfloat16: hold f32, torch converts
 
@@ -28,15 +28,36 @@ def load(
     model: str,
     columns: dict[str, list[str]] | None = None,
     classes: dict[str, list[str]] | None = None,
+    per_object: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
     """The checked arrays of data file `text`, keyed and ordered as `signature`; `classes`:
-    class names of label columns (formats.read_csv)."""
+    class names of label columns (formats.read_csv); `per_object`: objects.Layout.names."""
     arrays = formats.read(text, signature, columns or {}, classes)
-    return check(arrays, signature, model, text)
+    return check(arrays, signature, model, text, per_object)
+
+
+def load_for(
+    c: Contract,
+    text: str,
+    columns: dict[str, list[str]] | None = None,
+    classes: dict[str, list[str]] | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays of one data file checked against the spec, class labels and objects
+    included (before any split, so that a bad label's position is its position in the file)."""
+    lay = objects.layout(c)
+    arrays = load(text, c.arrays, c.name, columns, classes, lay.names if lay else ())
+    check_classes(arrays, c.classes, c.name, text, c.ignore)
+    if lay is not None:
+        objects.check(arrays, lay, c.name, text)
+    return arrays
 
 
 def check(
-    arrays: dict[str, np.ndarray], signature: Signature, model: str, source: str
+    arrays: dict[str, np.ndarray],
+    signature: Signature,
+    model: str,
+    source: str,
+    per_object: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
     extra = [k for k in arrays if k not in signature]
     if extra:
@@ -55,7 +76,7 @@ def check(
                 f"the arrays are {', '.join(signature)}",
             )
         array = arrays[name]
-        _check_shape(array, name, dtype, shape, bound, source)
+        _check_shape(array, name, dtype, shape, bound, source, name not in per_object)
         out[name] = convert(array, name, dtype, source)
     return out
 
@@ -105,7 +126,10 @@ def _check_shape(
     shape: tuple,
     bound: dict[str, tuple[int, str]],
     source: str,
+    examples: bool = True,
 ) -> None:
+    """`examples`: dim 0 counts examples (not objects, of which an image may have none)."""
+
     def fail(why: str) -> DslcError:
         return DslcError(
             f"{source}: array '{name}' has shape {tuple(array.shape)}, but the spec declares "
@@ -122,7 +146,7 @@ def _check_shape(
             first = bound.setdefault(dim, (size, name))
             if first[0] != size:
                 raise fail(f"{dim} is {first[0]} in array '{first[1]}' but {size} here")
-    if array.ndim and array.shape[0] == 0:
+    if examples and array.ndim and array.shape[0] == 0:
         raise fail("the data set is empty")
 
 
@@ -157,16 +181,24 @@ def _dtype_hint(want: np.dtype) -> str:
 
 @dataclass
 class Dataset:
-    """Tensors of one length, keyed by array name."""
+    """Tensors of one length, keyed by array name; per-object targets (`objects`) hold the
+    objects of all examples in example order, example i's rows starts[i]:starts[i + 1]."""
 
     tensors: dict
     source: str
     classes: list[str] | None = None  # class names, where the data names its classes
+    objects: objects.Layout | None = None
+    starts: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return int(next(iter(self.tensors.values())).shape[0])
+        held = self.objects.names if self.objects else ()
+        return int(next(t for k, t in self.tensors.items() if k not in held).shape[0])
 
     def take(self, index) -> dict:
+        if isinstance(index, slice):
+            index = np.arange(len(self))[index]
+        if self.objects is not None and self.starts is not None:
+            return objects.select(self.tensors, self.starts, index, self.objects)
         return {k: t[index] for k, t in self.tensors.items()}
 
     def batches(self, chunks: list, epoch: int) -> Iterator[dict]:
@@ -174,21 +206,34 @@ class Dataset:
         return (self.take(chunk) for chunk in chunks)
 
 
-def to_dataset(arrays: dict[str, np.ndarray], signature: Signature, source: str) -> Dataset:
+def to_dataset(
+    arrays: dict[str, np.ndarray],
+    signature: Signature,
+    source: str,
+    lay: objects.Layout | None = None,
+) -> Dataset:
     import torch
 
+    starts = None
+    if lay is not None:
+        arrays, starts = objects.sort(arrays, lay)
     tensors = {
         k: torch.from_numpy(np.ascontiguousarray(a)).to(getattr(torch, signature[k][0]))
         for k, a in arrays.items()
     }
-    return Dataset(tensors, source)
+    return Dataset(tensors, source, objects=lay, starts=starts)
 
 
 def split(
-    arrays: dict[str, np.ndarray], fraction: float, seed: int, source: str
+    arrays: dict[str, np.ndarray],
+    fraction: float,
+    seed: int,
+    source: str,
+    lay: objects.Layout | None = None,
 ) -> tuple[dict, dict]:
-    """A fixed random `fraction` of the examples held out for validation."""
-    n = len(next(iter(arrays.values())))
+    """A fixed random `fraction` of the examples held out for validation; with per-object
+    targets (`lay`), each side keeps its images' objects, renumbered."""
+    n = objects.count(arrays, lay) if lay else len(next(iter(arrays.values())))
     held = int(round(n * fraction))
     if held < 1 or held >= n:
         raise DslcError(
@@ -198,4 +243,8 @@ def split(
         )
     order = np.random.default_rng(seed).permutation(n)
     val, train = np.sort(order[:held]), np.sort(order[held:])
+    if lay is not None:
+        arrays, starts = objects.sort(arrays, lay)
+        pick = objects.select
+        return pick(arrays, starts, train, lay), pick(arrays, starts, val, lay)
     return {k: a[train] for k, a in arrays.items()}, {k: a[val] for k, a in arrays.items()}

@@ -1,6 +1,8 @@
 """`dslc eval spec.dl --weights W --data TEST`: the spec's loss and every metric of dslc train's
 validation (metrics.py) on a data set, from trained weights; for a classifier, a confusion
-matrix as a PNG (confusion.png beside the weights unless --confusion names another file)."""
+matrix as a PNG (confusion.png beside the weights unless --confusion names another file); for
+a detector, mAP and its detections drawn on the first images (detections.png beside the
+weights), the PNG dslc train leaves in its run folder too (`draw_detections`)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,19 @@ from typing import Any
 
 from dslc.api import load
 from dslc.errors import DslcError
-from dslc.runtime.train import checkpoint, data, metrics, precision
+from dslc.runtime.train import (
+    annotated,
+    checkpoint,
+    coco,
+    data,
+    mean_ap,
+    metrics,
+    objects,
+    precision,
+)
 from dslc.runtime.train.contract import contract
+
+DRAWN = 4  # images in detections.png
 
 
 @dataclass
@@ -33,9 +46,7 @@ def evaluate(o: Options) -> tuple[str, list[Path]]:
     spec = load(o.spec, o.params)
     c = contract(spec)
     precision.check(o.precision, torch.device("cpu"))
-    arrays = data.load(o.data, c.arrays, c.name, o.columns)
-    data.check_classes(arrays, c.classes, c.name, o.data, c.ignore)
-    test = data.to_dataset(arrays, c.arrays, o.data)
+    test = _data(c, o)
     weights = Path(o.weights)
     if not weights.is_file():
         raise DslcError(f"--weights {weights}: no such file")
@@ -60,7 +71,35 @@ def evaluate(o: Options) -> tuple[str, list[Path]]:
         path = _confusion_path(o, weights, key)
         plot_confusion(counts, path, f"{c.name}: {c.metrics[key][0]}")
         written.append(path)
+    drawn = weights.parent / mean_ap.PLOT
+    if draw_detections(c, module, test, getattr(test, "classes", None), drawn, device):
+        written.append(drawn)
     return "\n".join(lines), written
+
+
+def _data(c: Any, o: Options) -> Any:
+    if coco.is_coco(o.data):
+        return annotated.evaluation_set(c, o.data, workers=0)
+    arrays = data.load_for(c, o.data, o.columns)
+    return data.to_dataset(arrays, c.arrays, o.data, objects.layout(c))
+
+
+def draw_detections(
+    c: Any, module: Any, images: Any, classes: list[str] | None, path: Path, device: Any
+) -> bool:
+    """For a detector: its detections on the first DRAWN images of `images`, drawn on them
+    (mean_ap.plot) into `path`; False for other models."""
+    import torch
+
+    lay = objects.layout(c) if c.detections else None
+    if lay is None or images is None or len(images) == 0:
+        return False
+    batch = images.take(list(range(min(DRAWN, len(images)))))
+    module.eval()
+    with torch.no_grad():
+        values = metrics.forward(c, module, {k: t.to(device) for k, t in batch.items()})
+    mean_ap.plot(values, c, lay, classes, path)
+    return True
 
 
 def _number(v: float | None) -> str:

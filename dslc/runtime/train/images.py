@@ -64,13 +64,13 @@ def scan(root: Path, known: list[str] | None = None) -> Folder:
         if not images:
             raise DslcError(f"class folder {folder} holds no images")
         for path in images:
-            sizes.append(_header(path))
+            sizes.append(header(path))
             files.append(path)
             labels.append(classes.index(folder.name))
     return Folder(root, list(classes), files, np.array(labels, np.int64), sizes)
 
 
-def _header(path: Path) -> tuple[int, int]:
+def header(path: Path) -> tuple[int, int]:
     """The (height, width) of the image at `path`, from its header."""
     from PIL import Image, UnidentifiedImageError
 
@@ -136,7 +136,7 @@ class ImageSet:
         folder: Folder,
         index: np.ndarray,
         pipeline: transforms.Pipeline,
-        names: tuple[str, str],
+        names: tuple[str, ...],
         channels: int,
         seed: int,
         train: bool,
@@ -169,23 +169,33 @@ class ImageSet:
 
         i, epoch = key
         n = int(self.index[i])
-        rng = np.random.default_rng([self.seed, epoch, n] if self.train else [n])
         try:
-            pixels = self.pixels(n, rng)
+            pixels = self.pixels(n, self.rng(n, epoch))
         except DslcError as err:
             return err.message
         return torch.from_numpy(pixels), int(self.folder.labels[n])
 
+    def rng(self, n: int, epoch: int) -> Any:
+        """Example `n`'s random draws in `epoch`: the same whatever the workers."""
+        return np.random.default_rng([self.seed, epoch, n] if self.train else [n])
+
     def pixels(self, n: int, rng: Any, normalize: bool = True) -> np.ndarray:
+        image = transforms.apply(self.pipeline, self.decode(n), rng)
+        return self.array(image, normalize)
+
+    def decode(self, n: int) -> Any:
+        """Image `n` as a Pillow image of the model's mode."""
         from PIL import Image, UnidentifiedImageError
 
         path = self.folder.files[n]
         try:
             with Image.open(path) as file:
-                image = file.convert(self.mode)
+                return file.convert(self.mode)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise DslcError(f"cannot decode image {path} (truncated or corrupt?): {err}") from None
-        image = transforms.apply(self.pipeline, image, rng)
+
+    def array(self, image: Any, normalize: bool = True) -> np.ndarray:
+        """A Pillow image as (C, H, W) floats in [0, 1], then normalized."""
         array = np.asarray(image, np.float32) / np.float32(255)
         array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
         if normalize and self.norm is not None:
@@ -194,14 +204,19 @@ class ImageSet:
 
     def take(self, index: Any, epoch: int = 0) -> dict:
         keys = range(len(self))[index] if isinstance(index, slice) else [int(i) for i in index]
-        return _collate([self[(i, epoch)] for i in keys], self.names)
+        return self.collate([self[(i, epoch)] for i in keys], self.names)
+
+    @staticmethod
+    def collate(items: list, names: tuple[str, ...]) -> dict:
+        """A batch of what __getitem__ gives (workers call it too: a function, not a method)."""
+        return _collate(items, names)
 
     def batches(self, chunks: list, epoch: int) -> Any:
         """The batches of example indices `chunks`: decoded here without workers, else by
         `workers` processes ahead of the loop, started once and kept across epochs."""
         plan = [[(int(i), epoch) for i in chunk] for chunk in chunks]
         if not self.workers:
-            yield from (_collate([self[key] for key in keys], self.names) for keys in plan)
+            yield from (self.collate([self[key] for key in keys], self.names) for keys in plan)
             return
         if self.loader is None:
             self.loader = self._loader()
@@ -220,7 +235,7 @@ class ImageSet:
             num_workers=self.workers,
             prefetch_factor=2,
             persistent_workers=True,
-            collate_fn=partial(_collate_or_error, names=self.names),
+            collate_fn=partial(_collate_or_error, names=self.names, collate=type(self).collate),
         )
 
     def __getstate__(self) -> dict:
@@ -241,19 +256,24 @@ class _Plan:
         return len(self.batches)
 
 
-def _collate_or_error(items: list, names: tuple[str, str]) -> Any:
+def _collate_or_error(items: list, names: tuple[str, ...], collate: Any) -> Any:
     errors = [item for item in items if isinstance(item, str)]
-    return errors[0] if errors else _collate(items, names)
+    return errors[0] if errors else collate(items, names)
 
 
-def _collate(items: list, names: tuple[str, str]) -> dict:
+def _collate(items: list, names: tuple[str, ...]) -> dict:
     import torch
 
+    raise_errors(items)
+    pixels = torch.stack([p for p, _ in items])
+    return {names[0]: pixels, names[1]: torch.tensor([label for _, label in items])}
+
+
+def raise_errors(items: list) -> None:
+    """The first example that failed to decode (its message, from __getitem__)."""
     for item in items:
         if isinstance(item, str):
             raise DslcError(item)
-    pixels = torch.stack([p for p, _ in items])
-    return {names[0]: pixels, names[1]: torch.tensor([label for _, label in items])}
 
 
 def datasets(

@@ -7,6 +7,8 @@
     mae_{o}, rmse_{o} for each regression term (mse, l1, huber, smooth_l1) of output o: the
                       mean absolute and the root mean squared error over all its elements
     loss_{o}          a loss of several terms: each term's value, unweighted, per example
+    map50, map        a detector (the detections op) with per-object targets: mAP@0.5 and
+                      mAP@[.5:.95], by pycocotools (mean_ap.py)
 
 A second classifier's keys end in _2 (accuracy_2, macro_f1_2), as METRICS names them. Targets
 equal to the loss's ignore_index count for nothing. Confusion matrices are kept for classifiers
@@ -20,6 +22,7 @@ from typing import Any
 
 import torch
 
+from dslc.runtime.train import mean_ap, objects
 from dslc.runtime.train.contract import Contract
 
 TOP_K = 5
@@ -34,6 +37,8 @@ class Meter:
         ] = {}  # metric key -> (C, C) counts, true x predicted
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
+        lay = objects.layout(c) if c.detections else None
+        self.detected = mean_ap.Detected(c, lay) if lay is not None else None
 
     def add(self, values: dict[str, torch.Tensor], examples: int) -> None:
         """One batch: every named tensor (inputs, outputs, targets) and its example count."""
@@ -46,6 +51,8 @@ class Meter:
         for key, (fn, names) in self.c.terms.items():
             tensors = (_float(values[n]) for n in names)
             self._sum(key, fn(examples, *tensors).item(), examples)
+        if self.detected is not None:
+            self.detected.add(values, examples)
 
     def _classify(self, key: str, scores: torch.Tensor, target: torch.Tensor, ignore: Any) -> None:
         dim = 1 if scores.argmax(dim=1).shape == target.shape else -1
@@ -79,6 +86,8 @@ class Meter:
             out[key] = math.sqrt(mean) if key.startswith("rmse_") and mean is not None else mean
         for key, confusion in self.confusion.items():
             out[f"macro_f1{key.removeprefix('accuracy')}"] = macro_f1(confusion)
+        if self.detected is not None:
+            out.update(self.detected.results())
         return dict(sorted(out.items()))
 
 
@@ -111,9 +120,9 @@ def evaluate(
     import torch
 
     chunks = list(torch.arange(len(data)).split(batch_size))
-    for part in data.batches(chunks, 0):  # image folders decode ahead
+    for chunk, part in zip(chunks, data.batches(chunks, 0), strict=True):  # folders decode ahead
         batch = {k: t.to(device) for k, t in part.items()}
-        examples = len(next(iter(batch.values())))
+        examples = len(chunk)  # images, not the objects of per-object targets
         with autocast():
             values = forward(c, module, batch)
             total += batch_total(c, loss_fn(*(values[k] for k in c.loss_inputs)), examples)

@@ -128,6 +128,7 @@ def _ordered(row: dict[str, Any]) -> dict[str, Any]:
 PANELS = (
     ("loss", "loss", lambda k: k in ("train_loss", "val_loss")),
     ("validation accuracy and F1", "fraction", lambda k: "accuracy" in k or "macro_f1" in k),
+    ("validation mAP", "mAP", lambda k: k in ("val_map", "val_map50")),
     ("validation loss per output", "loss", lambda k: k.startswith("val_loss_")),
     ("validation error per output", "error", lambda k: k.startswith(("val_mae_", "val_rmse_"))),
 )

@@ -11,13 +11,16 @@ from typing import Any
 from dslc.api import Spec, load
 from dslc.errors import DslcError
 from dslc.runtime.train import (
+    annotated,
     checkpoint,
+    coco,
     data,
     distributed,
     experiment,
     finetune,
     images,
     labels,
+    objects,
     precision,
     report,
     text,
@@ -166,22 +169,25 @@ def _datasets(spec: Spec, c: Contract, opts: Options) -> tuple[data.Dataset, Any
             "--tokenizer applies to language models trained on text",
             hint=f"model {c.name} has no token input read by an embedding, or --data is no .txt",
         )
+    if coco.is_coco(opts.data) or coco.is_coco(opts.val):
+        return (*_annotated(c, opts, fraction), None)
     if images.is_folder(opts.data) or images.is_folder(opts.val):
         return (*_folders(c, opts, fraction), None)
     tokens = _text(spec, c, opts, fraction) if language else None
     names: dict[str, list[str]] = {}  # class names of a CSV label column
+    lay = objects.layout(c)
     if tokens is not None:
         arrays = data.check(tokens.train, c.arrays, c.name, opts.data)
         held = tokens.val
         val = data.check(held, c.arrays, c.name, opts.val or opts.data) if held else None
     else:
-        arrays = _load(opts.data, c, opts, names)
-        val = _load(opts.val, c, opts, names) if opts.val else None
+        arrays = data.load_for(c, opts.data, opts.columns, names)
+        val = data.load_for(c, opts.val, opts.columns, names) if opts.val else None
         if val is None and not _no_val(opts):
-            arrays, val = data.split(arrays, fraction, opts.seed, opts.data)
-    train = data.to_dataset(arrays, c.arrays, opts.data)
+            arrays, val = data.split(arrays, fraction, opts.seed, opts.data, lay)
+    train = data.to_dataset(arrays, c.arrays, opts.data, lay)
     train.classes = next(iter(names.values()), None)
-    val_set = data.to_dataset(val, c.arrays, opts.val or opts.data) if val else None
+    val_set = data.to_dataset(val, c.arrays, opts.val or opts.data, lay) if val else None
     return train, val_set, tokens
 
 
@@ -200,12 +206,17 @@ def _folders(c: Contract, opts: Options, fraction: float) -> tuple[Any, Any]:
     return train, val
 
 
-def _load(path: str, c: Contract, opts: Options, names: dict[str, list[str]]) -> dict[str, Any]:
-    """The arrays of one data file, checked against the spec, class labels included (before
-    any split, so that a bad label's position is its position in the file)."""
-    arrays = data.load(path, c.arrays, c.name, opts.columns, names)
-    data.check_classes(arrays, c.classes, c.name, path, c.ignore)
-    return arrays
+def _annotated(c: Contract, opts: Options, fraction: float) -> tuple[Any, Any]:
+    if opts.val and coco.is_coco(opts.data) != coco.is_coco(opts.val):
+        raise DslcError(
+            f"--data {opts.data} and --val {opts.val}: one is COCO-style JSON, the other not",
+            hint="give both as COCO-style JSON (a .json file, or a folder with annotations.json)",
+        )
+    train, val, classes = annotated.datasets(
+        c, opts.data, opts.val, 0.0 if _no_val(opts) else fraction, opts.seed, opts.workers
+    )
+    train.classes = classes
+    return train, val
 
 
 def _text(spec: Spec, c: Contract, opts: Options, fraction: float) -> text.Text:
@@ -314,6 +325,23 @@ def _per_step(s: Settings) -> str:
     return accumulated + (f", {s.precision} autocast" if s.precision != "fp32" else "")
 
 
+def _draw_detections(c: Contract, trainer: Trainer, out: Path) -> None:
+    """A detector's best weights' detections on a few validation images (training images
+    without validation): detections.png."""
+    from dslc.runtime.train.evaluate import draw_detections
+    from dslc.runtime.train.mean_ap import PLOT
+
+    if not c.detections:
+        return
+    best = out / "best.safetensors"
+    if best.exists():
+        checkpoint.load_weights(trainer.module, best)
+    classes = trainer.train.classes
+    shown = trainer.val or trainer.train
+    if draw_detections(c, trainer.module, shown, classes, out / PLOT, trainer.device):
+        report.say(f"wrote {out / PLOT}")
+
+
 def _finish(spec: Spec, c: Contract, trainer: Trainer, opts: Options, context: int | None) -> int:
     if not trainer.world.main:
         return 0
@@ -326,6 +354,7 @@ def _finish(spec: Spec, c: Contract, trainer: Trainer, opts: Options, context: i
     report.say(
         f"{why} after {p.epoch} epochs: best {trainer.s.monitor} {best}; files in {opts.out}"
     )
+    _draw_detections(c, trainer, opts.out)
     if not opts.export_onnx:
         return 0
     from dslc.runtime.train.export import export_onnx
