@@ -3,8 +3,9 @@ triangle; the shape is the class, labels 1..3, 0 being the background) with thei
 
     python examples/detection/make_data.py [OUT_DIR] [IMAGES] [SIZE] [SEED]  # build/shapes 300 64 0
 
-writes OUT_DIR/train.npz and val.npz (`image` (N, 3, SIZE, SIZE) floats in [0, 1], `boxes`
-(M, 5) rows (image, x1, y1, x2, y2) in pixels, `labels` (M,)), and the same images as
+writes OUT_DIR/train.npz and val.npz (`image` (N, 3, SIZE, SIZE) floats in [0, 1], `gt_boxes`
+(M, 5) rows (image, x1, y1, x2, y2) in pixels, `gt_labels` (M,): specs/shapes_detector.dl's
+targets), and the same images as
 COCO-style folders OUT_DIR/coco_train and coco_val (annotations.json, images/*.png), for
 `dslc train SPEC --data OUT_DIR/coco_train --val OUT_DIR/coco_val`. Nothing is downloaded."""
 
@@ -63,16 +64,24 @@ def make(images: int, size: int = 64, seed: int = 0) -> tuple[list, list, list]:
     return [d[0] for d in drawn], [d[1] for d in drawn], [d[2] for d in drawn]
 
 
-def write_npz(path: Path, images: int, size: int = 64, seed: int = 0, image: str = "image") -> Path:
+def write_npz(
+    path: Path,
+    images: int,
+    size: int = 64,
+    seed: int = 0,
+    image: str = "image",
+    names: tuple[str, str] = ("boxes", "labels"),
+) -> Path:
+    """path.npz: the images, and the objects' boxes and labels under `names` (the spec's
+    per-object targets: specs/shapes_detector.dl calls them gt_boxes and gt_labels)."""
     pictures, boxes, labels = make(images, size, seed)
     pixels = np.stack([np.asarray(p, np.float32).transpose(2, 0, 1) / 255 for p in pictures])
     rows = [
         np.concatenate([np.full((len(b), 1), i, np.float32), b], 1) for i, b in enumerate(boxes)
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        path, **{image: pixels, "boxes": np.concatenate(rows), "labels": np.concatenate(labels)}
-    )
+    arrays = {image: pixels, names[0]: np.concatenate(rows), names[1]: np.concatenate(labels)}
+    np.savez(path, **arrays)
     return path
 
 
@@ -107,8 +116,9 @@ def main(argv: list[str]) -> None:
     size = int(argv[2]) if len(argv) > 2 else 64
     seed = int(argv[3]) if len(argv) > 3 else 0
     held = max(1, images // 5)
-    write_npz(out / "train.npz", images, size, seed)
-    write_npz(out / "val.npz", held, size, seed + 1)
+    names = ("gt_boxes", "gt_labels")  # specs/shapes_detector.dl's targets
+    write_npz(out / "train.npz", images, size, seed, names=names)
+    write_npz(out / "val.npz", held, size, seed + 1, names=names)
     write_coco(out / "coco_train", images, size, seed)
     write_coco(out / "coco_val", held, size, seed + 1)
     print(f"wrote {images} training and {held} validation images to {out}")
