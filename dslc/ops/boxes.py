@@ -11,22 +11,23 @@ from dslc.ops.base import Attr, OpDef, register
 from dslc.ops.box_code import Onnx, helpers
 from dslc.ops.elementwise import broadcast
 
-BOXES_HINT = "boxes are (x1, y1, x2, y2) in the last dim, f32: (..., 4)"
+BOXES_HINT = "each box is (x1, y1, x2, y2), four numbers in the last dim"
 WEIGHTS = Attr(
     "weights",
     "floats",
     [1.0, 1.0, 1.0, 1.0],
-    "the deltas' divisors (x, y, w, h): [10, 10, 5, 5] for Faster R-CNN's box head",
+    "the deltas' scale (x, y, w, h): encoding multiplies, decoding divides",
     positive=True,
 )
 UNIT = (1.0, 1.0, 1.0, 1.0)
 
 
-def check_boxes(op: str, what: str, t: TensorType, rank: int | None = None) -> None:
-    """f32 (..., 4), of rank `rank` where one is required."""
-    shape = "(N, 4)" if rank == 2 else "(..., 4)"
-    if t.dtype != "f32" or t.rank == 0 or t.shape[-1] != 4 or rank not in (None, t.rank):
-        raise SpecError(f"{op}: {what} must be f32{shape}, got {t}", hint=BOXES_HINT)
+def check_boxes(op: str, what: str, t: TensorType, listed: bool = False) -> None:
+    """f32 (..., 4); `listed`: a list of boxes, (N, 4)."""
+    shape = "[N, 4], a list of boxes" if listed else "[..., 4]"
+    if t.dtype != "f32" or t.rank == 0 or t.shape[-1] != 4 or (listed and t.rank != 2):
+        hint = f"{BOXES_HINT}; flatten a batch of them first" if listed else BOXES_HINT
+        raise SpecError(f"{op}: {what} must be f32{shape}, got {t}", hint=hint)
 
 
 def check_weights(op: str, a: dict) -> dict:
@@ -48,7 +49,8 @@ class BoxCode(OpDef):
 
     family = "detection"
     attrs = (WEIGHTS,)
-    helper: str
+    helper: str  # box_code's PyTorch helper
+    builder: str  # and its ONNX builder, a method of box_code.Onnx
 
     def resolve(self, ins, a):
         return check_weights(self.name, a)
@@ -58,8 +60,15 @@ class BoxCode(OpDef):
             check_boxes(self.name, what, t)
         return broadcast(self.name, *ins)
 
+    def node_helpers(self, node):
+        return helpers(self.helper)
+
     def torch_call(self, node, args, module):
         return f"{self.helper}({', '.join([*args, *weights_arg(node)])})"
+
+    def onnx(self, node, b, ins, outs):
+        build = getattr(Onnx(node, b), self.builder)
+        b.alias(outs[0], build(ins[0], ins[1], node.attrs["weights"]))
 
 
 @register
@@ -73,11 +82,7 @@ class BoxDecode(BoxCode):
     )
     example = "boxes = box_decode(deltas, anchors, weights=[10, 10, 5, 5])"
     inputs = ("deltas", "boxes")
-    helper = "decode_boxes"
-    torch_helpers = helpers(helper)
-
-    def onnx(self, node, b, ins, outs):
-        b.alias(outs[0], Onnx(node, b).decode(ins[0], ins[1], node.attrs["weights"]))
+    helper, builder = "decode_boxes", "decode"
 
 
 @register
@@ -91,11 +96,7 @@ class BoxEncode(BoxCode):
     )
     example = "targets = box_encode(matched, anchors, weights=[10, 10, 5, 5])"
     inputs = ("boxes", "reference")
-    helper = "encode_boxes"
-    torch_helpers = helpers(helper)
-
-    def onnx(self, node, b, ins, outs):
-        b.alias(outs[0], Onnx(node, b).encode(ins[0], ins[1], node.attrs["weights"]))
+    helper, builder = "encode_boxes", "encode"
 
 
 @register
@@ -111,7 +112,7 @@ class BoxIou(OpDef):
 
     def infer(self, ins, a):
         for what, t in zip(self.inputs, ins, strict=True):
-            check_boxes(self.name, what, t, rank=2)
+            check_boxes(self.name, what, t, listed=True)
         return TensorType("f32", (ins[0].shape[0], ins[1].shape[0]))
 
     torch_helpers = helpers("box_iou")

@@ -62,12 +62,13 @@ class Nms(OpDef):
 
     def infer(self, ins, a):
         boxes, scores, *groups = ins
-        check_boxes(self.name, "boxes", boxes, rank=2)
+        check_boxes(self.name, "boxes", boxes, listed=True)
         n = boxes.shape[0]
         if scores.dtype != "f32" or scores.shape != (n,):
             raise SpecError(
                 f"nms: scores must be f32[{n}], one per box, got {scores}",
-                hint="a class's scores, such as `scores = probs[:, 1]`",
+                hint="per-class scores: the best one, `probs -> max(axis=1)`, with its class "
+                "as the groups, `probs -> argmax(axis=1)`",
             )
         if groups and (groups[0].dtype not in INT_DTYPES or groups[0].shape != (n,)):
             raise SpecError(
