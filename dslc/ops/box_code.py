@@ -157,12 +157,9 @@ class Onnx:
 
     def decode(self, deltas: str, boxes: str, weights: tuple[float, ...]) -> str:
         """decode_boxes(deltas, boxes, weights): (..., 4) from (..., 4) and (..., 4)."""
-        x1, y1, x2, y2 = (self.column(boxes, i, keep=True) for i in range(4))
+        corners = [self.column(boxes, i, keep=True) for i in range(4)]
         d = [self.column(deltas, i, keep=True) for i in range(4)]
-        widths, heights = self.op("Sub", [x2, x1]), self.op("Sub", [y2, y1])
-        half = self.const("half", 0.5)
-        ctr_x = self.op("Add", [x1, self.op("Mul", [half, widths])])
-        ctr_y = self.op("Add", [y1, self.op("Mul", [half, heights])])
+        widths, heights, ctr_x, ctr_y, half = self.centers(corners)
         dx, dy, dw, dh = (self.op("Div", [d[i], self.const("w", weights[i])]) for i in range(4))
         clip = self.const("clip", DELTA_CLIP)
         dw, dh = self.op("Min", [dw, clip]), self.op("Min", [dh, clip])
@@ -173,6 +170,48 @@ class Onnx:
         corners = [self.op("Sub", [cx, hw]), self.op("Sub", [cy, hh])]
         corners += [self.op("Add", [cx, hw]), self.op("Add", [cy, hh])]
         return self.op("Concat", corners, "boxes", axis=-1)
+
+    def centers(self, corners: list[str]) -> tuple[str, str, str, str, str]:
+        """Widths, heights and centres (x, y) of boxes from their corner columns (..., 1), and
+        the constant 0.5 they were found with."""
+        x1, y1, x2, y2 = corners
+        widths, heights = self.op("Sub", [x2, x1]), self.op("Sub", [y2, y1])
+        half = self.const("half", 0.5)
+        ctr_x = self.op("Add", [x1, self.op("Mul", [half, widths])])
+        ctr_y = self.op("Add", [y1, self.op("Mul", [half, heights])])
+        return widths, heights, ctr_x, ctr_y, half
+
+    def encode(self, boxes: str, reference: str, weights: tuple[float, ...]) -> str:
+        """encode_boxes(boxes, reference, weights): (..., 4) from (..., 4) and (..., 4)."""
+        ex_w, ex_h, ex_x, ex_y, _ = self.centers(
+            [self.column(reference, i, True) for i in range(4)]
+        )
+        w, h, x, y, _ = self.centers([self.column(boxes, i, True) for i in range(4)])
+        wx, wy, ww, wh = (self.const("w", v) for v in weights)
+        deltas = [
+            self.op("Div", [self.op("Mul", [wx, self.op("Sub", [x, ex_x])]), ex_w]),
+            self.op("Div", [self.op("Mul", [wy, self.op("Sub", [y, ex_y])]), ex_h]),
+            self.op("Mul", [ww, self.op("Log", [self.op("Div", [w, ex_w])])]),
+            self.op("Mul", [wh, self.op("Log", [self.op("Div", [h, ex_h])])]),
+        ]
+        return self.op("Concat", deltas, "deltas", axis=-1)
+
+    def iou(self, boxes1: str, boxes2: str) -> str:
+        """box_iou(boxes1, boxes2): (M, K) from (M, 4) and (K, 4)."""
+        area1, area2 = self.area(boxes1), self.area(boxes2)
+        ax1 = self.const("ax", [1], "i64")
+        rows = [self.op("Unsqueeze", [self.slice_last(boxes1, i, i + 2), ax1]) for i in (0, 2)]
+        top_left = self.op("Max", [rows[0], self.slice_last(boxes2, 0, 2)])
+        bottom_right = self.op("Min", [rows[1], self.slice_last(boxes2, 2, 4)])
+        wh = self.op("Max", [self.op("Sub", [bottom_right, top_left]), self.const("zero", 0.0)])
+        inter = self.op("Mul", [self.column(wh, 0), self.column(wh, 1)], "inter")
+        union = self.op("Sub", [self.op("Add", [self.op("Unsqueeze", [area1, ax1]), area2]), inter])
+        return self.op("Div", [inter, union], "iou")
+
+    def area(self, boxes: str) -> str:
+        """(x2 - x1) * (y2 - y1) of boxes (..., 4): (...)."""
+        x1, y1, x2, y2 = (self.column(boxes, i) for i in range(4))
+        return self.op("Mul", [self.op("Sub", [x2, x1]), self.op("Sub", [y2, y1])], "area")
 
     def clip(self, boxes: str, height: int, width: int) -> str:
         """clip_boxes(boxes, height, width)."""

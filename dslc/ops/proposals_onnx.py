@@ -105,14 +105,17 @@ def head(o: Onnx, node, b, feature: str, h: int, w: int, per_cell: int) -> tuple
     return flat, o.op("Reshape", [moved, o.const("shape", [0, -1, 4], "i64")], "deltas")
 
 
-def nms(o: Onnx, boxes: str, scores: str, most: int, threshold: float) -> str:
-    """NonMaxSuppression's selected (M, 3) rows (batch, class, box); -1 scores never kept."""
+def nms(
+    o: Onnx, boxes: str, scores: str, most: int, threshold: float, floor: float = NOT_KEPT / 2
+) -> str:
+    """NonMaxSuppression's selected (M, 3) rows (batch, class, box); scores at or below
+    `floor` (by default the -1 of a dropped box) never kept."""
     inputs = [
         boxes,
         scores,
         o.const("most", [most], "i64"),
         o.const("iou", [threshold]),
-        o.const("floor", [NOT_KEPT / 2]),
+        o.const("floor", [floor]),
     ]
     return o.op("NonMaxSuppression", inputs, "selected")
 
