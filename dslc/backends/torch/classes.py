@@ -115,7 +115,10 @@ class Writer(Control):
             if not self.generic
         ]
         lines += render(self.fwd)
-        lines.append(f"        return {', '.join(outs)}")
+        returned = ", ".join(outs)
+        if len(outs) > 1 and 15 + len(returned) > fmt.WIDTH:  # as ruff wraps a long tuple
+            returned = f"({returned})"
+        lines += fmt.wrap(f"return {returned}", 8)
         return lines
 
     # ---- items
