@@ -183,3 +183,31 @@ def test_dslc_run_lists_each_images_detections(tmp_path, capsys):
         assert f"image {i}: {count} detection{'s' if count != 1 else ''}" in printed
     first = printed.split("image 0:")[1].splitlines()[1].split()
     assert first[0].isdigit() and 0.0 < float(first[1]) <= 1.0
+
+
+def test_rpn_takes_its_training_top_n_while_training():
+    """train_pre_nms_top_n and train_post_nms_top_n (torchvision's 2000 and 2000 while it
+    trains): in training mode the rpn keeps what an rpn with those numbers keeps in eval mode."""
+    training = dslc.compile_source(
+        RPN_SPEC.replace(
+            "post_nms_top_n=120)",
+            "post_nms_top_n=120, train_pre_nms_top_n=100, train_post_nms_top_n=40)",
+        )
+    )
+    plain = dslc.compile_source(
+        RPN_SPEC.replace(
+            "pre_nms_top_n=300, post_nms_top_n=120", "pre_nms_top_n=100, post_nms_top_n=40"
+        )
+    )
+    torch.manual_seed(0)
+    model = training.torch_module()
+    other = plain.torch_module()
+    other.load_state_dict(model.state_dict())
+    inputs = rpn_inputs(3, torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        in_training = model.train()(*inputs.values())
+        in_eval = model.eval()(*inputs.values())
+        expected = other.eval()(*inputs.values())
+    torch.testing.assert_close(in_training, expected, rtol=0, atol=0)
+    counts = torch.bincount(in_training[:, 0].long(), minlength=3)
+    assert counts.max() <= 40 and len(in_eval) > len(in_training)

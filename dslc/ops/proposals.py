@@ -54,8 +54,9 @@ class RegionProposalNetwork(nn.Module):
     every anchor and regresses a box from it; per image, the best pre_nms_top_n boxes of each
     feature map, clipped to the image, without the tiny ones (min_size) and the unlikely ones
     (score_threshold), through non-maximum suppression map by map, and the best
-    post_nms_top_n of what is left. RoIs (K, 5): rows (image, x1, y1, x2, y2), image by
-    image, best first."""
+    post_nms_top_n of what is left (train_pre_nms_top_n and train_post_nms_top_n while
+    training, where given: torchvision takes 2000 of each then). RoIs (K, 5): rows (image, x1,
+    y1, x2, y2), image by image, best first."""
 
     def __init__(
         self,
@@ -67,6 +68,8 @@ class RegionProposalNetwork(nn.Module):
         nms_threshold=0.7,
         score_threshold=0.0,
         min_size=1e-3,
+        train_pre_nms_top_n=None,
+        train_post_nms_top_n=None,
     ):
         super().__init__()
         self.head = RPNHead(in_channels, len(sizes[0]) * len(aspect_ratios))
@@ -74,6 +77,12 @@ class RegionProposalNetwork(nn.Module):
         self.pre_nms_top_n, self.post_nms_top_n = pre_nms_top_n, post_nms_top_n
         self.nms_threshold, self.score_threshold = nms_threshold, score_threshold
         self.min_size = min_size
+        self.train_top_n = train_pre_nms_top_n, train_post_nms_top_n
+
+    def top_n(self):
+        """How many boxes per map before NMS, and proposals after it, in this mode."""
+        pre, post = self.train_top_n if self.training else (None, None)
+        return pre or self.pre_nms_top_n, post or self.post_nms_top_n
 
     def forward(self, image, features):
         """RoIs (K, 5), and for the loss every anchor's objectness (N, A) and deltas
@@ -89,10 +98,11 @@ class RegionProposalNetwork(nn.Module):
         return rois, torch.cat(objectness, 1), torch.cat(deltas, 1), torch.cat(anchors)
 
     def proposals(self, image, objectness, deltas, anchors):
+        pre, post = self.top_n()
         boxes, scores, levels = [], [], []
         for level, (o, d, a) in enumerate(zip(objectness, deltas, anchors, strict=True)):
             o, top = o.detach().sort(dim=1, descending=True, stable=True)  # ties by index
-            o, top = o[:, : self.pre_nms_top_n], top[:, : self.pre_nms_top_n]
+            o, top = o[:, :pre], top[:, :pre]
             d = d.detach().gather(1, top[..., None].expand(-1, -1, 4))
             boxes.append(decode_boxes(d, a[top]))
             scores.append(o)
@@ -101,7 +111,7 @@ class RegionProposalNetwork(nn.Module):
         scores, levels = torch.cat(scores, 1).sigmoid(), torch.cat(levels, 1)
         rois = []
         for i in range(len(boxes)):
-            keep = self.select(boxes[i], scores[i], levels[i])
+            keep = self.select(boxes[i], scores[i], levels[i])[:post]
             rois.append(torch.cat([torch.full_like(keep[:, None], i), boxes[i][keep]], dim=1))
         return torch.cat(rois)
 
@@ -110,7 +120,7 @@ class RegionProposalNetwork(nn.Module):
         kept = (wh >= self.min_size).all(dim=1) & (scores >= self.score_threshold)
         index = torch.nonzero(kept).flatten()
         keep = batched_nms(boxes[index], scores[index], levels[index], self.nms_threshold)
-        return index[keep[: self.post_nms_top_n]]
+        return index[keep]
 '''
 
 
@@ -136,6 +146,8 @@ class RegionProposals(OpDef):
             "pre_nms_top_n", "int", 1000, "boxes kept per map and image before NMS", positive=True
         ),
         Attr("post_nms_top_n", "int", 1000, "proposals kept per image after NMS", positive=True),
+        Attr("train_pre_nms_top_n", "int", None, "pre_nms_top_n while training", positive=True),
+        Attr("train_post_nms_top_n", "int", None, "post_nms_top_n while training", positive=True),
         Attr(
             "nms_threshold",
             "float",
@@ -226,6 +238,8 @@ class RegionProposals(OpDef):
             nms_threshold=attr(node, "nms_threshold", default=0.7),
             score_threshold=attr(node, "score_threshold", default=0.0),
             min_size=attr(node, "min_size", default=1e-3),
+            train_pre_nms_top_n=attr(node, "train_pre_nms_top_n", default=None),
+            train_post_nms_top_n=attr(node, "train_post_nms_top_n", default=None),
         )
 
     def torch_call(self, node, args, module):
