@@ -73,8 +73,9 @@ def test_meter_agrees_with_sklearn_and_torch(tmp_path):
 
 
 def test_multitask_head_logs_each_output(tmp_path):
-    """specs/multitask_head.dl: each term's validation loss and each regression's error per
-    epoch in metrics.jsonl, and a weighted sum of the terms is the validation loss."""
+    """specs/multitask_head.dl: each term's validation and training loss and each regression's
+    error per epoch in metrics.jsonl; a weighted sum of the terms is the validation loss, and
+    the training loss."""
     rng = np.random.default_rng(0)
     n = 96
     feats = rng.standard_normal((n, 64)).astype(np.float32)
@@ -103,8 +104,11 @@ def test_multitask_head_logs_each_output(tmp_path):
             assert r[f"val_loss_{output}"] > 0
         for output in ("box", "size", "depth"):  # the regression terms
             assert r[f"val_rmse_{output}"] >= r[f"val_mae_{output}"] > 0
-        weighted = r["val_loss_log_probs"] + r["val_loss_box"] + 0.5 * r["val_loss_size"]
-        assert weighted + r["val_loss_depth"] == pytest.approx(r["val_loss"], rel=1e-5)
+        for split in ("val", "train"):  # each term while training too, on the same batches
+            weighted = r[f"{split}_loss_log_probs"] + r[f"{split}_loss_box"]
+            weighted += 0.5 * r[f"{split}_loss_size"] + r[f"{split}_loss_depth"]
+            assert weighted == pytest.approx(r[f"{split}_loss"], rel=1e-5)
+    assert rows[1]["train_loss_box"] != rows[0]["train_loss_box"]  # the epoch's, not a total
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

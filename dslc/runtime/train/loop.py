@@ -92,6 +92,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(s.seed)
         self.shuffle_state = self.generator.get_state()
         self.pos = Position()
+        # A loss of several terms: each term's summed example losses and examples this epoch
+        # (since the epoch started, or the run resumed: not checkpointed)
+        self.terms = metrics.TermSums(c.terms)
         self.signal: int | None = None
         self.log = report.MetricsLog(s.out)
         self.board = board.Board(s.out)
@@ -168,7 +171,8 @@ class Trainer:
         """Forward and backward on one micro-batch holding `share` of the global batch."""
         batch = self._to_device(batch)
         with precision.autocast(self.s.precision, self.device):
-            loss, penalty, _ = self._loss(self.model, batch)
+            loss, penalty, values = self._loss(self.model, batch)
+        self.terms.add(values, examples, self.device)
         objective = self._objective(loss, penalty, share)
         if self.scaler is not None:
             objective = self.scaler.scale(objective)
@@ -237,6 +241,7 @@ class Trainer:
             "epoch": self.pos.epoch + 1,
             "step": self.pos.global_step,
             "train_loss": self.pos.loss_sum / max(self.pos.examples, 1),
+            **self.terms.means(self.world, self.device),
             "val_loss": val_loss,
             "val_accuracy": measured.get("accuracy"),
             "lr": self.optimizer.param_groups[0]["lr"],

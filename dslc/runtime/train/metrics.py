@@ -7,6 +7,7 @@
     mae_{o}, rmse_{o} for each regression term (mse, l1, huber, smooth_l1) of output o: the
                       mean absolute and the root mean squared error over all its elements
     loss_{o}          a loss of several terms: each term's value, unweighted, per example
+                      (and train_loss_{o}, while training: TermSums)
     map50, map        a detector (the detections op) with per-object targets: mAP@0.5 and
                       mAP@[.5:.95], by pycocotools (mean_ap.py)
 
@@ -89,6 +90,38 @@ class Meter:
         if self.detected is not None:
             out.update(self.detected.results())
         return dict(sorted(out.items()))
+
+
+class TermSums:
+    """A loss of several terms, while training: each term's value on each micro-batch, summed
+    over the epoch's examples, as train_loss_<output> beside train_loss. The terms run again
+    without gradients, and with the random generators forked, so that a term that samples
+    (a detector's rpn_loss) leaves the run's random stream as it was: its value is an estimate
+    of its own sample."""
+
+    def __init__(self, terms: dict[str, tuple[Callable[..., Any], tuple[str, ...]]]) -> None:
+        self.terms = terms
+        self.sums = dict.fromkeys(terms, 0.0)
+        self.examples = 0
+
+    def add(self, values: dict[str, torch.Tensor], examples: int, device: Any) -> None:
+        if not self.terms:
+            return
+        devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            for key, (fn, names) in self.terms.items():
+                tensors = (_float(values[n].detach()) for n in names)
+                self.sums[key] += fn(examples, *tensors).item()
+        self.examples += examples
+
+    def means(self, world: Any, device: Any) -> dict[str, float]:
+        """{"train_loss_<o>": mean per example} over every rank, and a fresh start."""
+        if not self.terms:
+            return {}
+        *sums, examples = world.sum([*self.sums.values(), float(self.examples)], device)
+        out = {f"train_{k}": v / max(examples, 1.0) for k, v in zip(self.sums, sums, strict=True)}
+        self.sums, self.examples = dict.fromkeys(self.terms, 0.0), 0
+        return out
 
 
 def forward(c: Contract, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
