@@ -94,28 +94,22 @@ def roi_pool(features, rois, output_size, spatial_scale=1.0):
     into output_size bins, each the maximum of its pixels (0 for a bin outside the map)."""
     n, c, height, width = features.shape
     x1, y1, x2, y2 = (_round_half_away(rois[:, i] * spatial_scale).long() for i in range(1, 5))
-    rows, row_ok = _pool_bins(y1, y2, output_size[0], height, features.dtype)  # (K, PH, LH)
-    cols, col_ok = _pool_bins(x1, x2, output_size[1], width, features.dtype)  # (K, PW, LW)
-    start = rois[:, 0].long() * (height * width)
-    index = start[:, None, None, None, None] + (
-        rows[:, :, None, :, None] * width + cols[:, None, :, None, :]
-    )  # (K, PH, PW, LH, LW)
-    inside = row_ok[:, :, None, :, None] & col_ok[:, None, :, None, :]
-    table = features.permute(0, 2, 3, 1).reshape(n * height * width, c)
-    chunk = max(1, 2**24 // max(index[:1].numel() * c, 1))  # RoIs whose pixels fit in memory
-    parts = range(0, max(len(index), 1), chunk)
-    out = [_bin_max(table, index[i : i + chunk], inside[i : i + chunk]) for i in parts]
-    return torch.cat(out).permute(0, 3, 1, 2)
-
-
-def _bin_max(table, index, inside):
-    """The maximum over each bin's pixels (K, PH, PW, LH, LW) of the table's rows, 0 where a
-    bin has none: (K, PH, PW, C)."""
-    k, ph, pw, lh, lw = index.shape
-    values = table[index.reshape(k, ph, pw, lh * lw)]  # (K, PH, PW, LH * LW, C)
-    values = values.masked_fill(~inside.reshape(k, ph, pw, lh * lw, 1), float("-inf"))
-    out = values.amax(dim=3) if lh * lw else values.sum(dim=3)
-    return out.masked_fill(~inside.flatten(3).any(dim=3)[..., None], 0.0)
+    top, bottom = _bin_bounds(y1, y2, output_size[0], height, features.dtype)  # (K, PH)
+    left, right = _bin_bounds(x1, x2, output_size[1], width, features.dtype)  # (K, PW)
+    out = features.new_zeros(len(rois), c, *output_size)
+    for k, image in enumerate(rois[:, 0].long().tolist()):
+        most = int((right[k] - left[k]).max())
+        if most <= 0:
+            continue
+        columns = left[k, :, None] + torch.arange(most, device=features.device)
+        inside = columns < right[k, :, None]  # (PW, most): each bin's columns, padded
+        columns = columns.clamp(max=width - 1)
+        for i, (lo, hi) in enumerate(zip(top[k].tolist(), bottom[k].tolist(), strict=True)):
+            if hi > lo:
+                strip = features[image, :, lo:hi].amax(dim=1)[:, columns]  # (C, PW, most)
+                pooled = strip.masked_fill(~inside, float("-inf")).amax(dim=2)
+                out[k, :, i] = pooled.masked_fill(~inside.any(dim=1), 0.0)
+    return out
 
 
 def _round_half_away(x):
@@ -124,15 +118,12 @@ def _round_half_away(x):
     return torch.where((x - whole).abs() == 0.5, whole + torch.sign(x), torch.round(x))
 
 
-def _pool_bins(start, end, bins, size, dtype):
-    """Along one axis: each RoI's bins as the pixels they cover, (K, bins, L) padded to the
-    widest bin, with a mask of the real ones (clipped to the map)."""
+def _bin_bounds(start, end, bins, size, dtype):
+    """Along one axis: each RoI's bins as [lo, hi) pixel ranges (K, bins) each, clipped to
+    the map (empty where hi <= lo); the bin size in `dtype`, as torchvision's kernel."""
     bin_size = (end - start + 1).clamp(min=1).to(dtype) / bins
     b = torch.arange(bins, device=start.device).to(dtype)
     lo = torch.floor(b[None, :] * bin_size[:, None]).long() + start[:, None]
     hi = torch.ceil((b[None, :] + 1) * bin_size[:, None]).long() + start[:, None]
-    lo, hi = lo.clamp(0, size), hi.clamp(0, size)
-    most = int((hi - lo).max()) if lo.numel() else 0
-    pixels = lo[:, :, None] + torch.arange(most, device=start.device)
-    return pixels.clamp(max=size - 1), pixels < hi[:, :, None]
+    return lo.clamp(0, size), hi.clamp(0, size)
 '''
