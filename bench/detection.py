@@ -225,11 +225,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--repeats", type=int, default=3, help="compiles and session creations")
-    p.add_argument("--budget", type=float, default=12.0, help="seconds per latency pair")
+    p.add_argument("--budget", type=float, default=6.0, help="seconds per latency pair")
     p.add_argument("--timeout", type=float, default=240.0, help="seconds for one export")
     p.add_argument("--name", default="detection", help="the results file under bench/results/")
     args = p.parse_args()
     data: dict[str, Any] = {"machine": common.machine(), "repeats": args.repeats}
+    data["budget_s"] = args.budget
     data["onnxscript"] = importlib.util.find_spec("onnxscript") is not None
     with tempfile.TemporaryDirectory(prefix="dslc-bench-det-") as tmp:
         data["results"] = {

@@ -302,7 +302,8 @@ def detection(data: dict[str, Any]) -> str:
     what = (
         f"compile and session creation: median of {data['repeats']}; latency: onnxruntime CPU "
         "against the generated module (eval, no_grad), called in turn on the same images, "
-        f"median; load average {data['machine']['load_end']} at the end"
+        f"median of the rounds that fit {data.get('budget_s', 12):.0f} s (at least 3); load "
+        f"average {data['machine']['load_end']} at the end"
     )
     rows = [
         "| spec | input | parameters | dslc compile | file | nodes | session creation "
