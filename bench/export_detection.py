@@ -14,13 +14,13 @@ TracerWarning each time, which this script counts. Exit status 0 when a file was
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
 import warnings
 
 import numpy as np
 import torch
+from export_generated import generated_module
 
 SERVED = ["boxes", "scores", "labels", "images"]
 
@@ -69,10 +69,7 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--dynamo", action="store_true", help="torch.onnx.export(dynamo=True)")
     args = p.parse_args()
-    spec = importlib.util.spec_from_file_location("generated", args.module)
-    assert spec and spec.loader
-    generated = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generated)
+    generated = generated_module(args.module)
     model = generated.create_model()
     model.load_state_dict(torch.load(args.weights, weights_only=True))
     images = torch.from_numpy(np.load(args.images))
