@@ -77,6 +77,7 @@ def images(batch: int, size: int, seed: int) -> torch.Tensor:
 def detecting_weights(case: Case, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
     """(a): the served module's state_dict, batch norm fitted to `calibration` through the
     trainable form of the spec (the frozen form's statistics are buffers no pass updates)."""
+    torch.manual_seed(0)  # the modules' own initialization
     gen = torch.Generator().manual_seed(1)
     model = dslc.load(case.spec, {"size": case.size, **case.trainable}).torch_module()
     with torch.no_grad():

@@ -20,7 +20,6 @@ def test_the_weights_detect_in_both_backends():
     """Random weights score the shapes detector's boxes alike; the fitted ones give detections
     whose scores spread (not all equal), in PyTorch and onnxruntime alike."""
     case = detection.CASES["shapes_detector"]
-    torch.manual_seed(0)
     weights = detection.detecting_weights(case, detection.images(2, case.size, seed=1))
     spec = detection.dslc.load(case.spec, {"size": case.size})
     model = spec.torch_module().eval()
