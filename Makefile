@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/onnx_cnn.py
 	$(BIN)/python bench/onnx_gpt.py
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/report.py
 
 clean:

@@ -36,6 +36,15 @@ def export(
         )
 
 
+def generated_module(path: str):
+    """The model.py that dslc wrote, imported."""
+    spec = importlib.util.spec_from_file_location("generated", path)
+    assert spec and spec.loader
+    generated = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generated)
+    return generated
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("module")
@@ -44,10 +53,7 @@ def main() -> None:
     p.add_argument("--tokens", default="1,128", help="the example input's shape")
     p.add_argument("--dynamo", action="store_true", help="torch.onnx.export(dynamo=True)")
     args = p.parse_args()
-    spec = importlib.util.spec_from_file_location("generated", args.module)
-    assert spec and spec.loader
-    generated = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generated)
+    generated = generated_module(args.module)
     torch.manual_seed(0)
     batch, length = (int(d) for d in args.tokens.split(","))
     export(generated.create_model(), (batch, length), args.out, args.opset, args.dynamo)

@@ -298,6 +298,65 @@ def runs_ratio(data: dict[str, Any]) -> float:
     return runs["onnx_cache_int8"]["tokens_per_s"] / runs["onnx_cache"]["tokens_per_s"]
 
 
+def detection(data: dict[str, Any]) -> str:
+    what = (
+        f"compile and session creation: median of {data['repeats']}; latency: onnxruntime CPU "
+        "against the generated module (eval, no_grad), called in turn on the same images, "
+        f"median of the rounds that fit {data.get('budget_s', 12):.0f} s (at least 3); load "
+        f"average {data['machine']['load_end']} at the end"
+    )
+    rows = [
+        "| spec | input | parameters | dslc compile | file | nodes | session creation "
+        "| torch.onnx.export | export / compile |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lat = [
+        "| spec | input | threads | batch | onnxruntime | PyTorch | PyTorch / onnxruntime "
+        "| detections (onnxruntime, PyTorch) | runs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for name, r in data["results"].items():
+        f, e = r["file"], r["export"]["torchscript"]
+        verdict = "exported" if e["exported"] else "failed"
+        rows.append(
+            f"| {name} | {r['size']}x{r['size']} | {r['params']:,} | {ms(r['compile_s'])} "
+            f"| {f['bytes'] / 2**20:.1f} MiB | {f['nodes']} | {ms(f['session_s'])} "
+            f"| {verdict} after {ms(e['process_s'])} | {e['process_s'] / r['compile_s']:.1f}x |"
+        )
+        for key, t in r["latency"].items():
+            threads, batch = key.split("/")
+            lat.append(
+                f"| {name} | {r['size']}x{r['size']} | {threads} | {batch} | {ms(t['ort'])} "
+                f"| {ms(t['torch'])} | {t['torch'] / t['ort']:.2f}x "
+                f"| {t['detections'][0]}, {t['detections'][1]} | {t['runs']} |"
+            )
+        notes += [f"- {name}: {_export_note(k, x)}" for k, x in r["export"].items()]
+    return "\n".join([machine_line(data, what), "", *rows, "", *lat, "", *notes])
+
+
+def _export_note(exporter: str, e: dict[str, Any]) -> str:
+    if not e["exported"]:
+        traced = (
+            f" ({e['tracer_warnings']} TracerWarnings first)" if e.get("tracer_warnings") else ""
+        )
+        return f"{exporter} exporter: `{e['error']}`{traced}"
+    check = e["check"]
+    if not check["loads"]:
+        return f"{exporter} exporter: exported; onnxruntime refuses it: `{check['error']}`"
+    runs = [f"{k}: {_checked(v)}" for k, v in check.items() if k != "loads"]
+    return f"{exporter} exporter: exported ({e['tracer_warnings']} TracerWarnings); " + "; ".join(
+        runs
+    )
+
+
+def _checked(run: dict[str, Any]) -> str:
+    if not run["runs"]:
+        return f"fails in onnxruntime, `{run['error']}`"
+    same = "as PyTorch" if run["equal"] else "NOT as PyTorch"
+    return f"{run['detections']} detections (PyTorch {run['torch']}), {same}"
+
+
 RENDER = {
     "onnx_cnn": onnx_cnn,
     "train_throughput": train_throughput,
@@ -305,6 +364,7 @@ RENDER = {
     "quant_vision": quant_vision,
     "quant_gpt": quant_gpt,
     "generate_gpt": generate_gpt,
+    "detection": detection,
 }
 
 
