@@ -139,3 +139,22 @@ def test_generating_from_onnx_does_not_import_torch(gpt_run):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True)
     assert r.returncode == 0, r.stderr.decode()
+
+
+def test_train_exports_a_cached_decoder_that_generates_the_same_text(gpt_run, capsys):
+    """`dslc train --export-onnx` of a language model also writes decoder.onnx, the decoder with
+    a key/value cache (as `dslc compile --kv-cache` writes it), which knows its context: the
+    same text as model.onnx, which recomputes the window."""
+    common = ["--prompt", "The model ", "--max-new-tokens", "40", "--seed", "3"]
+    assert cli("--onnx", str(gpt_run / "decoder.onnx"), *common) == 0
+    from_decoder = capsys.readouterr().out
+    assert cli("--onnx", str(gpt_run / "model.onnx"), *common) == 0
+    assert capsys.readouterr().out == from_decoder
+    inputs = [i.name for i in ort_inputs(gpt_run / "decoder.onnx")]
+    assert any(name.startswith("past") for name in inputs), inputs
+
+
+def ort_inputs(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()

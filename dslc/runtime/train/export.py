@@ -60,7 +60,29 @@ def export_onnx(
         f"wrote {path} from {weights.name}: max |torch - onnxruntime| = {diff:.2e} on {n} "
         f"validation examples ({'agree' if ok else 'DISAGREE'}, tolerance {atol:g}){scaled}"
     )
+    decoder = cached_decoder(spec, weights, out, context) if context is not None else None
+    if decoder is not None:
+        report.say(f"wrote {decoder}: the decoder with a key/value cache, for dslc generate --onnx")
     return 0 if ok else 1
+
+
+DECODER = "decoder.onnx"  # beside model.onnx: the decoder with a key/value cache
+
+
+def cached_decoder(spec: Spec, weights: Path, out: Path, context: int) -> Path | None:
+    """out/decoder.onnx, `dslc compile --kv-cache`'s decoder of the same weights, for a language
+    model whose attention a cache serves (None for another: model.onnx recomputes the window),
+    with its context in the metadata, for `dslc generate --onnx`."""
+    from dslc.diagnostics import CompileError
+
+    try:
+        export = spec.onnx_export(weights, kv_cache=True)
+    except CompileError:  # attention the cache cannot serve (written by hand, masked)
+        return None
+    export.skeleton.metadata_props.add(key=CONTEXT_KEY, value=str(context))
+    path = out / DECODER
+    atomic_write(path, lambda tmp: export.write(tmp))
+    return path
 
 
 def _baked(c: Contract) -> tuple[tuple, tuple]:
