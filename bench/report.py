@@ -248,6 +248,39 @@ def generate_gpt(data: dict[str, Any]) -> str:
     return "\n".join([machine_line(data, what), "", *rows, "", note, *_int8_decode(data)])
 
 
+HAND_LABELS = {
+    "onnx_cache": "dslc ONNX --kv-cache (fused norms and GELU)",
+    "onnx_cache_decomposed": "dslc ONNX --kv-cache --decompose",
+    "onnx_recompute": "dslc ONNX, whole window per token",
+    "torch_cache": "generated PyTorch module, KVCache",
+    "torch_recompute": "generated PyTorch module, whole window per token",
+}
+
+
+def generate_by_hand(data: dict[str, Any]) -> str:
+    """Cache against recompute for attention written by hand, one table per spec."""
+    what = (
+        f"{data['new']} new tokens (greedy) after a {data['prompt']}-token prompt, batch 1, "
+        f"{data['threads']} thread(s), one generation per path"
+    )
+    out = [machine_line(data, what)]
+    for path, d in data["specs"].items():
+        runs, base = d["runs"], d["runs"]["onnx_recompute"]["tokens_per_s"]
+        out += ["", f"`{path}` at {d['parameters']:,} parameters (`--param` {d['params']}):", ""]
+        out += [
+            "| path | tokens/s | vs dslc ONNX recompute | first call | median step | same tokens |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, label in HAND_LABELS.items():
+            if name in runs:
+                r, same = runs[name], "yes" if d["same_tokens"][name] else "NO"
+                out.append(
+                    f"| {label} | {r['tokens_per_s']:.2f} | {r['tokens_per_s'] / base:.2f}x "
+                    f"| {ms(r['first_s'])} | {ms(r['step_median_s'])} | {same} |"
+                )
+    return "\n".join(out)
+
+
 def _same(data: dict[str, Any], name: str) -> str:
     if name == "onnx_cache_int8" and "int8_agree" in data:
         return f"{data['int8_agree']} of {data['new']} agree"
@@ -364,6 +397,7 @@ RENDER = {
     "quant_vision": quant_vision,
     "quant_gpt": quant_gpt,
     "generate_gpt": generate_gpt,
+    "generate_by_hand": generate_by_hand,
     "detection": detection,
 }
 

@@ -113,10 +113,10 @@ class Spec:
         return OnnxExport(skeleton, large, folded)
 
     def _check_kv_cache(self) -> None:
-        from dslc.backends.onnx.kvcache import cached_layers
+        from dslc.ir.causal import plan
 
         try:
-            cached_layers(self.graph)
+            plan(self.graph)
         except SpecError as err:
             diags = Diagnostics(self.source)
             diags.error(err.span, err.message, err.hint)

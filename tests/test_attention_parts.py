@@ -88,9 +88,11 @@ def test_a_later_position_does_not_change_earlier_outputs(name):
 
 
 def test_causal_mask_sets_the_upper_triangle_to_minus_infinity():
+    """The 3 queries are the last of the 5 positions (as in a decoder's step after 2 cached
+    ones): query i sees keys 0 .. i + 2."""
     spec = dslc.compile_source("model M { input s: f32[N, 2, T, S]  output y = s -> causal_mask }")
     s = np.random.default_rng(2).standard_normal((1, 2, 3, 5)).astype(np.float32)
-    upper = np.triu(np.ones((3, 5), dtype=bool), 1)
+    upper = np.triu(np.ones((3, 5), dtype=bool), 1 + 5 - 3)
     expected = np.where(upper, -np.inf, s)
     (got,) = session(spec.onnx_model()).run(None, {"s": s})
     np.testing.assert_array_equal(got, expected)
@@ -113,11 +115,11 @@ model M {
 def test_sdpa_with_a_mask(mask_shape, causal):
     """A bool mask (true = attend), broadcast, with or without causal: PyTorch refuses both at
     once, so dslc ands a lower-triangular mask in; onnxruntime's Attention needs the mask's last
-    two dims unbroadcast, so dslc expands it."""
+    two dims unbroadcast, so dslc expands it. The 4 queries are the last of the 6 positions."""
     source = MASKED.replace("MASK_SHAPE", mask_shape).replace("CAUSAL", causal)
     spec = dslc.compile_source(source)
     rng = np.random.default_rng(3)
-    n, t, s = 3, 6, 6
+    n, t, s = 3, 4, 6
     sizes = {"N": n, "T": t, "S": s, "1": 1}
     inputs = {
         name: rng.standard_normal(shape).astype(np.float32)
@@ -288,3 +290,26 @@ def test_a_query_that_sees_no_key_gets_zeros_in_every_backend():
     for fused in (True, False):
         (got,) = session(spec.onnx_model(weights={}, fused=fused)).run(None, feeds)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6, err_msg=f"fused={fused}")
+
+
+def test_causal_sdpa_with_fewer_queries_than_keys():
+    """causal=true, 4 queries that are the last of 6 positions (a decoder's step): query i sees
+    keys 0 .. i + 2, in PyTorch (causal_lower_right) and onnxruntime (fused and decomposed),
+    against softmax(q k^T / sqrt(8)) v written out in NumPy."""
+    spec = dslc.compile_source(
+        "model M { input q: f32[N, 2, T, 8]  input k: f32[N, 2, S, 8]  input v: f32[N, 2, S, 4]"
+        "  output y = scaled_dot_product_attention(q, k, v, causal=true) }"
+    )
+    rng = np.random.default_rng(4)
+    q, k, v = (
+        rng.standard_normal((3, 2, n, e)).astype(np.float32) for n, e in ((4, 8), (6, 8), (6, 4))
+    )
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(8)
+    scores[..., np.triu(np.ones((4, 6), bool), 3)] = -np.inf
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    expected = (weights / weights.sum(-1, keepdims=True)) @ v
+    inputs = {"q": q, "k": k, "v": v}
+    np.testing.assert_allclose(run_torch(spec.torch_module(), inputs), expected, atol=1e-5)
+    for fused in (True, False):
+        (got,) = session(spec.onnx_model(fused=fused)).run(None, inputs)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5, err_msg=f"fused={fused}")

@@ -1,8 +1,9 @@
 """Decoding with a cache of keys and values: the generated KVCache (PyTorch) and
 `dslc compile --target onnx --kv-cache` (onnxruntime, fused and decomposed attention) give,
-position by position, the logits the model gives on the whole window; the shapes of a prefill
-and a decode step; the window sliding past the context; the specs a cache cannot serve; and
-`dslc generate` writing the same tokens with and without the cache."""
+position by position, the logits the model gives on the whole window, for attention as one op
+and written by hand (matmul and causal_mask, or scaled_dot_product_attention); the shapes of a
+prefill and a decode step; the window sliding past the context; the specs a cache cannot
+serve; and `dslc generate` writing the same tokens with and without the cache."""
 
 from __future__ import annotations
 
@@ -24,11 +25,22 @@ PARAMS = {"context": 96, "width": 32, "heads": 4, "layers": 2}  # room for a pro
 PROMPT, STEPS = 16, 64
 
 
-@pytest.fixture(scope="module")
-def gpt():
+# Decoders whose attention is one op, or written by hand: matmul, causal_mask and softmax
+# (the cache keeps the heads' keys kh, not kt = kh^T), or scaled_dot_product_attention.
+DECODERS = {
+    "attention_op": (GPT, PARAMS),
+    "matmul_by_hand": (str(ROOT / "specs/tiny_gpt_by_hand.dl"), {"context": 96}),
+    "sdpa_by_hand": (
+        str(ROOT / "specs/swiglu_decoder.dl"),
+        {"context": 96, "width": 32, "heads": 4, "hidden": 64},
+    ),
+}
+
+
+def wide(spec_path: str, params: dict):
     """The spec, its generated namespace and a module whose weights are drawn wide (std 0.3):
     sharp attention, so that a key at the wrong position or a missing one shows."""
-    spec = load(GPT, PARAMS)
+    spec = load(spec_path, params)
     ns = spec.torch_namespace()
     torch.manual_seed(0)
     module = ns["create_model"]().eval()
@@ -36,6 +48,16 @@ def gpt():
         for p in module.parameters():
             p.normal_(0.0, 0.3)
     return spec, ns, module
+
+
+@pytest.fixture(scope="module")
+def gpt():
+    return wide(GPT, PARAMS)
+
+
+@pytest.fixture(scope="module", params=list(DECODERS))
+def decoder(request):
+    return wide(*DECODERS[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +75,8 @@ def pieces(ids) -> list:
     return [ids[:, :PROMPT]] + [ids[:, i : i + 1] for i in range(PROMPT, ids.shape[1])]
 
 
-def test_torch_cache_equals_the_full_window_over_64_steps(gpt, ids):
-    _, ns, module = gpt
+def test_torch_cache_equals_the_full_window_over_64_steps(decoder, ids):
+    _, ns, module = decoder
     cache = ns["KVCache"](module)
     with torch.no_grad():
         cached = np.concatenate([cache(p).numpy() for p in pieces(ids)], axis=1)
@@ -76,8 +98,9 @@ def onnx_session(spec, module, fused: bool):
 
 
 def empty_past(session, batch: int = 1) -> dict[str, np.ndarray]:
+    """Each past (N, heads, P, head size) with P = 0, read from the model's inputs."""
     return {
-        i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), np.float32)
+        i.name: np.zeros([batch if d == "N" else 0 if d == "P" else d for d in i.shape], np.float32)
         for i in session.get_inputs()
         if i.name.startswith("past.")
     }
@@ -94,11 +117,29 @@ def run_cached(session, chunks) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "decomposed"])
-def test_onnx_cache_equals_the_full_window_over_64_steps(gpt, ids, fused):
-    spec, _, module = gpt
+def test_onnx_cache_equals_the_full_window_over_64_steps(decoder, ids, fused):
+    spec, _, module = decoder
     session = onnx_session(spec, module, fused)
     cached = run_cached(session, pieces(ids))
     np.testing.assert_allclose(cached, full_window(module, ids), atol=1e-4, rtol=0)
+    chunks = [ids[:, :5], ids[:, 5:12], ids[:, 12:13], ids[:, 13:40]]  # several at a time
+    np.testing.assert_allclose(
+        run_cached(session, chunks), full_window(module, ids[:, :40]), atol=1e-4, rtol=0
+    )
+
+
+def test_hand_written_keys_are_kept_per_head():
+    """tiny_gpt_by_hand compares queries with kt = kh -> transpose(-2, -1): the decoder keeps
+    kh, (N, heads, P, head size), the layout of the one-op attention's cache."""
+    spec = load(*DECODERS["matmul_by_hand"])
+    model = spec.onnx_model(kv_cache=True)
+    inputs = {i.name: i for i in model.graph.input}
+    dims = [d.dim_param or d.dim_value for d in inputs["past.0.key"].type.tensor_type.shape.dim]
+    assert dims == ["N", 2, "P", 16]
+    assert sorted(inputs) == ["past.0.key", "past.0.value", "past.1.key", "past.1.value", "tokens"]
+    source = spec.torch_source()
+    assert "kh = self.cache.extend(kh, dim=2)" in source
+    assert "vh = self.cache.extend(vh, dim=2)" in source
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "decomposed"])
@@ -199,10 +240,8 @@ def compile_kv(spec: str, tmp_path, *extra: str) -> int:
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("specs/vit_tiny.dl", "--kv-cache needs causal attention"),
         ("specs/sequence_tagger.dl", "--kv-cache needs causal attention"),
-        ("specs/sdpa_block.dl", "writes attention by hand (scaled_dot_product_attention)"),
-        ("specs/tiny_gpt_by_hand.dl", "writes attention by hand"),
+        ("specs/bert_base.dl", "--kv-cache needs causal attention"),
     ],
 )
 def test_kv_cache_refuses_attention_it_cannot_cache(spec, message, tmp_path, capsys):
@@ -213,11 +252,104 @@ def test_kv_cache_refuses_attention_it_cannot_cache(spec, message, tmp_path, cap
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_kv_cache_on_a_model_without_attention_is_an_error(tmp_path, capsys):
-    assert compile_kv("specs/mlp.dl", tmp_path) == 1
+def decoder_source(body: str) -> str:
+    return (
+        f"model M {{\n    input tokens: i64[N, T]\n    x = tokens -> embedding(16, 8)\n{body}}}\n"
+    )
+
+
+# A step sees only the new positions and the kept keys and values: whatever else mixes
+# positions is refused where the spec writes it (line, column), and so is attention that lets
+# a position see later ones.
+REFUSED = {
+    "unmasked_scores": (
+        "    q, k, v = x -> linear(24) -> split(3)\n"
+        "    w = matmul(q, k -> transpose(1, 2)) -> softmax\n"
+        "    output y = matmul(w, v)\n",
+        "5:44: error: --kv-cache cannot serve softmax: it lets each position see later ones",
+    ),
+    "noncausal_sdpa": (
+        "    h = x -> reshape([N, T, 2, 4]) -> transpose(1, 2)\n"
+        "    output y = scaled_dot_product_attention(h, h, h)\n",
+        "5:16: error: --kv-cache needs causal attention",
+    ),
+    "mean_over_time": (
+        "    output y = x - (x -> mean(axis=1, keepdim=true))\n",
+        "4:26: error: --kv-cache cannot serve mean: it mixes the new positions",
+    ),
+    "recurrent": (
+        "    output y = x -> lstm(8)\n",
+        "4:21: error: --kv-cache cannot serve lstm: it steps along the sequence",
+    ),
+    "conv_along_time": (
+        "    output y = x -> transpose(1, 2) -> conv1d(8, 3, padding=1)\n",
+        "4:40: error: --kv-cache cannot serve conv1d: it mixes the new positions",
+    ),
+    "index_along_time": (
+        "    output y = x[:, -1]\n",
+        "4:16: error: --kv-cache cannot serve index: dslc does not know how it treats",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_kv_cache_refuses_what_mixes_positions(case):
+    import dslc
+
+    body, message = REFUSED[case]
+    spec = dslc.compile_source(decoder_source(body), "m.dl")
+    with pytest.raises(dslc.CompileError) as err:
+        spec.onnx_export(kv_cache=True)
+    text = str(err.value)
+    assert f"m.dl:{message}" in text and "^" in text and "hint:" in text
+    assert "KVCache" not in spec.torch_source()  # nor does the PyTorch module get one
+
+
+def test_kv_cache_serves_an_encoder_decoder_on_its_target():
+    """specs/seq2seq_block.dl: the source comes first, the target's tokens after it; the cache
+    keeps the decoder's self-attention (causal) and not the encoder's, and the target's
+    positions count from P while the source's start at 0."""
+    spec = load(str(ROOT / "specs/seq2seq_block.dl"))
+    ns = spec.torch_namespace()
+    torch.manual_seed(0)
+    module = ns["create_model"]().eval()
+    assert "KVCache" not in ns  # KVCache runs a model of one input
+    rng = np.random.default_rng(3)
+    source = rng.integers(0, 100, (2, 9))
+    keep = np.ones((2, 9), bool)
+    keep[1, 6:] = False
+    tokens = rng.integers(0, 100, (2, 20))
+    with torch.no_grad():
+        full = module(*(torch.from_numpy(a) for a in (source, keep, tokens))).numpy()
+    weights = {k: v.numpy() for k, v in module.state_dict().items()}
+    for fused in (True, False):
+        session = ort.InferenceSession(
+            spec.onnx_model(weights=weights, fused=fused, kv_cache=True).SerializeToString(),
+            providers=["CPUExecutionProvider"],
+        )
+        names, past, logits = [o.name for o in session.get_outputs()], empty_past(session, 2), []
+        for chunk in (tokens[:, :8], *(tokens[:, i : i + 1] for i in range(8, 20))):
+            feed = {"source": source, "source_mask": keep, "tokens": chunk, **past}
+            outs = session.run(names, feed)
+            logits.append(outs[0])
+            past = {
+                n.replace("present.", "past."): v for n, v in zip(names[1:], outs[1:], strict=True)
+            }
+        np.testing.assert_allclose(np.concatenate(logits, axis=1), full, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("specs/mlp.dl", "has no sequence to decode"),
+        ("specs/vit_tiny.dl", "has no sequence to decode"),  # its attention sees every patch
+    ],
+)
+def test_kv_cache_on_a_model_without_a_decoder_is_an_error(spec, message, tmp_path, capsys):
+    assert compile_kv(spec, tmp_path) == 1
     err = capsys.readouterr().err
-    assert "error: --kv-cache: model" in err and "has no causal attention" in err
-    assert "Traceback" not in err
+    assert "error: --kv-cache: model" in err and f"({ROOT / spec})" in err and message in err
+    assert "Traceback" not in err and not (tmp_path / "m.onnx").exists()
 
 
 def test_compile_writes_a_decoder_that_generate_uses(saved, tmp_path, capsys):
@@ -243,6 +375,14 @@ def test_compile_writes_a_decoder_that_generate_uses(saved, tmp_path, capsys):
             assert main(["generate", *source, *common, *tokenizer, *cache]) == 0
             outs.append(capsys.readouterr().out)
     assert len(set(outs)) == 1 and outs[0].startswith("The cache ")
+
+
+def test_kv_cache_on_a_sequence_model_without_attention_is_an_error():
+    import dslc
+
+    spec = dslc.compile_source(decoder_source("    output y = x -> linear(4)\n"), "m.dl")
+    with pytest.raises(dslc.DslcError, match="model M .m.dl. has no causal attention"):
+        spec.onnx_export(kv_cache=True)
 
 
 def test_kv_cache_is_for_onnx(tmp_path, capsys):

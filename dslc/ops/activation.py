@@ -21,6 +21,9 @@ class Activation(OpDef):
     positional: tuple[str, ...] = ()
     onnx_op: str
 
+    def positions(self, node, flow):
+        return flow.same(node)
+
     def infer(self, ins, a):
         expect_float(self.name, ins[0])
         return ins[0]
@@ -226,6 +229,9 @@ class SoftmaxLike(Activation):
 
     def onnx_attrs(self, a):
         return {"axis": a["axis"]}
+
+    def positions(self, node, flow):
+        return flow.mixes(node, (node.attrs["axis"],))
 
 
 for _name, _fn, _op in (

@@ -45,18 +45,17 @@ class SelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 '''
 
-# What a model KVCache can run (every attention layer causal, without a padding mask) adds to
-# SelfAttention: the keys and values of the positions seen so far.
+# What a model KVCache can run (ir/causal.py) adds to SelfAttention: the keys and values of
+# the positions seen so far (backends/torch/kvcache.py's Past).
 _CACHE_INIT = """
-        self.cache = None  # while KVCache runs the model: earlier positions' keys and values
+        self.cache = None  # set by KVCache while it decodes
 """[1:]
 _CACHE_BRANCH = """
-        if self.cache is not None:  # run by KVCache: the new positions are the last t of s
+        if self.cache is not None:  # decoding: the new positions are the last t of s
             if mask is not None:
                 raise ValueError("KVCache runs attention without a padding mask")
-            if self.cache:
-                k, v = torch.cat([self.cache[0], k], dim=2), torch.cat([self.cache[1], v], dim=2)
-            self.cache, s = (k, v), k.shape[2]
+            k, v = self.cache.extend(k, dim=2), self.cache.extend(v, dim=2)
+            s = k.shape[2]
             mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
             causal = False
         elif mask is not None:
@@ -65,42 +64,6 @@ CACHED_SELF_ATTENTION = SELF_ATTENTION.replace(
     "        self.proj = nn.Linear(width, width, bias=bias)\n",
     "        self.proj = nn.Linear(width, width, bias=bias)\n" + _CACHE_INIT,
 ).replace("        if mask is not None:\n", _CACHE_BRANCH)
-
-
-KV_CACHE = '''
-class KVCache:
-    """Runs a causal language model one step at a time, keeping every SelfAttention layer's
-    keys and values of the positions seen so far: after `cache(prompt)`, `cache(ids)` with the
-    next ids (N, 1) costs one position, and gives what the model gives on the whole window.
-    Positions are numbered after the cached ones; reset() empties the cache."""
-
-    def __init__(self, model):
-        self.model = model
-        self.layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
-        self.positions = [m for m in model.modules() if hasattr(m, "start")]
-        if not all(m.causal for m in self.layers):
-            raise ValueError("a cache of keys and values needs causal attention in every layer")
-        self.reset()
-
-    def reset(self):
-        self.length, self.kv = 0, [()] * len(self.layers)
-
-    def __call__(self, tokens):
-        for m, kv in zip(self.layers, self.kv, strict=True):
-            m.cache = kv
-        for m in self.positions:
-            m.start = self.length
-        try:
-            out = self.model(tokens)
-            self.kv = [m.cache for m in self.layers]
-        finally:
-            for m in self.layers:
-                m.cache = None
-            for m in self.positions:
-                m.start = 0
-        self.length += tokens.shape[1]
-        return out
-'''
 
 
 HEADS = Attr("heads", "int", doc="number of heads; must divide the width", positive=True)
@@ -181,6 +144,16 @@ class Attention(MultiHead):
         *INIT_ATTRS,
     )
 
+    def positions(self, node, flow):
+        """Causal, without a padding mask, the layer keeps its own keys and values."""
+        if not flow.along(node.inputs[0]):
+            return flow.same(node)
+        if not node.attrs["causal"]:
+            flow.noncausal(node)
+        if len(node.inputs) > 1:
+            flow.error(node, "--kv-cache does not support a padding mask on attention")
+        return flow.layer(node)
+
     def infer(self, ins, a):
         self.width(ins[0], a["heads"])
         if len(ins) == 2:
@@ -192,10 +165,10 @@ class Attention(MultiHead):
         return self.projections(a, {"qkv": (3 * c, c), "proj": (c, c)})
 
     def model_helpers(self, nodes):
-        """A model whose attention layers are all causal, without a padding mask, can decode
-        with a cache: its SelfAttention keeps one, and KVCache comes with it."""
+        """Where every layer is causal, without a padding mask, SelfAttention can keep its
+        keys and values for KVCache (which the model gets where it can decode)."""
         if all(n.attrs["causal"] and len(n.inputs) == 1 for n in nodes):
-            return {"SelfAttention": CACHED_SELF_ATTENTION, "KVCache": KV_CACHE}
+            return {"SelfAttention": CACHED_SELF_ATTENTION}
         return self.torch_helpers
 
     def macs(self, node):

@@ -40,16 +40,31 @@ def neg_inf(node: Node, b: OnnxBuilder, dtype: str) -> str:
     return b.const(node, "neg_inf", -math.inf, dtype)
 
 
+CAUSAL_MASK = '''
+def causal_mask(scores):
+    """-inf where key j comes after query i, the queries being the last t of the s positions
+    (fewer while KVCache decodes), so that a softmax gives the later keys weight 0."""
+    t, s = scores.shape[-2:]
+    later = torch.ones(t, s, dtype=torch.bool, device=scores.device).triu(1 + s - t)
+    return scores.masked_fill(later, float("-inf"))
+'''
+
+
 @register
 class CausalMask(OpDef):
     name = "causal_mask"
     family = "attention"
     doc = (
-        "Sets attention scores (..., T, S) above the diagonal (key j after query i) to -inf, so "
-        "a softmax over the last dim gives them weight 0: each position sees only itself and "
-        "earlier ones."
+        "Sets attention scores (..., T, S) to -inf where key j comes after query i, so a softmax "
+        "over the last dim gives them weight 0: each position sees only itself and earlier "
+        "ones. The queries are the last T of the S positions (T = S but in a decoder with a "
+        "cache): key j is hidden where j > i + S - T."
     )
     example = "weights = scores -> causal_mask -> softmax"
+    torch_helpers = {"causal_mask": CAUSAL_MASK}
+
+    def positions(self, node, flow):
+        return flow.masks(node)
 
     def infer(self, ins, a):
         (x,) = ins
@@ -59,11 +74,11 @@ class CausalMask(OpDef):
         return x
 
     def torch_call(self, node, args, module):
-        x = args[0]
-        return f'{x}.masked_fill(torch.ones_like({x}, dtype=torch.bool).triu(1), float("-inf"))'
+        return f"causal_mask({args[0]})"
 
     def onnx(self, node, b, ins, outs):
-        upper = upper_mask(node, b, ins[0])
+        t, s = node.inputs[0].type.shape[-2:]
+        upper = upper_mask(node, b, ins[0], aligned=b.kv is not None or t != s)
         b.add(node, "Where", [upper, neg_inf(node, b, node.inputs[0].type.dtype), ins[0]], outs)
 
 
@@ -80,10 +95,19 @@ class ScaledDotProductAttention(OpDef):
     example = "y = scaled_dot_product_attention(q, k, v, causal=true)"
     inputs = ("q", "k", "v", "mask?")
     attrs = (
-        Attr("causal", "bool", False, "query i attends only to keys 0..i"),
+        Attr(
+            "causal",
+            "bool",
+            False,
+            "query i attends only to keys 0..i + S - T: the queries are the last T of the S "
+            "positions (PyTorch's causal_lower_right; keys 0..i where T = S)",
+        ),
         Attr("scale", "float", None, "multiplies q k^T; 1/sqrt(E) when omitted", positive=True),
         Attr("dropout", "float", 0.0, "attention dropout while training", minimum=0.0, maximum=1.0),
     )
+
+    def positions(self, node, flow):
+        return flow.attends(node, node.attrs["causal"])
 
     def infer(self, ins, a):
         q, k, v = ins[:3]
@@ -112,13 +136,14 @@ class ScaledDotProductAttention(OpDef):
     def torch_call(self, node, args, module):
         a, (q, k, v) = node.attrs, args[:3]
         opts = []
+        t, s = f"{q}.size(-2)", f"{k}.size(-2)"  # the queries are the last t of s positions
         if len(args) == 4 and a["causal"]:  # PyTorch refuses attn_mask with is_causal=True
-            lower = f"torch.ones({q}.shape[-2], {k}.shape[-2], dtype=torch.bool, device={q}.device)"
-            opts.append(f"attn_mask={args[3]} & {lower}.tril()")
+            lower = f"torch.ones({t}, {s}, dtype=torch.bool, device={q}.device)"
+            opts.append(f"attn_mask={args[3]} & {lower}.tril({s} - {t})")
         elif len(args) == 4:
             opts.append(f"attn_mask={args[3]}")
         elif a["causal"]:
-            opts.append("is_causal=True")
+            opts.append(f"attn_mask=causal_lower_right({t}, {s})")
         if a["dropout"]:
             opts.append(f"dropout_p=({a['dropout']!r} if self.training else 0.0)")
         if a["scale"] is not None:
@@ -135,14 +160,20 @@ class ScaledDotProductAttention(OpDef):
         a, ins = node.attrs, list(ins)
         if len(ins) == 4:
             ins[3] = _expand_mask(node, b, ins)
+        causal = a["causal"]
+        if causal and _aligned(node, b):  # the Attention op aligns is_causal to the first key
+            lower = lower_right(node, b, ins[0], ins[1])
+            if len(ins) == 4:
+                lower = b.add(node, "And", [ins[3], lower], [b.temp(node, "visible")])
+            ins, causal = [*ins[:3], lower], False
         scale = {} if a["scale"] is None else {"scale": a["scale"]}
-        b.add(node, "Attention", ins, outs, is_causal=int(a["causal"]), **scale)
+        b.add(node, "Attention", ins, outs, is_causal=int(causal), **scale)
 
     def onnx_decomposed(self, node, b, ins, outs):
         a, q = node.attrs, node.inputs[0].type
         scale = a["scale"] if a["scale"] is not None else 1 / math.sqrt(q.shape[3])
         mask = ins[3] if len(ins) == 4 else None
-        attend(node, b, ins[:3], mask, a["causal"], scale, outs[0])
+        attend(node, b, ins[:3], mask, a["causal"], scale, outs[0], _aligned(node, b))
 
 
 def attend(
@@ -175,6 +206,27 @@ def attend(
         zero = b.const(node, "zero", 0.0, dtype)
         w = b.add(node, "Where", [hidden, zero, w], [b.temp(node, "seen")])
     b.add(node, "MatMul", [w, v], [out])
+
+
+def _aligned(node: Node, b: OnnxBuilder) -> bool:
+    """Whether the queries may be fewer than the keys, the last T of S positions: in a decoder
+    with a cache, or where the spec's q and k lengths differ."""
+    return b.kv is not None or node.inputs[0].type.shape[2] != node.inputs[1].type.shape[2]
+
+
+def lower_right(node: Node, b: OnnxBuilder, q: str, k: str) -> str:
+    """ONNX: bool (T, S), true where key j may be seen by query i, the queries being the last
+    T of the S positions: j <= i + S - T (PyTorch's causal_lower_right)."""
+    from onnx import TensorProto, helper
+
+    t = b.add(node, "Shape", [q], [b.temp(node, "queries")], start=2, end=3)
+    s = b.add(node, "Shape", [k], [b.temp(node, "keys")], start=2, end=3)
+    ts = b.add(node, "Concat", [t, s], [b.temp(node, "lower_shape")], axis=0)
+    true = helper.make_tensor("value", TensorProto.BOOL, [1], [True])
+    ones = b.add(node, "ConstantOfShape", [ts], [b.temp(node, "lower_ones")], value=true)
+    past = b.add(node, "Sub", [s, t], [b.temp(node, "earlier")])
+    past = b.add(node, "Squeeze", [past], [b.temp(node, "diagonal")])
+    return b.add(node, "Trilu", [ones, past], [b.temp(node, "lower")], upper=0)
 
 
 def _agree(name: str, t: TensorType, lo: int, hi: int, other: str, u: TensorType, what: str):

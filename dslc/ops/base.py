@@ -16,7 +16,9 @@ from dslc.ops.init import SCHEMES
 
 if TYPE_CHECKING:
     from dslc.backends.onnx.builder import OnnxBuilder
+    from dslc.ir.causal import Flow
     from dslc.ir.graph import Node, ParamSpec
+    from dslc.ir.positions import Axes
     from dslc.ops.pycode import Ctor
 
 REQUIRED: Any = object()
@@ -239,6 +241,13 @@ class OpDef:
 
     def infer(self, ins: list[TensorType], a: dict[str, Any]) -> TensorType | list[TensorType]:
         raise NotImplementedError
+
+    def positions(self, node: Node, flow: Flow) -> Axes | list[Axes]:
+        """How the op moves the positions of a sequence, for a decoder with a cache
+        (ir/causal.py): its outputs' sequence axes from its inputs', by one of Flow's rules
+        (`flow.same(node)` for an elementwise op). The default declares none: a model whose
+        sequence reaches the op is not cached."""
+        return flow.undeclared(node)
 
     def params(self, ins: list[TensorType], a: dict[str, Any]) -> dict[str, ParamSpec]:
         return {}

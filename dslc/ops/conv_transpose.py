@@ -118,6 +118,9 @@ class ConvTransposeNd(OpDef):
     def made_dims(self, node):
         return (1,)
 
+    def positions(self, node, flow):
+        return flow.mixes(node, range(1, node.inputs[0].type.rank))  # channels and space
+
     def infer(self, ins, a):
         (x,) = ins
         expect_f32(self.name, x)

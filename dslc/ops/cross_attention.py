@@ -68,6 +68,9 @@ class CrossAttention(MultiHead):
     inputs = ("x", "memory", "mask?")
     attrs = (HEADS, DROPOUT, BIAS, *INIT_ATTRS)
 
+    def positions(self, node, flow):
+        return flow.queries(node)
+
     def infer(self, ins, a):
         x, memory = ins[:2]
         self.width(x, a["heads"])

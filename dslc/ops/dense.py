@@ -50,6 +50,9 @@ class Linear(OpDef):
     def made_dims(self, node):
         return (node.outputs[0].type.rank - 1,)
 
+    def positions(self, node, flow):
+        return flow.mixes(node, (-1,))
+
     def infer(self, ins, a):
         (x,) = ins
         expect_f32(self.name, x)

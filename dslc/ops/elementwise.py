@@ -35,6 +35,9 @@ class Binary(OpDef):
     symbol: str
     onnx_op: str
 
+    def positions(self, node, flow):
+        return flow.same(node)
+
     def infer(self, ins, a):
         for t in ins:
             if t.dtype == "bool" or (self.name == "div" and t.dtype in INT_DTYPES):
@@ -99,6 +102,9 @@ class Unary(OpDef):
     function: str
     onnx_op: str
 
+    def positions(self, node, flow):
+        return flow.same(node)
+
     def infer(self, ins, a):
         expect_float(self.name, ins[0])
         return ins[0]
@@ -150,6 +156,9 @@ class Extremum(OpDef):
     family = "elementwise"
     inputs = ("a", "b")
     onnx_op: str
+
+    def positions(self, node, flow):
+        return flow.same(node)
 
     def infer(self, ins, a):
         for t in ins:

@@ -31,6 +31,9 @@ class Embedding(OpDef):
         Attr("trainable", "bool", True, "false: the table is frozen, never updated"),
     )
 
+    def positions(self, node, flow):
+        return flow.appends(node)
+
     def infer(self, ins, a):
         (x,) = ins
         if x.dtype not in INT_DTYPES:
@@ -117,6 +120,9 @@ class PositionalEmbedding(OpDef):
         Attr("init", "init", "default", "the learned table's initializer; default N(0, 1)"),
     )
 
+    def positions(self, node, flow):
+        return flow.counted(node)
+
     def infer(self, ins, a):
         (x,) = ins
         expect_f32(self.name, x)
@@ -157,7 +163,7 @@ class PositionalEmbedding(OpDef):
         length = b.add(node, "Shape", ins, [b.temp(node, "length")], start=1, end=2)
         zero = b.const(node, "zero", [0], "i64")
         start = zero
-        if b.kv:  # a decoder with a cache: the new positions follow the P cached ones
+        if b.kv and b.kv.counts(node):  # a decoder's positions: the new follow the P cached
             start = b.kv.past_length(b, node)
             length = b.add(node, "Add", [start, length], [b.temp(node, "end")])
         rows = b.add(node, "Slice", [table, start, length, zero], [b.temp(node, "rows")])

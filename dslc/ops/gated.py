@@ -32,6 +32,9 @@ class Glu(Activation):
     def torch_layer(self, node):
         return ctor(self.layer, dim=lit(node.attrs["dim"], default=-1 % node.inputs[0].type.rank))
 
+    def positions(self, node, flow):
+        return flow.mixes(node, (node.attrs["dim"],))
+
     def onnx(self, node, b, ins, outs):
         first, second = b.temp(node, "first"), b.temp(node, "second")
         b.add(node, "Split", ins, [first, second], axis=node.attrs["dim"], num_outputs=2)

@@ -146,6 +146,10 @@ class LayerNorm(OpDef):
             raise SpecError("layer_norm: give axis or dims, not both")
         return {**a, "axis": norm_axis(self.name, a["axis"], ins[0].rank)}
 
+    def positions(self, node, flow):
+        a = node.attrs
+        return flow.mixes(node, (a["axis"],) if a["axis"] is not None else range(-a["dims"], 0))
+
     def infer(self, ins, a):
         (x,) = ins
         expect_f32(self.name, x)
@@ -255,6 +259,9 @@ class RmsNorm(OpDef):
     example = "x -> rms_norm"
     attrs = NORM_ATTRS
 
+    def positions(self, node, flow):
+        return flow.mixes(node, range(-node.attrs["dims"], 0))
+
     def infer(self, ins, a):
         return REGISTRY["layer_norm"].infer(ins, {**a, "axis": None})
 
@@ -288,6 +295,9 @@ class Dropout(OpDef):
     attrs = (
         Attr("p", "float", 0.5, "probability of zeroing an element", minimum=0.0, maximum=1.0),
     )
+
+    def positions(self, node, flow):
+        return flow.same(node)
 
     def infer(self, ins, a):
         return ins[0]

@@ -62,6 +62,11 @@ class Recurrent(OpDef):
             )
         return a
 
+    def positions(self, node, flow):
+        if any(flow.along(v) for v in node.inputs):
+            flow.refuse(node, "it steps along the sequence, carrying a state no cache keeps")
+        return flow.undeclared(node)
+
     def infer(self, ins, a):
         x = ins[0]
         expect_f32(self.name, x)

@@ -35,6 +35,9 @@ class Reduce(OpDef):
     def resolve(self, ins, a):
         return {**a, "axis": _axes(self.name, ins[0], a["axis"])}
 
+    def positions(self, node, flow):
+        return flow.reduces(node, node.attrs["axis"], node.attrs["keepdim"])
+
     def infer(self, ins, a):
         expect_float(self.name, ins[0])
         return reduced(ins[0], a["axis"], a["keepdim"])
@@ -78,6 +81,9 @@ class Argmax(OpDef):
 
     def resolve(self, ins, a):
         return {**a, "axis": norm_axis(self.name, a["axis"], ins[0].rank)}
+
+    def positions(self, node, flow):
+        return flow.reduces(node, (node.attrs["axis"],), node.attrs["keepdim"])
 
     def infer(self, ins, a):
         expect_float(self.name, ins[0])

@@ -22,6 +22,9 @@ class Flatten(OpDef):
     def resolve(self, ins, a):
         return {"start": norm_axis(self.name, a["start"], max(ins[0].rank, 1))}
 
+    def positions(self, node, flow):
+        return flow.reshapes(node)
+
     def infer(self, ins, a):
         (x,) = ins
         return x.with_shape((*x.shape[: a["start"]], dim_prod(x.shape[a["start"] :])))
@@ -51,6 +54,9 @@ class Reshape(OpDef):
     )
     example = "x -> reshape([N, 16, 5, 5])"
     attrs = (Attr("shape", "shape", doc="target shape"),)
+
+    def positions(self, node, flow):
+        return flow.reshapes(node)
 
     def infer(self, ins, a):
         (x,) = ins
@@ -127,6 +133,9 @@ class Concat(OpDef):
     def resolve(self, ins, a):
         return {"axis": norm_axis(self.name, a["axis"], ins[0].rank)}
 
+    def positions(self, node, flow):
+        return flow.cuts(node, node.attrs["axis"])
+
     def infer(self, ins, a):
         axis, first = a["axis"], ins[0]
         total: Dim = 0
@@ -160,6 +169,9 @@ class Identity(OpDef):
     )
     example = "x -> identity"
 
+    def positions(self, node, flow):
+        return flow.same(node)
+
     def infer(self, ins, a):
         return ins[0]
 
@@ -183,6 +195,9 @@ class Squeeze(OpDef):
 
     def resolve(self, ins, a):
         return {"axis": norm_axis(self.name, a["axis"], ins[0].rank)}
+
+    def positions(self, node, flow):
+        return flow.removes(node, node.attrs["axis"])
 
     def infer(self, ins, a):
         (x,) = ins
@@ -208,6 +223,9 @@ class Unsqueeze(OpDef):
     def resolve(self, ins, a):
         return {"axis": norm_axis(self.name, a["axis"], ins[0].rank + 1)}
 
+    def positions(self, node, flow):
+        return flow.inserts(node, node.attrs["axis"])
+
     def infer(self, ins, a):
         (x,) = ins
         return x.with_shape((*x.shape[: a["axis"]], 1, *x.shape[a["axis"] :]))
@@ -227,6 +245,9 @@ class Cast(OpDef):
     doc = "The tensor in another dtype (Tensor.to): f32 of a bool mask, i64 of floats (truncated)."
     example = 'm = mask -> cast("f32")'
     attrs = (Attr("dtype", "str", doc="the new dtype", choices=tuple(DTYPES)),)
+
+    def positions(self, node, flow):
+        return flow.same(node)
 
     def infer(self, ins, a):
         return TensorType(a["dtype"], ins[0].shape)

@@ -63,6 +63,9 @@ class DropPath(OpDef):
     torch_helpers = {"drop_path": DROP_PATH}
     forward_attrs = ("p",)
 
+    def positions(self, node, flow):
+        return flow.same(node)
+
     def infer(self, ins, a):
         expect_float(self.name, ins[0])
         return ins[0]

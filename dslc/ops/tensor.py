@@ -39,6 +39,9 @@ class Transpose(OpDef):
         r = ins[0].rank
         return {k: norm_axis(self.name, a[k], r) for k in ("dim0", "dim1")}
 
+    def positions(self, node, flow):
+        return flow.moves(node, tuple(self.dim_origins(node)))
+
     def infer(self, ins, a):
         return _permuted(ins[0], _swap(ins[0].rank, a))
 
@@ -80,6 +83,9 @@ class Permute(OpDef):
             )
         return {"dims": perm}
 
+    def positions(self, node, flow):
+        return flow.moves(node, tuple(self.dim_origins(node)))
+
     def infer(self, ins, a):
         return _permuted(ins[0], list(a["dims"]))
 
@@ -117,6 +123,9 @@ class Split(OpDef):
         x = ins[0]
         axis = norm_axis(self.name, a["axis"], x.rank)
         return {"sections": _sizes(x, axis, a["sections"]), "axis": axis}
+
+    def positions(self, node, flow):
+        return flow.cuts(node, node.attrs["axis"])
 
     def infer(self, ins, a):
         x, axis = ins[0], a["axis"]
@@ -220,6 +229,9 @@ class Matmul(OpDef):
     )
     example = "scores = matmul(q, kt)"
     inputs = ("a", "b")
+
+    def positions(self, node, flow):
+        return flow.multiplies(node)
 
     def infer(self, ins, a):
         x, y = ins

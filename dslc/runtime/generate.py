@@ -171,7 +171,7 @@ def torch_model(spec_path: str, weights: str, params: dict[str, Any]) -> Model:
         out = out[0] if isinstance(out, tuple) else out
         return out[0, -1].float().numpy()
 
-    cache = ns["KVCache"](module) if _cacheable(spec.graph) else None
+    cache = ns["KVCache"](module) if "KVCache" in ns else None  # the spec's decoder has one
 
     def cached(ids: np.ndarray, reset: bool) -> np.ndarray:
         assert cache is not None
@@ -195,18 +195,6 @@ def spec_context(spec: Any) -> int | None:
         context = None
     known = [n for n in (context, max_positions(spec.graph)) if n]  # longer cannot run
     return min(known) if known else None
-
-
-def _cacheable(graph: Any) -> bool:
-    """Whether the generated KVCache serves the model: causal one-op attention only."""
-    from dslc.backends.onnx.kvcache import cached_layers
-    from dslc.diagnostics import SpecError
-
-    try:
-        cached_layers(graph)
-    except (SpecError, DslcError):
-        return False
-    return True
 
 
 def _refused(window: np.ndarray, why: object) -> DslcError:
@@ -248,10 +236,8 @@ def _onnx_cache(session: Any, x: str, out: str) -> Callable[[np.ndarray, bool], 
     state: dict[str, np.ndarray] = {}
 
     def cached(ids: np.ndarray, reset: bool) -> np.ndarray:
-        if reset:  # an empty past (1, heads, 0, head size) per layer: the prefill
-            state.update(
-                {p.name: np.zeros((1, p.shape[1], 0, p.shape[3]), np.float32) for p in pasts}
-            )
+        if reset:  # an empty past (1, heads, 0, head size) per kept tensor: the prefill
+            state.update({p.name: np.zeros(_empty(p.shape), np.float32) for p in pasts})
         try:
             outs = session.run(names, {x: ids, **state})
         except _ORT_ERRORS as err:
@@ -264,6 +250,13 @@ def _onnx_cache(session: Any, x: str, out: str) -> Callable[[np.ndarray, bool], 
 
 
 PAST = "past."  # the cache inputs of a model compiled with --kv-cache begin so (kvcache.py)
+
+
+def _empty(shape: list) -> list[int]:
+    """A past's dims for a prefill of one sequence: no positions (P), a batch of 1."""
+    from dslc.backends.onnx.kvcache import PAST as POSITIONS
+
+    return [0 if d == POSITIONS else d if isinstance(d, int) else 1 for d in shape]
 
 
 def _lm_signature(path: str, session: Any) -> tuple[Any, Any]:

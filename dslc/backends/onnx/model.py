@@ -13,8 +13,9 @@ import onnx
 from onnx import helper
 
 from dslc.backends.onnx.builder import OnnxBuilder, value_info
-from dslc.backends.onnx.kvcache import KvCache, cached_layers
+from dslc.backends.onnx.kvcache import KvCache
 from dslc.errors import DslcError
+from dslc.ir.causal import plan
 from dslc.ir.graph import Graph, Node
 from dslc.version import __version__
 
@@ -33,7 +34,7 @@ def build_lazy(
                 "(onnxruntime's CPU kernels lack most bf16 ops)",
                 hint="declare the input as f32 (or f16) for the ONNX model",
             )
-    kv = KvCache(cached_layers(graph)) if kv_cache else None
+    kv = KvCache(plan(graph)) if kv_cache else None
     b = OnnxBuilder(graph, weights, fused, kv)
     nodes = needed(graph)
     b.read = {v.name for n in nodes for v in n.inputs} | {v.name for v in graph.served.values()}
@@ -41,6 +42,8 @@ def build_lazy(
         node.op.onnx(
             node, b, [b.resolve(v.name) for v in node.inputs], [v.name for v in node.outputs]
         )
+        if kv:
+            kv.extend(b, node)
     outputs = []
     for name, value in graph.served.items():
         if b.resolve(value.name) != name:  # an output that is another value under a new name

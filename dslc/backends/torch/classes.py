@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from dslc.backends.torch import fmt
 from dslc.backends.torch.control import Control, Ctx, Line
+from dslc.backends.torch.kvcache import CACHE_INIT, CACHE_INIT_COMMENT, extend_lines
 from dslc.backends.torch.pynames import RESERVED, python, variable
 from dslc.backends.torch.values import (
     NotGeneric,
@@ -24,6 +25,7 @@ from dslc.backends.torch.values import (
     output_dims,
 )
 from dslc.ir import structure as st
+from dslc.ir.causal import Entry
 from dslc.ir.graph import Value
 from dslc.names import Namespace
 from dslc.ops.pycode import NO_DEFAULT, TUPLE, Ctor, Source, py
@@ -49,8 +51,11 @@ class Writer(Control):
         generic: bool,
         classes,
         reserved: frozenset[str] = RESERVED,
+        kept: dict[int, Entry] | None = None,
     ) -> None:
         self.name = name
+        self.kept = kept or {}  # the keys and values a decoder keeps, by id of their value
+        self.keeps = False  # whether forward extends one: the class has a `cache`
         self.instances = instances
         self.generic = generic
         self.classes = classes  # id(instance) -> ClassInfo of the nested blocks, written first
@@ -108,6 +113,8 @@ class Writer(Control):
         lines += fmt.wrap(f"def __init__({', '.join(['self', *sig])}):", 4)
         lines.append("        super().__init__()")
         lines += render(self.init)
+        if self.keeps:
+            lines += fmt.wrap(CACHE_INIT, 8, CACHE_INIT_COMMENT)
         lines += ["", *fmt.wrap(f"def forward({', '.join(['self', *inputs])}):", 4)]
         lines += [
             f"        # {n}: {v.type.shape_str()}"
@@ -318,6 +325,20 @@ class Writer(Control):
         comment = shapes.pop() if len(shapes) == 1 else ""
         left = targets(names) if targets else ", ".join(names)
         self.fwd.append((indent, f"{left} = {code}", comment))
+        self.extend(names, outputs, indent)
+
+    def extend(self, names: list[str], outputs: list[list[Value]], indent: int) -> None:
+        """Keys or values the decoder keeps: the cache's earlier positions go before them."""
+        found = []
+        for k, name in enumerate(names):
+            kept = {(e.axis, e.kind) if (e := self.kept.get(id(o[k]))) else None for o in outputs}
+            if len(kept) > 1:
+                raise NotGeneric("instances keep different tensors")
+            if (entry := kept.pop()) is not None:
+                found.append((name, *entry))
+        if found:
+            self.fwd += extend_lines(found, indent)
+            self.keeps = True
 
     def var_for(self, v: Value, occ: Occ, hint: str | None = None) -> str:
         base = variable(hint or v.hint or "x")

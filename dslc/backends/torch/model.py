@@ -12,10 +12,12 @@ from typing import Any
 from dslc.backends.torch import fmt, optim_groups
 from dslc.backends.torch.classes import ClassInfo, Writer
 from dslc.backends.torch.inits import weight_init
+from dslc.backends.torch.kvcache import KV_CACHE, decoder_plan
 from dslc.backends.torch.pynames import MODULE_NAMES, RESERVED, class_name
 from dslc.backends.torch.training import factories, needs_math, tables
 from dslc.backends.torch.values import NotGeneric
 from dslc.ir import structure as st
+from dslc.ir.causal import Entry
 from dslc.ir.graph import Graph
 from dslc.names import Namespace
 from dslc.version import __version__
@@ -45,7 +47,7 @@ def _definitions(root: st.Instance) -> dict[str, list[st.Instance]]:
 
 
 def _classes(
-    g: Graph, names: Namespace, reserved: frozenset[str]
+    g: Graph, names: Namespace, reserved: frozenset[str], kept: dict[int, Entry]
 ) -> tuple[list[list[str]], dict[int, ClassInfo]]:
     """The source of every block class and the class each instance is built from: one class
     for all instances of a block, or failing that one per distinct instantiation."""
@@ -54,12 +56,13 @@ def _classes(
     for block, instances in _definitions(g.root).items():
         base = names.create(class_name(block), "")
         try:
-            groups = [(base, instances, Writer(base, instances, True, of, reserved).write())]
+            write = Writer(base, instances, True, of, reserved, kept).write
+            groups = [(base, instances, write())]
         except NotGeneric:
             groups = []
             for k, group in enumerate(_distinct(instances)):
                 name = base if k == 0 else names.create(base, "")
-                groups.append((name, group, _one(name, group, of, reserved)))
+                groups.append((name, group, _one(name, group, of, reserved, kept)))
         for _, group, info in groups:
             written.append(info.lines)
             of.update((id(inst), info) for inst in group)
@@ -74,11 +77,11 @@ def _distinct(instances: list[st.Instance]) -> list[list[st.Instance]]:
     return list(seen.values())
 
 
-def _one(name: str, group: list[st.Instance], of, reserved: frozenset[str]) -> ClassInfo:
+def _one(name: str, group: list[st.Instance], of, reserved: frozenset[str], kept) -> ClassInfo:
     try:
-        return Writer(name, group, True, of, reserved).write()
+        return Writer(name, group, True, of, reserved, kept).write()
     except NotGeneric:
-        return Writer(name, group[:1], False, of, reserved).write()
+        return Writer(name, group[:1], False, of, reserved, kept).write()
 
 
 def _header(g: Graph) -> list[str]:
@@ -100,9 +103,10 @@ def _header(g: Graph) -> list[str]:
     ]
 
 
-def helper_sources(g: Graph) -> dict[str, str]:
+def helper_sources(g: Graph, decodes: bool = False) -> dict[str, str]:
     """Every generated helper the model's ops need, by name, in the order their ops first
-    appear; each op decides for all its nodes at once (OpDef.model_helpers)."""
+    appear; each op decides for all its nodes at once (OpDef.model_helpers). `decodes`: the
+    model can decode with a cache (KVCache, kvcache.py)."""
     by_op: dict[str, list] = {}
     terms: list[Any] = [*g.nodes, *(g.training.loss if g.training else [])]
     for n in terms:
@@ -111,12 +115,14 @@ def helper_sources(g: Graph) -> dict[str, str]:
     for nodes in by_op.values():
         for name, source in nodes[0].op.model_helpers(nodes).items():
             out.setdefault(name, source)
+    if decodes:
+        out["KVCache"] = KV_CACHE
     return out
 
 
-def _helpers(g: Graph) -> list[str]:
+def _helpers(sources: dict[str, str]) -> list[str]:
     out: list[str] = []
-    for source in helper_sources(g).values():
+    for source in sources.values():
         out += ["", "", *source.strip("\n").split("\n")]
     return out
 
@@ -127,17 +133,20 @@ def _rewrap(line: str) -> list[str]:
 
 
 def emit(g: Graph) -> str:
-    helpers = set(helper_sources(g))
+    cache = decoder_plan(g)
+    sources = helper_sources(g, cache is not None)
+    helpers = set(sources) | ({"Past"} if cache else set())
     names = Namespace(MODULE_NAMES | helpers)
     reserved = RESERVED | helpers  # a local variable must not hide a helper function either
     model_name = names.create(class_name(g.name), "")
-    blocks, of = _classes(g, names, reserved)
-    model = Writer(model_name, [g.root], False, of, reserved).write()
+    kept = cache.extended() if cache else {}
+    blocks, of = _classes(g, names, reserved, kept)
+    model = Writer(model_name, [g.root], False, of, reserved, kept).write()
     init = [x for line in weight_init(g) for x in _rewrap(line)]
     lines = model.lines
     at = next(i for i, line in enumerate(lines) if line.startswith("    def forward("))
     lines = [*lines[: at - 1], *init, *lines[at - 1 :]]
-    out = [*_header(g), *tables(g), *_helpers(g)]
+    out = [*_header(g), *tables(g), *_helpers(sources)]
     for cls in blocks:
         out += ["", "", *cls]
     out += ["", "", *lines]
@@ -154,6 +163,12 @@ def emit(g: Graph) -> str:
     code = "\n".join(line for line in body.split("\n") if '"""' not in line)
     if "torch." not in code:
         text = text.replace("import torch\n", "", 1)
+    if "causal_lower_right(" in body:  # a causal scaled_dot_product_attention
+        text = text.replace(
+            "from torch import nn\n",
+            "from torch import nn\nfrom torch.nn.attention.bias import causal_lower_right\n",
+            1,
+        )
     if "F." not in body:
         text = text.replace(
             "import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)\n", "", 1

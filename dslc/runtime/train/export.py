@@ -77,7 +77,7 @@ def cached_decoder(spec: Spec, weights: Path, out: Path, context: int) -> Path |
 
     try:
         export = spec.onnx_export(weights, kv_cache=True)
-    except CompileError:  # attention the cache cannot serve (written by hand, masked)
+    except (CompileError, DslcError):  # no causal attention, or what a cache cannot serve
         return None
     export.skeleton.metadata_props.add(key=CONTEXT_KEY, value=str(context))
     path = out / DECODER

@@ -8,10 +8,60 @@ Spec: specs/sdpa_block.dl
 import torch
 import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
 from torch import nn
+from torch.nn.attention.bias import causal_lower_right
 
 INPUTS = {"x": ("float32", ("N", "T", 48))}
 # forward returns its outputs in this order (one tensor, or a tuple)
 OUTPUTS = {"y": ("float32", ("N", "T", 48))}
+
+
+class KVCache:
+    """Runs a causal model a few positions at a time, keeping the keys and values of the
+    positions seen so far in every layer that has a `cache`: after `cache(prompt)`,
+    `cache(ids)` with the next ids (N, 1) costs one position, and gives what the model gives
+    on the whole window. Positions are numbered after the cached ones; reset() empties it."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layers = [m for m in model.modules() if hasattr(m, "cache")]
+        self.positions = [m for m in model.modules() if hasattr(m, "start")]
+        self.reset()
+
+    def reset(self):
+        self.length, self.kept = 0, [[] for _ in self.layers]
+
+    def __call__(self, tokens):
+        for m, kept in zip(self.layers, self.kept, strict=True):
+            m.cache = Past(kept)
+        for m in self.positions:
+            m.start = self.length
+        try:
+            out = self.model(tokens)
+        finally:
+            for m in self.layers:
+                m.cache = None
+            for m in self.positions:
+                m.start = 0
+        self.length += tokens.shape[1]
+        return out
+
+
+class Past:
+    """One layer's tensors of the earlier positions while KVCache runs the model: each
+    extend(x, dim) puts the next one before x along dim (the positions) and keeps the result
+    for the next step."""
+
+    def __init__(self, kept):
+        self.kept, self.next = kept, 0
+
+    def extend(self, x, dim):
+        if self.next < len(self.kept):
+            x = torch.cat([self.kept[self.next], x], dim=dim)
+            self.kept[self.next] = x
+        else:
+            self.kept.append(x)
+        self.next += 1
+        return x
 
 
 class SdpaBlock(nn.Module):
@@ -23,6 +73,7 @@ class SdpaBlock(nn.Module):
         self.ln2 = nn.LayerNorm(48)
         self.fc3 = nn.Linear(48, 192)
         self.fc4 = nn.Linear(192, 48)
+        self.cache = None  # set by KVCache while it decodes
 
     def forward(self, x):
         # x: (N, T, 48)
@@ -31,8 +82,15 @@ class SdpaBlock(nn.Module):
         q = q.reshape(q.shape[0], q.shape[1], 4, 36)  # (N, T, 4, 36)
         q = q.permute(0, 2, 1, 3)  # (N, 4, T, 36)
         q, k, v = torch.split(q, [12, 12, 12], dim=3)  # (N, 4, T, 12), (N, 4, T, 12), (N, 4, T, 12)
+        if self.cache is not None:  # decoding: the earlier positions' keys and values first
+            k = self.cache.extend(k, dim=2)
+            v = self.cache.extend(v, dim=2)
         a = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=(0.1 if self.training else 0.0)
+            q,
+            k,
+            v,
+            attn_mask=causal_lower_right(q.size(-2), k.size(-2)),
+            dropout_p=(0.1 if self.training else 0.0),
         )
         h = a.transpose(1, 2)  # (N, T, 4, 12)
         h = h.reshape(h.shape[0], h.shape[1], 48)  # (N, T, 48)

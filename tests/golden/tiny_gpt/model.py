@@ -65,19 +65,18 @@ class SelfAttention(nn.Module):
         self.heads, self.causal, self.dropout = heads, causal, dropout
         self.qkv = nn.Linear(width, 3 * width, bias=bias)
         self.proj = nn.Linear(width, width, bias=bias)
-        self.cache = None  # while KVCache runs the model: earlier positions' keys and values
+        self.cache = None  # set by KVCache while it decodes
 
     def forward(self, x, mask=None):
         b, t, c = x.shape  # batch, time, channels
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         causal = self.causal  # (b, heads, t, c / heads) each
-        if self.cache is not None:  # run by KVCache: the new positions are the last t of s
+        if self.cache is not None:  # decoding: the new positions are the last t of s
             if mask is not None:
                 raise ValueError("KVCache runs attention without a padding mask")
-            if self.cache:
-                k, v = torch.cat([self.cache[0], k], dim=2), torch.cat([self.cache[1], v], dim=2)
-            self.cache, s = (k, v), k.shape[2]
+            k, v = self.cache.extend(k, dim=2), self.cache.extend(v, dim=2)
+            s = k.shape[2]
             mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
             causal = False
         elif mask is not None:
@@ -91,30 +90,27 @@ class SelfAttention(nn.Module):
 
 
 class KVCache:
-    """Runs a causal language model one step at a time, keeping every SelfAttention layer's
-    keys and values of the positions seen so far: after `cache(prompt)`, `cache(ids)` with the
-    next ids (N, 1) costs one position, and gives what the model gives on the whole window.
-    Positions are numbered after the cached ones; reset() empties the cache."""
+    """Runs a causal model a few positions at a time, keeping the keys and values of the
+    positions seen so far in every layer that has a `cache`: after `cache(prompt)`,
+    `cache(ids)` with the next ids (N, 1) costs one position, and gives what the model gives
+    on the whole window. Positions are numbered after the cached ones; reset() empties it."""
 
     def __init__(self, model):
         self.model = model
-        self.layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
+        self.layers = [m for m in model.modules() if hasattr(m, "cache")]
         self.positions = [m for m in model.modules() if hasattr(m, "start")]
-        if not all(m.causal for m in self.layers):
-            raise ValueError("a cache of keys and values needs causal attention in every layer")
         self.reset()
 
     def reset(self):
-        self.length, self.kv = 0, [()] * len(self.layers)
+        self.length, self.kept = 0, [[] for _ in self.layers]
 
     def __call__(self, tokens):
-        for m, kv in zip(self.layers, self.kv, strict=True):
-            m.cache = kv
+        for m, kept in zip(self.layers, self.kept, strict=True):
+            m.cache = Past(kept)
         for m in self.positions:
             m.start = self.length
         try:
             out = self.model(tokens)
-            self.kv = [m.cache for m in self.layers]
         finally:
             for m in self.layers:
                 m.cache = None
@@ -122,6 +118,24 @@ class KVCache:
                 m.start = 0
         self.length += tokens.shape[1]
         return out
+
+
+class Past:
+    """One layer's tensors of the earlier positions while KVCache runs the model: each
+    extend(x, dim) puts the next one before x along dim (the positions) and keeps the result
+    for the next step."""
+
+    def __init__(self, kept):
+        self.kept, self.next = kept, 0
+
+    def extend(self, x, dim):
+        if self.next < len(self.kept):
+            x = torch.cat([self.kept[self.next], x], dim=dim)
+            self.kept[self.next] = x
+        else:
+            self.kept.append(x)
+        self.next += 1
+        return x
 
 
 class Block(nn.Module):

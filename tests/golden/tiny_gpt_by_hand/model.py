@@ -40,11 +40,69 @@ class PositionalEmbedding(nn.Module):
         return x + self.weight[self.start : end]
 
 
+def causal_mask(scores):
+    """-inf where key j comes after query i, the queries being the last t of the s positions
+    (fewer while KVCache decodes), so that a softmax gives the later keys weight 0."""
+    t, s = scores.shape[-2:]
+    later = torch.ones(t, s, dtype=torch.bool, device=scores.device).triu(1 + s - t)
+    return scores.masked_fill(later, float("-inf"))
+
+
+class KVCache:
+    """Runs a causal model a few positions at a time, keeping the keys and values of the
+    positions seen so far in every layer that has a `cache`: after `cache(prompt)`,
+    `cache(ids)` with the next ids (N, 1) costs one position, and gives what the model gives
+    on the whole window. Positions are numbered after the cached ones; reset() empties it."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layers = [m for m in model.modules() if hasattr(m, "cache")]
+        self.positions = [m for m in model.modules() if hasattr(m, "start")]
+        self.reset()
+
+    def reset(self):
+        self.length, self.kept = 0, [[] for _ in self.layers]
+
+    def __call__(self, tokens):
+        for m, kept in zip(self.layers, self.kept, strict=True):
+            m.cache = Past(kept)
+        for m in self.positions:
+            m.start = self.length
+        try:
+            out = self.model(tokens)
+        finally:
+            for m in self.layers:
+                m.cache = None
+            for m in self.positions:
+                m.start = 0
+        self.length += tokens.shape[1]
+        return out
+
+
+class Past:
+    """One layer's tensors of the earlier positions while KVCache runs the model: each
+    extend(x, dim) puts the next one before x along dim (the positions) and keeps the result
+    for the next step."""
+
+    def __init__(self, kept):
+        self.kept, self.next = kept, 0
+
+    def extend(self, x, dim):
+        if self.next < len(self.kept):
+            x = torch.cat([self.kept[self.next], x], dim=dim)
+            self.kept[self.next] = x
+        else:
+            self.kept.append(x)
+        self.next += 1
+        return x
+
+
 class SelfAttention(nn.Module):
     def __init__(self, width):
         super().__init__()
         self.fc1 = nn.Linear(width, 3 * width)
         self.fc2 = nn.Linear(32, width)
+        self.cache = None  # set by KVCache while it decodes
 
     def forward(self, x):
         q = self.fc1(x)  # (N, T, 96)
@@ -53,14 +111,16 @@ class SelfAttention(nn.Module):
         qh = qh.transpose(1, 2)  # (N, 2, T, 16)
         kh = k.reshape(k.shape[0], k.shape[1], 2, 16)  # (N, T, 2, 16)
         kh = kh.transpose(1, 2)  # (N, 2, T, 16)
+        if self.cache is not None:  # decoding: the earlier positions' keys first
+            kh = self.cache.extend(kh, dim=2)
         vh = v.reshape(v.shape[0], v.shape[1], 2, 16)  # (N, T, 2, 16)
         vh = vh.transpose(1, 2)  # (N, 2, T, 16)
+        if self.cache is not None:  # decoding: the earlier positions' values first
+            vh = self.cache.extend(vh, dim=2)
         kt = kh.transpose(2, 3)  # (N, 2, 16, T)
         qk = qh @ kt  # (N, 2, T, T)
         weights = qk * 0.25  # (N, 2, T, T)
-        weights = weights.masked_fill(
-            torch.ones_like(weights, dtype=torch.bool).triu(1), float("-inf")
-        )
+        weights = causal_mask(weights)  # (N, 2, T, T)
         weights = F.softmax(weights, dim=-1)  # (N, 2, T, T)
         mixed = weights @ vh  # (N, 2, T, 16)
         h = mixed.transpose(1, 2)  # (N, T, 2, 16)
