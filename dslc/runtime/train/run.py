@@ -284,7 +284,7 @@ def _record(spec: Spec, opts: Options, main: bool) -> None:
     """experiment.json: written when a run starts; on --resume, checked against it, by every
     process (so that all refuse together), written and reported by the main one."""
     rec = experiment.record(
-        opts.spec, spec.source, opts.params, opts.data, opts.val, opts.val_split
+        opts.spec, spec.source, opts.params, opts.data, opts.val, opts.val_split, spec.imported
     )
     if opts.resume and (opts.out / checkpoint.STATE).exists():
         say = report.say if main else (lambda _text: None)
