@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class Spec:
     path: str
     source: str
     graph: Graph
+    imported: dict[str, str] = field(default_factory=dict)  # each imported file's text, by path
 
     @property
     def name(self) -> str:
@@ -52,7 +53,7 @@ class Spec:
         or PyTorch like a spec. Its parameters are the instance's, without the prefix: from a
         full model's state_dict take the keys `decoder1.*` and drop `decoder1.`."""
         try:
-            return Spec(self.path, self.source, part(self.graph, instance))
+            return Spec(self.path, self.source, part(self.graph, instance), self.imported)
         except SpecError as err:  # no place in the spec to point at: a plain user error
             raise DslcError(err.message, err.hint) from None
 
@@ -225,7 +226,7 @@ def _compile(source: str, path: str, params: dict[str, Any] | None, diags: Diagn
             lower_training(el, program, graph, scope, diags)
         if graph is not None and not diags.has_errors:
             verify(graph)
-            return Spec(path, source, graph)
+            return Spec(path, source, graph, program.sources)
     raise CompileError(diags)
 
 

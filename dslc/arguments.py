@@ -291,7 +291,7 @@ def _train_parser(t: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("fp32", "bf16", "fp16"),
         default="fp32",
-        help="mixed precision: bf16 autocast (CPU, CUDA), fp16 autocast with loss scaling (CUDA)",
+        help="mixed precision: bf16 autocast, fp16 autocast with loss scaling (slow on CPU)",
     )
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument(
@@ -362,7 +362,7 @@ def _eval_parser(e: argparse.ArgumentParser) -> None:
     e.add_argument(
         "--columns", action="append", default=[], metavar="NAME=COL,COL", help="CSV columns"
     )
-    e.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    e.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
 
 
 def _generate_parser(g: argparse.ArgumentParser) -> None:

@@ -181,27 +181,51 @@ class HorizontalFlip(Step):
 class ColorJitter(Step):
     name = "color_jitter"
     doc = (
-        "brightness, contrast and saturation each scaled by a random factor in [1 - x, 1 + x] "
-        "(Pillow's ImageEnhance, in that order; saturation only for RGB)"
+        "brightness, contrast and saturation each scaled by a random factor in [1 - x, 1 + x], "
+        "the hue shifted by a random fraction of the colour circle in [-hue, hue], in a random "
+        "order (as torchvision's ColorJitter; saturation and hue only for RGB)"
     )
     random = True
-    attrs = tuple(
-        Attr(k, "float", 0.0, f"the largest change of {k}", minimum=0, maximum=1)
-        for k in ("brightness", "contrast", "saturation")
+    attrs = (
+        *(
+            Attr(k, "float", 0.0, f"the largest change of {k}", minimum=0, maximum=1)
+            for k in ("brightness", "contrast", "saturation")
+        ),
+        Attr("hue", "float", 0.0, "the largest hue shift (of the circle)", minimum=0, maximum=0.5),
     )
 
     def apply(self, a: dict[str, Any], image: Any, rng: Any) -> Any:
-        from PIL import ImageEnhance
-
-        enhancers = {
-            "brightness": ImageEnhance.Brightness,
-            "contrast": ImageEnhance.Contrast,
-            "saturation": ImageEnhance.Color,
-        }
-        for key, enhancer in enhancers.items():
-            if a[key] and (key != "saturation" or image.mode == "RGB"):
-                image = enhancer(image).enhance(rng.uniform(1 - a[key], 1 + a[key]))
+        for key, factor in self.draw(a, rng):
+            image = self.adjust(image, key, factor)
         return image
+
+    def draw(self, a: dict[str, Any], rng: Any) -> list[tuple[str, float]]:
+        """The adjustments for one image, in the order they apply: torchvision's ColorJitter
+        draws a random order of the four, then a factor for each that is given."""
+        given = [k for k in ("brightness", "contrast", "saturation", "hue") if a[k]]
+        if len(given) > 1:
+            given = [given[i] for i in rng.permutation(len(given))]
+        return [
+            (k, rng.uniform(-a[k], a[k]) if k == "hue" else rng.uniform(1 - a[k], 1 + a[k]))
+            for k in given
+        ]
+
+    @staticmethod
+    def adjust(image: Any, key: str, factor: float) -> Any:
+        """One adjustment, as torchvision's functional adjust_* on a Pillow image."""
+        from PIL import Image, ImageEnhance
+
+        if key in ("saturation", "hue") and image.mode != "RGB":
+            return image  # a grey image has neither
+        if key != "hue":
+            enhancer = {"brightness": ImageEnhance.Brightness, "contrast": ImageEnhance.Contrast}
+            return enhancer.get(key, ImageEnhance.Color)(image).enhance(factor)
+        h, s, v = image.convert("HSV").split()
+        # the hue channel is 0..255 around the circle: the shift wraps, truncated as
+        # torchvision's np.int32(factor * 255) is
+        shift = np.uint8(int(factor * 255) % 256)
+        h = Image.fromarray(np.asarray(h, np.uint8) + shift, "L")
+        return Image.merge("HSV", (h, s, v)).convert("RGB")
 
 
 class Normalize(Step):

@@ -213,3 +213,17 @@ def test_init_from_in_the_spec_is_relative_to_its_folder(tmp_path, monkeypatch, 
     missing = ["--init-from", str(tmp_path / "nope.pt")]
     assert train(spec, data, tmp_path / "r2", "--param", "classes=4", *missing) == 1
     assert f"weights file {tmp_path / 'nope.pt'} does not exist" in capsys.readouterr().err
+
+
+def test_the_fine_tuning_spec_has_the_pretrained_specs_keys() -> None:
+    """specs/digits_finetune.dl derives its model from specs/digits_resnet.dl: a pretrained
+    checkpoint fits it key for key and shape for shape, but for the head (fc) it replaces."""
+    tuned = dslc.load(ROOT / "specs/digits_finetune.dl").torch_module()
+    pre = module(classes=6).state_dict()
+    shapes = {k: v.shape != pre[k].shape for k, v in tuned.state_dict().items()}
+    assert shapes.keys() == pre.keys() and {k for k, d in shapes.items() if d} == {
+        "fc.weight",
+        "fc.bias",
+    }
+    body = {k: v for k, v in pre.items() if not k.startswith("fc.")}
+    assert tuned.load_state_dict(body, strict=False).missing_keys == ["fc.weight", "fc.bias"]

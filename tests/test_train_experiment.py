@@ -96,6 +96,27 @@ def test_resume_refuses_dropped_val_changed_params_and_data(run, capsys):
     assert f"--data {data} (train.npz " in err and f"then, {other} (other.npz " in err
 
 
+def test_resume_refuses_a_changed_imported_file(tmp_path, capsys):
+    """A derived model's network is in the file it imports: an edit there that keeps every
+    shape (tanh for relu; the checkpoint would still load) is a change of experiment too."""
+    write_tiny(tmp_path)
+    (tmp_path / "net.dl").write_text((tmp_path / "tiny.dl").read_text())
+    (tmp_path / "tuned.dl").write_text(
+        'import "net.dl"\n\nmodel Tuned = Tiny\n\n' + TINY[TINY.index("train {") :]
+    )
+    spec, data = str(tmp_path / "tuned.dl"), str(tmp_path / "train.npz")
+    assert train(spec, data, tmp_path / "run") == 0
+    rec = json.loads((tmp_path / "run" / "experiment.json").read_text())
+    (imported,) = rec["spec"]["imports"]
+    assert imported["path"].endswith("net.dl") and "linear(8) -> relu" in imported["text"]
+    (tmp_path / "net.dl").write_text((tmp_path / "net.dl").read_text().replace("relu", "tanh"))
+    capsys.readouterr()
+    assert train(spec, data, tmp_path / "run", "--resume", "--epochs", "2") == 1
+    err = capsys.readouterr().err
+    assert "is another experiment: the imported file " in err and "net.dl changed (line 4: " in err
+    assert "`output logits = x -> linear(8) -> tanh -> linear(3)` now" in err
+
+
 def test_force_resume_warns_records_and_continues(run, capsys):
     tmp, spec, data, val = run
     capsys.readouterr()

@@ -120,6 +120,42 @@ def test_steps_agree_with_torchvision(tmp_path):
     assert np.array_equal(np.asarray(got), np.asarray(expected))
 
 
+def test_color_jitter_is_torchvisions():
+    """hue is torchvision's adjust_hue on the same Pillow image, for shifts across the allowed
+    [-0.5, 0.5]; a jitter of all four is torchvision's adjust_* with the factors it draws, in
+    the order it draws (a new order per image, as torchvision's ColorJitter)."""
+    from reference import torchvision_models
+
+    torchvision_models()
+    import torchvision.transforms.v2.functional as tf
+
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (19, 23, 3), np.uint8))
+    jitter = _step("color_jitter", brightness=0.3, contrast=0.4, saturation=0.5, hue=0.2)
+    cj = jitter.step
+    for shift in (-0.5, -0.31, -0.004, 0.0, 0.07, 0.26, 0.5):
+        got = cj.adjust(picture, "hue", shift)  # type: ignore[attr-defined]
+        assert np.array_equal(np.asarray(got), np.asarray(tf.adjust_hue(picture, shift))), shift
+        assert shift == 0 or not np.array_equal(np.asarray(got), np.asarray(picture))
+    functions = {
+        "brightness": tf.adjust_brightness,
+        "contrast": tf.adjust_contrast,
+        "saturation": tf.adjust_saturation,
+        "hue": tf.adjust_hue,
+    }
+    orders = set()
+    for seed in range(8):
+        drawn = cj.draw(jitter.attrs, np.random.default_rng(seed))  # type: ignore[attr-defined]
+        orders.add(tuple(k for k, _ in drawn))
+        expected = picture
+        for key, factor in drawn:
+            width = jitter.attrs[key]
+            assert (-width if key == "hue" else 1 - width) <= factor <= (width + (key != "hue"))
+            expected = functions[key](expected, factor)
+        got = cj.apply(jitter.attrs, picture, np.random.default_rng(seed))
+        assert np.array_equal(np.asarray(got), np.asarray(expected)), drawn
+    assert all(sorted(o) == sorted(functions) for o in orders) and len(orders) > 3
+
+
 def test_augmentation_is_the_same_with_workers(shapes):
     """Each example's randomness is seeded by (seed, epoch, index): two workers give the
     batches of the in-process loader, and another epoch other crops."""

@@ -222,6 +222,20 @@ class Definition:
 
 
 @dataclass(frozen=True)
+class DerivedModel:
+    """`model Finetune = DigitsResNet(classes=4)`: the model `target` of an imported file under
+    the name `name`, the arguments the new defaults of its parameters (frontend/derive.py
+    makes it a Definition when the imports are resolved)."""
+
+    span: Span
+    name: str
+    target: str
+    target_span: Span
+    args: tuple[Expr, ...]
+    kwargs: tuple[Kwarg, ...]
+
+
+@dataclass(frozen=True)
 class TrainDef:
     span: Span
     body: tuple[Stmt, ...]
@@ -240,7 +254,8 @@ class Import:
 @dataclass(frozen=True)
 class Program:
     """A file. After frontend/imports, also the blocks and constants of every file it imports
-    (first, in the order they were loaded) and each imported file's text by its path."""
+    (first, in the order they were loaded) and each imported file's text by its path; its
+    derived model is then one of its definitions."""
 
     path: str
     source: str
@@ -249,6 +264,7 @@ class Program:
     trains: tuple[TrainDef, ...]
     imports: tuple[Import, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
+    derived: tuple[DerivedModel, ...] = ()  # a Definition each after frontend/imports
 
     def source_of(self, path: str) -> str:
         """The text of the file a span points into: this file's or an imported one's."""

@@ -4,13 +4,14 @@
 `import std.vision` names a file of the library shipped inside dslc (dslc/stdlib/vision.dl),
 shown in messages and outputs as `<std>/vision.dl` wherever dslc is installed, so that no
 output depends on the install location. A file is read and parsed once, however many files
-import it (a diamond). An imported file gives its blocks and its constants; it holds neither a
-model nor a train section.
+import it (a diamond). An imported file gives its blocks, its constants and its model, which
+`model Name = Imported(...)` makes this spec's model of (frontend/derive.py); its train
+section stays its own.
 
 Every error about an import is located at the import line that caused it: a file that cannot
-be read (with the path tried), a cycle (with its chain), a block or constant that two files
-define (with both places), and the limits on all the files together (ir/limits). Errors inside
-an imported file are located in that file: Diagnostics.sources holds its text."""
+be read (with the path tried), a cycle (with its chain), a block, constant or model that two
+files define (with both places), and the limits on all the files together (ir/limits). Errors
+inside an imported file are located in that file: Diagnostics.sources holds its text."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ import posixpath
 import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import lark
 
 from dslc.diagnostics import Diagnostics, SpecError
 from dslc.frontend import ast
+from dslc.frontend.derive import derive
 from dslc.frontend.parse import parse
 from dslc.ir.limits import (
     MAX_SOURCE_BYTES,
@@ -35,6 +38,7 @@ from dslc.ir.limits import (
 
 STDLIB = Path(__file__).resolve().parent.parent / "stdlib"
 STD = "<std>"  # the library's folder in paths dslc shows
+_KINDS = ("block", "constant", "model")  # what a file gives, in _File's order
 
 
 def library_modules() -> list[str]:
@@ -44,14 +48,14 @@ def library_modules() -> list[str]:
 
 def resolve(program: ast.Program, diags: Diagnostics) -> ast.Program | None:
     """`program` with the blocks and constants of every file it imports, directly or not, put
-    before its own; None after an error in any import."""
-    if not program.imports:
+    before its own, and its derived model made; None after an error in any import."""
+    if not program.imports and not program.derived:
         return program
     loader = _Loader(diags, program)
-    loader.visible(program, _folder(program.path))
+    root = loader.visible(program, _folder(program.path))
     if diags.has_errors:
         return None
-    return loader.merged(program)
+    return loader.merged(root.program)
 
 
 def _folder(path: str) -> Path:
@@ -69,6 +73,7 @@ class _File:
     program: ast.Program
     blocks: dict[str, ast.Definition]  # its own and those it imports, by name
     constants: dict[str, ast.Assign]
+    models: dict[str, ast.Definition]  # likewise; a derived one made (frontend/derive.py)
 
 
 class _Loader:
@@ -83,28 +88,37 @@ class _Loader:
     # ---- one file's imports
     def visible(self, program: ast.Program, folder: Path) -> _File:
         """Load a file's imports and check the names it sees (theirs and its own) for clashes,
-        each reported at the import that brought the second definition."""
-        blocks: dict[str, tuple[ast.Definition, ast.Import]] = {}
-        constants: dict[str, tuple[ast.Assign, ast.Import]] = {}
+        each reported at the import that brought the second definition; make its derived
+        model of the models it sees."""
+        tables: dict[str, dict[str, tuple[Any, ast.Import]]] = {k: {} for k in _KINDS}
         for imp in program.imports:
             f = self.load(imp, program.path, folder)
             if f is not None:
-                self.take("block", blocks, f.blocks, imp)
-                self.take("constant", constants, f.constants, imp)
-        own_blocks = {d.name: d for d in program.definitions if d.kind == "block"}
-        own_constants = {n: c for c in program.constants for n in c.names}
-        for kind, table, own in (
-            ("block", blocks, own_blocks),
-            ("constant", constants, own_constants),
-        ):
-            for name in [n for n in own if n in table]:
-                item, imp = table[name]
-                self.clash(kind, name, own[name], item, imp)
-        return _File(
-            program,
-            {k: d for k, (d, _) in blocks.items()} | own_blocks,
-            {k: c for k, (c, _) in constants.items()} | own_constants,
-        )
+                gives: tuple[dict[str, Any], ...] = (f.blocks, f.constants, f.models)
+                for kind, given in zip(_KINDS, gives, strict=True):
+                    self.take(kind, tables[kind], given, imp)
+        seen = {kind: {k: item for k, (item, _) in tables[kind].items()} for kind in _KINDS}
+        own_models = {d.name: d for d in program.definitions if d.kind == "model"}
+        derived = self.derive(program, seen["model"] | own_models, seen["block"])
+        program = replace(program, definitions=(*program.definitions, *derived), derived=())
+        own: dict[str, dict[str, Any]] = {
+            "block": {d.name: d for d in program.definitions if d.kind == "block"},
+            "constant": {n: c for c in program.constants for n in c.names},
+            "model": {d.name: d for d in program.definitions if d.kind == "model"},
+        }
+        for kind in _KINDS:
+            for name in [n for n in own[kind] if n in tables[kind]]:
+                item, imp = tables[kind][name]
+                self.clash(kind, name, own[kind][name], item, imp)
+        every = {kind: seen[kind] | own[kind] for kind in _KINDS}
+        return _File(program, every["block"], every["constant"], every["model"])
+
+    def derive(
+        self, program: ast.Program, models: dict[str, ast.Definition], blocks: dict
+    ) -> list[ast.Definition]:
+        blocks = blocks | {d.name: d for d in program.definitions if d.kind == "block"}
+        made = [derive(d, models, blocks, self.diags) for d in program.derived]
+        return [d for d in made if d is not None]
 
     def take(self, kind: str, table: dict, given: dict, imp: ast.Import) -> None:
         for name, item in given.items():
@@ -143,7 +157,7 @@ class _Loader:
     def read_and_load(self, imp: ast.Import, display: str, actual: Path, key: str) -> _File | None:
         text = self.read(imp, display, actual)
         program = None if text is None else self.parse(imp, text, display)
-        if program is None or not self.only_blocks(imp, program):
+        if program is None:
             return None
         self.active.append(key)
         self.chain.append(display)
@@ -241,18 +255,6 @@ class _Loader:
             self.error(imp, f"{display} nests expressions or pipelines too deeply")
         return None
 
-    def only_blocks(self, imp: ast.Import, program: ast.Program) -> bool:
-        whole = [d for d in program.definitions if d.kind == "model"] + list(program.trains)
-        for item in whole:
-            what = f"model {item.name}" if isinstance(item, ast.Definition) else "a train section"
-            self.error(
-                imp,
-                f"{program.path} defines {what} ({_place(item)}): an imported file holds "
-                "blocks and constants only",
-                "move the blocks to share into a file of their own, and import that",
-            )
-        return not whole
-
     def error(self, imp: ast.Import, message: str, hint: str | None = None) -> None:
         self.diags.error(imp.span, message, hint)
 
@@ -261,8 +263,8 @@ class _Loader:
         blocks = {d.name for d in program.definitions if d.kind == "block"}
         constants = {n for c in program.constants for n in c.names}
         defs, consts = [], []
-        for f in self.order:
-            defs += [d for d in f.program.definitions if d.name not in blocks]
+        for f in self.order:  # their blocks: their models and train sections are their own
+            defs += [d for d in f.program.definitions if d.kind == "block" and d.name not in blocks]
             consts += [c for c in f.program.constants if not constants & set(c.names)]
         return replace(
             program,

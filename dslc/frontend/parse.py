@@ -268,7 +268,8 @@ class _ToAst(Transformer):
         defs = tuple(i for i in items if isinstance(i, ast.Definition))
         trains = tuple(i for i in items if isinstance(i, ast.TrainDef))
         imports = tuple(i for i in items if isinstance(i, ast.Import))
-        return ast.Program(self.path, self.source, consts, defs, trains, imports)
+        derived = tuple(i for i in items if isinstance(i, ast.DerivedModel))
+        return ast.Program(self.path, self.source, consts, defs, trains, imports, derived=derived)
 
     def import_decl(self, meta, c):
         if len(c) == 1 and c[0].type == "STRING":
@@ -277,6 +278,12 @@ class _ToAst(Transformer):
 
     def model(self, meta, c):
         return ast.Definition(self._span(meta), "model", str(c[0]), c[1] or (), tuple(c[2:]))
+
+    def derived_model(self, meta, c):
+        args, kwargs = c[2] or ((), ())
+        return ast.DerivedModel(
+            self._span(meta), str(c[0]), str(c[1]), self._tok(c[1]), args, kwargs
+        )
 
     def block(self, meta, c):
         return ast.Definition(self._span(meta), "block", str(c[0]), c[1] or (), tuple(c[2:]))

@@ -45,7 +45,6 @@ def evaluate(o: Options) -> tuple[str, list[Path]]:
 
     spec = load(o.spec, o.params)
     c = contract(spec)
-    precision.check(o.precision, torch.device("cpu"))
     test = _data(c, o)
     weights = Path(o.weights)
     if not weights.is_file():

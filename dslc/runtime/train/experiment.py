@@ -1,9 +1,10 @@
 """A run is one experiment: runs/NAME/experiment.json records what the run was started with
-(the spec's text and its SHA-256, the --param values, the data files' fingerprints, how the
-validation set was chosen, and the dslc version), and `--resume` refuses to continue a run
-with anything of it changed: resuming after editing the learning rate or dropping --val would
-otherwise silently mix two experiments in one run. `--force-resume` continues anyway, with a
-warning per change, and records the changes."""
+(the spec's text and its SHA-256, and those of each file it imports, the --param values, the
+data files' fingerprints, how the validation set was chosen, and the dslc version), and
+`--resume` refuses to continue a run with anything of it changed: resuming after editing the
+learning rate (in the spec or in a file it imports) or dropping --val would otherwise silently
+mix two experiments in one run. `--force-resume` continues anyway, with a warning per change,
+and records the changes."""
 
 from __future__ import annotations
 
@@ -28,11 +29,22 @@ def record(
     data: str,
     val: str | None,
     val_split: float | None,
+    imported: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """What makes this run the experiment it is."""
+    """What makes this run the experiment it is; `imported`: the text of each file the spec
+    imports, by the path shown for it."""
+    files = [
+        {"path": path, "sha256": _sha256(text.encode()), "text": text}
+        for path, text in (imported or {}).items()
+    ]
     return {
         "dslc_version": __version__,
-        "spec": {"path": spec_path, "sha256": _sha256(source.encode()), "text": source},
+        "spec": {
+            "path": spec_path,
+            "sha256": _sha256(source.encode()),
+            "text": source,
+            "imports": files,
+        },
         "params": dict(sorted(params.items())),
         "data": {"train": fingerprint(data), "val": fingerprint(val) if val else None},
         "val_split": val_split,
@@ -94,6 +106,8 @@ def changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
         found.append(
             f"the spec changed ({_first_change(spec_then.get('text', ''), spec_now['text'])})"
         )
+    elif "imports" in spec_then:  # a record of an older dslc has none: nothing to compare
+        found += _imports_changed(spec_then["imports"], spec_now["imports"])
     if then.get("params") != now["params"]:
         found.append(
             f"--param values {_params(then.get('params'))} then, {_params(now['params'])} now"
@@ -106,6 +120,18 @@ def changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
     if then.get("val_split") != now["val_split"]:
         found.append(f"--val-split {then.get('val_split')} then, {now['val_split']} now")
     return found
+
+
+def _imports_changed(then: list[dict[str, Any]], now: list[dict[str, Any]]) -> list[str]:
+    """The imported files that changed: in the order they were loaded, which the unchanged
+    spec fixes (their paths may differ, as the spec was named from another folder)."""
+    if len(then) != len(now):
+        return [f"the spec imports {len(now)} files, {len(then)} then"]
+    return [
+        f"the imported file {b['path']} changed ({_first_change(a['text'], b['text'])})"
+        for a, b in zip(then, now, strict=True)
+        if a["sha256"] != b["sha256"]
+    ]
 
 
 def _first_change(old: str, new: str) -> str:

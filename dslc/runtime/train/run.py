@@ -52,7 +52,7 @@ class Options:
     allow_missing: list[str] = field(default_factory=list)
     force_resume: bool = False  # resume even into a changed spec, --param values or data
     accumulate: int = 1  # micro-batches of batch_size per optimizer step
-    precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast and a grad scaler, CUDA)
+    precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast and a grad scaler)
     workers: int = 2  # image folders: processes decoding images ahead of the loop
     bake_normalize: bool = False  # --export-onnx: the ONNX model takes raw pixels, 0..255
 
@@ -96,7 +96,6 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
         )
     if settings.monitor == "val_accuracy" and (val_set is None or not c.metrics):
         raise DslcError("the spec monitors val_accuracy, which needs validation data and a metric")
-    precision.check(opts.precision, device)
     _prepare_out(opts, world)
     _record(spec, opts, world.main)
     if tokens is not None and world.main:
@@ -111,6 +110,8 @@ def _train(spec: Spec, c: Contract, opts: Options, world: distributed.World, dev
         report.say(finetune.init_from(trainer.module, start, _allowed(c, opts), c.name))
     if world.main:
         report.say(_banner(spec, c, settings, len(train_set), val_set, world))
+        if slow := precision.note(opts.precision, device):
+            report.say(slow)
     stopped = trainer.run()
     if stopped is not None:
         if world.main:
@@ -283,7 +284,7 @@ def _record(spec: Spec, opts: Options, main: bool) -> None:
     """experiment.json: written when a run starts; on --resume, checked against it, by every
     process (so that all refuse together), written and reported by the main one."""
     rec = experiment.record(
-        opts.spec, spec.source, opts.params, opts.data, opts.val, opts.val_split
+        opts.spec, spec.source, opts.params, opts.data, opts.val, opts.val_split, spec.imported
     )
     if opts.resume and (opts.out / checkpoint.STATE).exists():
         say = report.say if main else (lambda _text: None)
