@@ -287,7 +287,11 @@ REFUSED = {
     ),
     "index_along_time": (
         "    output y = x[:, -1]\n",
-        "4:16: error: --kv-cache cannot serve index: dslc does not know how it treats",
+        "4:16: error: --kv-cache cannot serve index: it picks positions of the sequence",
+    ),
+    "undeclared_op": (
+        "    output y = x -> pad([1, 1])\n",
+        "4:21: error: --kv-cache cannot serve pad: dslc does not know how it treats",
     ),
 }
 
@@ -303,6 +307,43 @@ def test_kv_cache_refuses_what_mixes_positions(case):
     text = str(err.value)
     assert f"m.dl:{message}" in text and "^" in text and "hint:" in text
     assert "KVCache" not in spec.torch_source()  # nor does the PyTorch module get one
+
+
+def test_any_causal_spec_decodes_with_the_cache():
+    """One head without a projection, its queries, keys and values subscripts of the features
+    (x[..., :8]), the scores scaled and masked by hand: the cache keeps k^T's source, k, and v,
+    and decoding agrees with the whole window in PyTorch and onnxruntime."""
+    import dslc
+
+    body = (
+        "    q = x[..., :3]\n"
+        "    k = x[..., 3:6]\n"
+        "    v = x[..., 6:]\n"
+        "    w = matmul(q, k -> transpose(1, 2)) * 0.5 -> causal_mask -> softmax\n"
+        "    output y = matmul(w, v) -> linear(16)\n"
+    )
+    spec = dslc.compile_source(decoder_source(body), "m.dl")
+    ns = spec.torch_namespace()
+    torch.manual_seed(0)
+    module = ns["create_model"]().eval()
+    tokens = torch.randint(0, 16, (2, 30), generator=torch.Generator().manual_seed(5))
+    full = full_window(module, tokens)
+    cache = ns["KVCache"](module)
+    with torch.no_grad():
+        cached = [
+            cache(tokens[:, :6]).numpy(),
+            *(cache(tokens[:, i : i + 1]).numpy() for i in range(6, 30)),
+        ]
+    np.testing.assert_allclose(np.concatenate(cached, axis=1), full, atol=1e-5, rtol=0)
+    weights = {k: v.numpy() for k, v in module.state_dict().items()}
+    session = ort.InferenceSession(
+        spec.onnx_model(weights=weights, kv_cache=True).SerializeToString(),
+        providers=["CPUExecutionProvider"],
+    )
+    names = [i.name for i in session.get_inputs()]
+    assert names == ["tokens", "past.0.key", "past.0.value"]
+    chunks = [tokens[:, :6], *(tokens[:, i : i + 1] for i in range(6, 30))]
+    np.testing.assert_allclose(run_cached(session, chunks), full, atol=1e-5, rtol=0)
 
 
 def test_kv_cache_serves_an_encoder_decoder_on_its_target():
@@ -375,6 +416,32 @@ def test_compile_writes_a_decoder_that_generate_uses(saved, tmp_path, capsys):
             assert main(["generate", *source, *common, *tokenizer, *cache]) == 0
             outs.append(capsys.readouterr().out)
     assert len(set(outs)) == 1 and outs[0].startswith("The cache ")
+
+
+@pytest.mark.parametrize("name", ["matmul_by_hand", "sdpa_by_hand"])
+def test_generate_decodes_attention_written_by_hand_with_the_cache(name, tmp_path, capsys):
+    """The same text from `dslc generate --onnx` on the `--kv-cache` decoder and from the spec
+    and its weights (the generated KVCache), each with and without the cache."""
+    from dslc.runtime.train import tokenizer as tok
+
+    path, values = DECODERS[name]
+    _, _, module = wide(path, values)
+    save_weights(tmp_path / "w.safetensors", module.state_dict(), {})
+    params = [f"--param={k}={v}" for k, v in values.items()]
+    assert compile_kv(path, tmp_path, "--weights", str(tmp_path / "w.safetensors"), *params) == 0
+    tok.save(tok.create("bytes", "", 256), tmp_path / tok.FILE)
+    common = ["--prompt", "By hand ", "--max-new-tokens", "40", "--temperature", "0"]
+    common += ["--tokenizer", str(tmp_path / tok.FILE)]
+    outs = []
+    for source in (
+        ["--onnx", str(tmp_path / "m.onnx")],
+        [path, "--weights", str(tmp_path / "w.safetensors"), *params],
+    ):
+        for cache in ([], ["--no-kv-cache"]):
+            capsys.readouterr()
+            assert main(["generate", *source, *common, *cache]) == 0
+            outs.append(capsys.readouterr().out)
+    assert len(set(outs)) == 1 and outs[0].startswith("By hand ")
 
 
 def test_kv_cache_on_a_sequence_model_without_attention_is_an_error():

@@ -134,6 +134,25 @@ class Rules:
         del roles[axis % len(roles)]
         return tuple(roles)
 
+    def picks(self, node: Node, items: list[str]) -> Axes:
+        """A subscript, per leading input axis "all" (a whole slice), "one" (an integer: the
+        axis goes) or "part" (a slice of it): right on any axis but the sequence's."""
+        roles = self.of(node.inputs[0])
+        out = []
+        for i, role in enumerate(roles):
+            item = items[i] if i < len(items) else "all"
+            if role and item != "all":
+                self.refuse(
+                    node,
+                    "it picks positions of the sequence, and a step has only the new ones",
+                    "pick positions from the model's output: its logits are (N, T, ...)",
+                )
+            if item != "one":
+                out.append(role)
+        if id(node.inputs[0]) in self.masked:
+            self.masked.add(id(node.output))
+        return tuple(out)
+
     def masks(self, node: Node) -> Axes:
         """causal_mask: scores (..., NEW, ALL) hide each query's later keys."""
         roles = self.of(node.inputs[0])

@@ -76,6 +76,11 @@ class Index(OpDef):
     example = "cls = x[:, 0]"
     attrs = (Attr("items", "str", doc="the subscript, one entry per leading dim"),)
 
+    def positions(self, node, flow):
+        items = parse_items(node.attrs["items"])
+        kinds = ["one" if isinstance(x, int) else "all" if x.whole else "part" for x in items]
+        return flow.picks(node, kinds)
+
     def resolve(self, ins, a):
         items = parse_items(a["items"])
         if len(items) > ins[0].rank:
