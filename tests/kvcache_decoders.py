@@ -33,7 +33,7 @@ TALLY: Counter = Counter()  # the stages drawn, and the reasons for refusals
 class Tensor:
     name: str
     width: int
-    raw: bool = False  # a graph input, a block's output or a repeated stage's: BUGS (the test)
+    raw: bool = False  # a graph input, a block's output or a repeated stage's: FOUND (the test)
 
 
 @dataclass
@@ -82,7 +82,8 @@ class Gen:
         return self.draw(st.sampled_from(options))
 
     def consume(self, t: Tensor) -> None:
-        """After a repeated stage nothing reads its input: BUGS, repeated_stage_input_read_after."""
+        """Without known_bugs nothing reads a repeated stage's input after it (FOUND,
+        repeated_stage_input_read_after)."""
         if not self.known_bugs:
             self.pool.remove(t)
 

@@ -69,3 +69,29 @@ def test_no_line_longer_than_100_columns() -> None:
         if len(line) > 100
     ]
     assert not long, long
+
+
+def test_a_repeated_stages_input_read_after_it_is_its_own() -> None:
+    """`a = x -> linear(8) * 2` then `a + x`: the loop carries its own variable, and after it
+    x is still x (it was read as the loop's variable, `a + a`). Both backends agree."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    import dslc
+
+    spec = dslc.compile_source(
+        "model M { input x: f32[N, 8]  a = x -> linear(8) * 2  output y = a + x }"
+    )
+    source = spec.torch_source()
+    assert "y = a + x" in source, source
+    torch.manual_seed(0)
+    module = spec.torch_module().eval()
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    weights = {k: v.numpy() for k, v in module.state_dict().items()}
+    session = ort.InferenceSession(
+        spec.onnx_model(weights=weights).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], want, atol=1e-5)

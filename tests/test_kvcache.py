@@ -306,7 +306,7 @@ def test_kv_cache_refuses_what_mixes_positions(case):
         spec.onnx_export(kv_cache=True)
     text = str(err.value)
     assert f"m.dl:{message}" in text and "^" in text and "hint:" in text
-    assert "KVCache" not in spec.torch_source()  # nor does the PyTorch module get one
+    assert "class KVCache" not in spec.torch_source()  # nor does the PyTorch module get one
 
 
 def test_any_causal_spec_decodes_with_the_cache():

@@ -93,7 +93,7 @@ class Flow(Rules):
     time: object  # the sequence dim, a symbol
     cached: dict[int, tuple[int, str]]  # id(value) -> (axis, kind), from the passes before
     axes: dict[int, Axes] = field(default_factory=dict)
-    masked: set[int] = field(default_factory=set)  # scores that passed causal_mask
+    masked: dict[int, str] = field(default_factory=dict)  # causal scores: HIDDEN or ZERO
     entries: list[Entry] = field(default_factory=list)
     positional: list[Node] = field(default_factory=list)
     moved: dict[int, tuple[Value, tuple[int, ...]]] = field(default_factory=dict)
@@ -155,6 +155,12 @@ class Flow(Rules):
             if self.uses.get(id(source)) != 1:
                 break
             at, kept = perm[at], source
+        if any(kept is x for x in self.graph.inputs):
+            self.refuse(
+                node,
+                f"its {kind}s are the model's input {kept.name}, which the cache cannot extend",
+                f"make the {kind}s with a layer, as attention does: `{kept.name} -> linear(...)`",
+            )
         self.cached.setdefault(id(kept), (at, kind))
         return (*axes[:axis], ALL, *axes[axis + 1 :])
 

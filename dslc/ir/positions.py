@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from dslc.ir.graph import Node, Value
 
 NEW, ALL = "new", "all"
+# Scores (..., NEW, ALL) are causal while each query's later keys are HIDDEN (-inf, from
+# causal_mask) or, once a softmax has run along the keys, ZERO: only then may an op mix them.
+HIDDEN, ZERO = "hidden", "zero"
 Axes = tuple[str | None, ...]  # per axis of a value: None, NEW or ALL
 MIXES = "a decoder step sees only the new positions and the cached keys and values of attention"
 
@@ -23,7 +26,7 @@ class Rules:
     that are another's axes moved) and say; Flow (causal.py) keeps them and caches."""
 
     axes: dict[int, Axes]
-    masked: set[int]
+    masked: dict[int, str]  # scores that are causal: HIDDEN or ZERO
     moved: dict[int, tuple[Value, tuple[int, ...]]]
 
     def cache(self, node: Node, v: Value, axis: int, kind: str) -> Axes:
@@ -46,9 +49,11 @@ class Rules:
         )
 
     # ---- the rules
-    def same(self, node: Node) -> Axes:
-        """Elementwise: every input's axes, aligned from the last (broadcast). Scores stay
-        masked where every input holding ALL is."""
+    def same(self, node: Node, keeps: str | None = None) -> Axes:
+        """Elementwise: every input's axes, aligned from the last (broadcast). Causal scores
+        stay so only through what `keeps` says the op is: "identity" (dropout), "add" (-inf
+        plus a number), "sub" (-inf minus one), "mul" (zero times one), "div" (zero over one);
+        any other op may turn a hidden key into a seen one (relu(-inf) is 0)."""
         rank = node.output.type.rank
         out: list[str | None] = [None] * rank
         for v in node.inputs:
@@ -57,30 +62,47 @@ class Rules:
                 if role and out[at] and out[at] != role:
                     self.refuse(node, "it combines new positions with every position so far")
                 out[at] = out[at] or role
-        holding = [v for v in node.inputs if ALL in self.of(v)]
-        if holding and all(id(v) in self.masked for v in holding):
-            self.masked.update(id(o) for o in node.outputs)
+        self._keep(node, keeps)
         return tuple(out)
 
-    def mixes(self, node: Node, axes: tuple[int, ...], x: Value | None = None) -> Axes:
-        """The op mixes x (the first input) along `axes` and keeps its other axes: right along
-        none of the sequence, or along every position of masked scores (a softmax)."""
-        x = x or node.inputs[0]
+    def _keep(self, node: Node, keeps: str | None) -> None:
+        states = [self.masked.get(id(v)) for v in node.inputs]
+        holding = [st for v, st in zip(node.inputs, states, strict=True) if ALL in self.of(v)]
+        first = states[0]
+        if keeps == "identity" or (keeps == "add" and set(holding) == {HIDDEN}):
+            state = first if keeps == "identity" else HIDDEN
+        elif keeps == "sub" and first == HIDDEN and holding == [HIDDEN]:
+            state = HIDDEN
+        elif (keeps == "mul" and ZERO in states) or (keeps == "div" and first == ZERO):
+            state = ZERO
+        else:
+            return
+        if state is not None:
+            self.masked.update((id(o), state) for o in node.outputs)
+
+    def mixes(self, node: Node, axes, softmax: bool = False) -> Axes:
+        """The op mixes its first input along `axes` and keeps its other axes: right along
+        none of the sequence; along every position so far only as a softmax of scores whose
+        later keys are hidden (-inf), which gives them weight zero."""
+        x = node.inputs[0]
         roles = self.of(x)
-        for a in axes:
-            self.mixing(node, x, roles[a % len(roles)])
-        if id(x) in self.masked:
-            self.masked.update(id(o) for o in node.outputs)
+        mixed = [roles[a % len(roles)] for a in axes]
+        for role in mixed:
+            self.mixing(node, x, role, HIDDEN if softmax else None)
+        if softmax and ALL in mixed:
+            self.masked.update((id(o), ZERO) for o in node.outputs)
         return roles
 
-    def mixing(self, node: Node, x: Value, role: str | None) -> None:
+    def mixing(self, node: Node, x: Value, role: str | None, needs: str | None) -> None:
+        """x mixed along an axis of this role; along ALL, x's later keys must be `needs`."""
         if role == NEW:
             self.refuse(node, "it mixes the new positions with each other", MIXES)
-        if role == ALL and id(x) not in self.masked:
+        if role == ALL and (needs is None or self.masked.get(id(x)) != needs):
             self.refuse(
                 node,
                 "it lets each position see later ones: the scores are not causally masked",
-                "mask the scores first: `scores -> causal_mask -> softmax`",
+                "mask the scores first, then mix the keys only by a softmax and a matmul "
+                "with the values: `scores -> causal_mask -> softmax`",
             )
 
     def reduces(self, node: Node, axes: tuple[int, ...], keep: bool) -> Axes:
@@ -91,8 +113,7 @@ class Rules:
     def moves(self, node: Node, perm: tuple[int, ...]) -> Axes:
         """Output axis i is input axis perm[i]."""
         roles = self.of(node.inputs[0])
-        if id(node.inputs[0]) in self.masked:
-            self.masked.update(id(o) for o in node.outputs)
+        self._keep(node, "identity")
         self.moved[id(node.output)] = (node.inputs[0], perm)
         return tuple(roles[p] for p in perm)
 
@@ -149,8 +170,7 @@ class Rules:
                 )
             if item != "one":
                 out.append(role)
-        if id(node.inputs[0]) in self.masked:
-            self.masked.add(id(node.output))
+        self._keep(node, "identity")
         return tuple(out)
 
     def masks(self, node: Node) -> Axes:
@@ -158,13 +178,13 @@ class Rules:
         roles = self.of(node.inputs[0])
         if any(roles) and roles[-2:] != (NEW, ALL):
             self.refuse(node, "its input is not scores of new queries over every key so far")
-        self.masked.add(id(node.output))
+        self.masked[id(node.output)] = HIDDEN
         return roles
 
     def multiplies(self, node: Node) -> Axes:
         """matmul (..., M, K) @ (..., K, L): queries times keys make scores (the keys' side is
         cached, L holds every position), weights times values mix them (the values' side is
-        cached, K holds every position, and the weights must be masked)."""
+        cached, K holds every position, and the weights' later keys must have weight zero)."""
         a, b = node.inputs
         ra, rb = self.of(a), self.of(b)
         if ra[-1] == NEW and rb[-2] == NEW:
@@ -175,7 +195,7 @@ class Rules:
             ra = self.cache(node, a, -1, "value")
         if ra[-1] or rb[-2]:
             scores = a if NEW in ra else b
-            self.mixing(node, scores, ALL)
+            self.mixing(node, scores, ALL, ZERO)
         if ra[-2] == NEW and rb[-1] == NEW:
             rb = self.cache(node, b, -1, "key")
         rank = node.output.type.rank

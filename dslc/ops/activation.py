@@ -231,7 +231,7 @@ class SoftmaxLike(Activation):
         return {"axis": a["axis"]}
 
     def positions(self, node, flow):
-        return flow.mixes(node, (node.attrs["axis"],))
+        return flow.mixes(node, (node.attrs["axis"],), softmax=self.name == "softmax")
 
 
 for _name, _fn, _op in (

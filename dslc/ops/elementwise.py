@@ -36,7 +36,8 @@ class Binary(OpDef):
     onnx_op: str
 
     def positions(self, node, flow):
-        return flow.same(node)
+        reversed_ = node.attrs["reverse"] and self.name in ("sub", "div")  # 1 - x, 1 / x
+        return flow.same(node, keeps=None if reversed_ else self.name)
 
     def infer(self, ins, a):
         for t in ins:

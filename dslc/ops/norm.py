@@ -297,7 +297,7 @@ class Dropout(OpDef):
     )
 
     def positions(self, node, flow):
-        return flow.same(node)
+        return flow.same(node, keeps="identity")  # in eval
 
     def infer(self, ins, a):
         return ins[0]

@@ -170,7 +170,7 @@ class Identity(OpDef):
     example = "x -> identity"
 
     def positions(self, node, flow):
-        return flow.same(node)
+        return flow.same(node, keeps="identity")
 
     def infer(self, ins, a):
         return ins[0]

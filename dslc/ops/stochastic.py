@@ -64,7 +64,7 @@ class DropPath(OpDef):
     forward_attrs = ("p",)
 
     def positions(self, node, flow):
-        return flow.same(node)
+        return flow.same(node, keeps="identity")  # in eval
 
     def infer(self, ins, a):
         expect_float(self.name, ins[0])

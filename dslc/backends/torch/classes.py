@@ -211,8 +211,8 @@ class Writer(Control):
             f"{ref}({', '.join(o.vars[id(v)] for v in i.inputs)})"
             for o, i in zip(occs, insts, strict=True)
         ]
-        ends = [(i.inputs, i.outputs) for i in insts]
-        self.line(calls, ends, occs, indent, ctx, row[0].hint, "block inputs differ")
+        ends = [(i.inputs, i.outputs) for i in insts]  # a kept output: extended in the block
+        self.line(calls, ends, occs, indent, ctx, row[0].hint, "block inputs differ", extend=False)
 
     def block_ctor(self, info: ClassInfo, insts: list[st.Instance], occs: list[Occ]) -> str:
         parts = []
@@ -288,13 +288,16 @@ class Writer(Control):
         hint,
         what,
         targets=None,
+        extend: bool = True,
     ):
         """`out = call` in forward: the call must read alike in every occurrence; `ends`:
         each occurrence's values read and values made; `targets` nests the names an op's
-        call returns (OpDef.torch_targets)."""
+        call returns (OpDef.torch_targets); `extend`: a kept key or value it makes is
+        extended by the cache here."""
         code = choose([[c] for c in calls], what)
         consume(occs, [reads for reads, _ in ends])
-        self.assign([made for _, made in ends], occs, code, indent, ctx, hint, targets)
+        made = [made for _, made in ends]
+        self.assign(made, occs, code, indent, ctx, hint, targets, extend and ctx.var is None)
 
     def assign(
         self,
@@ -305,6 +308,7 @@ class Writer(Control):
         ctx,
         hint: str | None = None,
         targets=None,
+        extend: bool = True,
     ) -> None:
         force = ctx.var
         names = []
@@ -325,7 +329,8 @@ class Writer(Control):
         comment = shapes.pop() if len(shapes) == 1 else ""
         left = targets(names) if targets else ", ".join(names)
         self.fwd.append((indent, f"{left} = {code}", comment))
-        self.extend(names, outputs, indent)
+        if extend:  # not in a loop's body: its output is extended after the loop (control.py)
+            self.extend(names, outputs, indent)
 
     def extend(self, names: list[str], outputs: list[list[Value]], indent: int) -> None:
         """Keys or values the decoder keeps: the cache's earlier positions go before them."""

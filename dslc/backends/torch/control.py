@@ -44,6 +44,7 @@ class Control:
     items: Any
     module: Any
     line: Any
+    extend: Any
 
     def repeat(self, row: list[st.RepeatItem], occs: list[Occ], indent: int, ctx) -> None:
         first = row[0]
@@ -60,6 +61,9 @@ class Control:
         count = self.count(row, occs)
         attr = f"self.{first.name}"
         elem = self.ns.create(variable(first.name[:-1] if first.name.endswith("s") else "layer"))
+        starts = [
+            (o, c.input, o.vars[id(c.input)]) for o, c in zip(occs, _firsts(row), strict=True)
+        ]
         loop_var = self.loop_var(row, occs)
         copies = [(o, c) for o, r in zip(occs, row, strict=True) for c in r.copies]
         init_at, fwd_at = len(self.init), len(self.fwd)
@@ -81,9 +85,13 @@ class Control:
         has_module = any(code.startswith(f"{attr} =") for _, code, _ in self.init[init_at:])
         header = f"for {elem} in {attr}:" if has_module else f"for _ in range({count}):"
         self.fwd += [(indent, header, ""), *body]
+        for occ, start, var in starts:  # read after the loop, the input is still its own
+            occ.vars[id(start)] = var
         for occ, r in zip(occs, row, strict=True):
             if r.copies and r.copies[-1].output is not None:
                 occ.vars[id(r.copies[-1].output)] = loop_var
+        if all(r.copies[-1].output is not None for r in row):  # a kept key or value
+            self.extend([loop_var], [[r.copies[-1].output] for r in row], indent)
 
     def body(self, copies, indent: int, elem: str, loop_var: str) -> list[str]:
         """The loop body of a repetition (forward lines) and its modules' constructors."""
@@ -228,6 +236,10 @@ class Control:
 def _builds(items: list[st.Item]) -> bool:
     """Whether the items make any node or block instance."""
     return any(isinstance(i, st.OpItem | st.CallItem) for i in st.walk(items))
+
+
+def _firsts(row: list[st.RepeatItem]) -> list[st.Copy]:
+    return [r.copies[0] for r in row]
 
 
 def _minus_one(count: str) -> str:

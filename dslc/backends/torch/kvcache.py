@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from dslc.diagnostics import SpecError
 from dslc.errors import DslcError
+from dslc.ir import structure as st
 from dslc.ir.causal import Plan, plan
 
 if TYPE_CHECKING:
@@ -77,9 +78,31 @@ def decoder_plan(graph: Graph) -> Plan | None:
     if len(graph.inputs) != 1:
         return None
     try:
-        return plan(graph)
+        found = plan(graph)
     except (SpecError, DslcError):
         return None
+    unwritable = set().union(*(_inside(i.items) for i in graph.root.instances()))
+    return None if any(id(e.value) in unwritable for e in found.entries) else found
+
+
+def _inside(items: list[st.Item], within: bool = False) -> set[int]:
+    """The values forward cannot extend where they are made: those made in an nn.Sequential,
+    or in a loop's body but for the value it carries out (extended after the loop)."""
+    out: set[int] = set()
+    for item in items:
+        if isinstance(item, st.OpItem) and within:
+            out.update(id(v) for v in item.node.outputs)
+        elif isinstance(item, st.RepeatItem):
+            for copy in item.copies:
+                out |= _inside(copy.items, True)
+            last = item.copies[-1].output if item.copies else None
+            if not (within or item.sequential) and last is not None:
+                out.discard(id(last))
+        elif isinstance(item, st.SeqItem):
+            out |= _inside(item.items, True)
+        elif isinstance(item, st.CondItem):
+            out |= _inside(item.items, within)
+    return out
 
 
 def extend_lines(kept: list[tuple[str, int, str]], indent: int) -> list[tuple[int, str, str]]:
