@@ -38,16 +38,21 @@ DECODERS = {
 
 
 def wide(spec_path: str, params: dict):
-    """The spec, its generated namespace and a module whose weights are drawn wide (std 0.3):
-    sharp attention, so that a key at the wrong position or a missing one shows."""
+    """The spec, its generated namespace and a module whose weights are drawn wide."""
     spec = load(spec_path, params)
+    return (spec, *drawn_wide(spec))
+
+
+def drawn_wide(spec):
+    """The generated namespace and a module whose weights are drawn wide (std 0.3): sharp
+    attention, so that a key at the wrong position or a missing one shows."""
     ns = spec.torch_namespace()
     torch.manual_seed(0)
     module = ns["create_model"]().eval()
     with torch.no_grad():
         for p in module.parameters():
             p.normal_(0.0, 0.3)
-    return spec, ns, module
+    return ns, module
 
 
 @pytest.fixture(scope="module")

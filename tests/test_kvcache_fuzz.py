@@ -27,6 +27,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from kvcache_decoders import STAGES, TALLY, VOCAB, Decoder, decoders
+from test_kvcache import drawn_wide as wide
 from test_train_data import one_thread  # noqa: F401  (autouse: one torch thread)
 
 import dslc
@@ -39,17 +40,6 @@ NONCAUSAL = ("needs causal attention", "see later ones")
 
 
 # ---- running a decoder
-
-
-def wide(spec):
-    """The generated namespace and a module whose weights are drawn wide (std 0.3)."""
-    ns = spec.torch_namespace()
-    torch.manual_seed(0)
-    module = ns["create_model"]().eval()
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, 0.3)
-    return ns, module
 
 
 def window(floats: bool) -> torch.Tensor:
