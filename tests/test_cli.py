@@ -84,25 +84,40 @@ def test_compile_onnx_with_trained_weights(tmp_path, fmt):
         np.testing.assert_array_equal(inits[k], v.numpy().T if k in transposed else v.numpy())
 
 
+# Compiles the specs given as (spec, output) pairs to the target in argv[1], in one process.
+COMPILE_ALL = """
+import sys
+from dslc.cli import main
+args = sys.argv[2:]
+for spec, out in zip(args[::2], args[1::2]):
+    if main(["compile", spec, "--target", sys.argv[1], "-o", out]) != 0:
+        sys.exit(f"{spec} did not compile")
+"""
+
+
 @pytest.mark.parametrize("target", ["torch", "onnx", "ir"])
 def test_output_is_byte_identical_across_processes(tmp_path, target):
-    """Two separate runs (different hash seeds) write the same bytes, for every spec."""
-    for spec in SPECS:
-        outs = []
-        for seed in ("1", "2"):
-            out = tmp_path / f"{spec.stem}.{seed}.{target}"
-            r = dslc_process(
-                "compile",
-                f"specs/{spec.name}",
-                "--target",
-                target,
-                "-o",
-                str(out),
-                env={"PYTHONHASHSEED": seed},
+    """Two separate processes (different hash seeds, running side by side) write the same
+    bytes, for every spec; the second compiles them in the opposite order, so that output
+    that depended on what the process compiled before would show too."""
+    runs = []
+    for seed, order in (("1", SPECS), ("2", SPECS[::-1])):
+        pairs = [a for s in order for a in (f"specs/{s.name}", str(tmp_path / f"{s.stem}.{seed}"))]
+        runs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", COMPILE_ALL, target, *pairs],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": seed},
+                stderr=subprocess.PIPE,
+                text=True,
             )
-            assert r.returncode == 0, r.stderr
-            outs.append(out.read_bytes())
-        assert outs[0] == outs[1], spec.name
+        )
+    for run in runs:
+        _, err = run.communicate(timeout=900)
+        assert run.returncode == 0, err
+    for spec in SPECS:
+        first, second = (tmp_path / f"{spec.stem}.{seed}" for seed in ("1", "2"))
+        assert first.read_bytes() == second.read_bytes(), spec.name
 
 
 def test_the_onnx_path_does_not_import_torch(tmp_path):
