@@ -27,6 +27,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from kvcache_decoders import STAGES, TALLY, VOCAB, Decoder, decoders
+from test_kvcache import decoder_source
 from test_kvcache import drawn_wide as wide
 from test_train_data import one_thread  # noqa: F401  (autouse: one torch thread)
 
@@ -244,11 +245,8 @@ FOUND = {
 
 
 def bug_source(body: str) -> str:
-    if body.startswith(("model", "block")):
-        return body
-    return (
-        f"model M {{\n    input tokens: i64[N, T]\n    x = tokens -> embedding(16, 8)\n{body}}}\n"
-    )
+    """A whole spec as it is, or a decoder's body in test_kvcache's decoder."""
+    return body if body.startswith(("model", "block")) else decoder_source(body)
 
 
 REFUSED_NOW = {

@@ -134,7 +134,7 @@ class Flow(Rules):
 
     def _extend(self, node: Node, v: Value, axis: int, kind: str) -> None:
         axes = self.axes[id(v)]
-        if axes.count(NEW) != 1 or axes[axis] != NEW or ALL in axes:
+        if not _one_new(axes, axis):
             self.refuse(node, "its keys or values are not one tensor per new position")
         self.axes[id(v)] = (*axes[:axis], ALL, *axes[axis + 1 :])
         index = sum(e.kind == kind for e in self.entries)
@@ -147,7 +147,7 @@ class Flow(Rules):
         axes = self.of(v)
         if axes[axis] == ALL:
             return axes
-        if axes.count(NEW) != 1 or axes[axis] != NEW or ALL in axes:
+        if not _one_new(axes, axis):
             self.refuse(node, "it mixes the new positions with each other", MIXES)
         at, kept = axis, v
         while at != kept.type.rank - 2 and id(kept) in self.moved:  # (..., S, E) where it can
@@ -176,6 +176,12 @@ class Flow(Rules):
         if self.along(node.inputs[0]):
             self.positional.append(node)
         return self.same(node)
+
+
+def _one_new(axes: Axes, axis: int) -> bool:
+    """Whether axis is the one sequence axis of a value, along the new positions: what a
+    cache can extend."""
+    return axes.count(NEW) == 1 and axes[axis] == NEW and ALL not in axes
 
 
 def sequence_dims(graph: Graph) -> list:

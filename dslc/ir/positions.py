@@ -54,15 +54,20 @@ class Rules:
         stay so only through what `keeps` says the op is: "identity" (dropout), "add" (-inf
         plus a number), "sub" (-inf minus one), "mul" (zero times one), "div" (zero over one);
         any other op may turn a hidden key into a seen one (relu(-inf) is 0)."""
-        rank = node.output.type.rank
+        out = self.broadcast(node, [self.of(v) for v in node.inputs], node.output.type.rank)
+        self._keep(node, keeps)
+        return out
+
+    def broadcast(self, node: Node, inputs: list[Axes], rank: int) -> Axes:
+        """The axes of `rank` that inputs aligned from the last give; NEW against ALL at one
+        axis is refused."""
         out: list[str | None] = [None] * rank
-        for v in node.inputs:
-            for i, role in enumerate(reversed(self.of(v))):
+        for roles in inputs:
+            for i, role in enumerate(reversed(roles)):
                 at = rank - 1 - i
                 if role and out[at] and out[at] != role:
                     self.refuse(node, "it combines new positions with every position so far")
                 out[at] = out[at] or role
-        self._keep(node, keeps)
         return tuple(out)
 
     def _keep(self, node: Node, keeps: str | None) -> None:
@@ -198,14 +203,7 @@ class Rules:
             self.mixing(node, scores, ALL, ZERO)
         if ra[-2] == NEW and rb[-1] == NEW:
             rb = self.cache(node, b, -1, "key")
-        rank = node.output.type.rank
-        batch: list[str | None] = [None] * (rank - 2)
-        for roles in (ra[:-2], rb[:-2]):
-            for i, role in enumerate(reversed(roles)):
-                at = rank - 3 - i
-                if role and batch[at] and batch[at] != role:
-                    self.refuse(node, "it combines new positions with every position so far")
-                batch[at] = batch[at] or role
+        batch = self.broadcast(node, [ra[:-2], rb[:-2]], node.output.type.rank - 2)
         return (*batch, ra[-2], rb[-1])
 
     def attends(self, node: Node, causal: bool) -> Axes:

@@ -21,19 +21,41 @@ def upper_mask(node: Node, b: OnnxBuilder, ref: str, aligned: bool = False) -> s
     """ONNX: a bool (T, S) mask, true above the diagonal (column j > row i), built at run time
     from the last two dims of `ref`, which may be symbolic. `aligned`: the diagonal ends at
     the last key (j > i + S - T), for queries that are the last T of S positions (a cache)."""
-    from onnx import TensorProto, helper  # only the ONNX backend needs onnx
-
     shape = b.add(node, "Shape", [ref], [b.temp(node, "ts")], start=-2)
-    true = helper.make_tensor("value", TensorProto.BOOL, [1], [True])
-    ones = b.add(node, "ConstantOfShape", [shape], [b.temp(node, "ones")], value=true)
+    ones = _ones(node, b, shape, "ones")
     k = b.const(node, "diagonal", 1, "i64")
-    if aligned:  # 1 + S - T, as a scalar
+    if aligned:  # 1 + S - T
         s = b.add(node, "Shape", [ref], [b.temp(node, "s")], start=-1)
         t = b.add(node, "Shape", [ref], [b.temp(node, "t")], start=-2, end=-1)
-        past = b.add(node, "Sub", [s, t], [b.temp(node, "past")])
-        k = b.add(node, "Add", [past, k], [b.temp(node, "diagonal_1d")])
-        k = b.add(node, "Squeeze", [k], [b.temp(node, "diagonal")])
+        k = _diagonal(node, b, t, s, k)
     return b.add(node, "Trilu", [ones, k], [b.temp(node, "upper")], upper=1)
+
+
+def lower_right(node: Node, b: OnnxBuilder, q: str, k: str) -> str:
+    """ONNX: bool (T, S), true where key j may be seen by query i, the queries being the last
+    T of the S positions: j <= i + S - T (PyTorch's causal_lower_right): the complement of
+    upper_mask's aligned mask, from q (N, H, T, E) and k (N, H, S, E)."""
+    t = b.add(node, "Shape", [q], [b.temp(node, "queries")], start=2, end=3)
+    s = b.add(node, "Shape", [k], [b.temp(node, "keys")], start=2, end=3)
+    ts = b.add(node, "Concat", [t, s], [b.temp(node, "lower_shape")], axis=0)
+    ones = _ones(node, b, ts, "lower_ones")
+    return b.add(node, "Trilu", [ones, _diagonal(node, b, t, s)], [b.temp(node, "lower")], upper=0)
+
+
+def _ones(node: Node, b: OnnxBuilder, shape: str, name: str) -> str:
+    from onnx import TensorProto, helper  # only the ONNX backend needs onnx
+
+    true = helper.make_tensor("value", TensorProto.BOOL, [1], [True])
+    return b.add(node, "ConstantOfShape", [shape], [b.temp(node, name)], value=true)
+
+
+def _diagonal(node: Node, b: OnnxBuilder, t: str, s: str, plus: str | None = None) -> str:
+    """Trilu's k for queries that are the last T of S positions: S - T (+ `plus`), a scalar
+    from the (1,) lengths t and s."""
+    k = b.add(node, "Sub", [s, t], [b.temp(node, "past")])
+    if plus is not None:
+        k = b.add(node, "Add", [k, plus], [b.temp(node, "diagonal_1d")])
+    return b.add(node, "Squeeze", [k], [b.temp(node, "diagonal")])
 
 
 def neg_inf(node: Node, b: OnnxBuilder, dtype: str) -> str:
@@ -212,21 +234,6 @@ def _aligned(node: Node, b: OnnxBuilder) -> bool:
     """Whether the queries may be fewer than the keys, the last T of S positions: in a decoder
     with a cache, or where the spec's q and k lengths differ."""
     return b.kv is not None or node.inputs[0].type.shape[2] != node.inputs[1].type.shape[2]
-
-
-def lower_right(node: Node, b: OnnxBuilder, q: str, k: str) -> str:
-    """ONNX: bool (T, S), true where key j may be seen by query i, the queries being the last
-    T of the S positions: j <= i + S - T (PyTorch's causal_lower_right)."""
-    from onnx import TensorProto, helper
-
-    t = b.add(node, "Shape", [q], [b.temp(node, "queries")], start=2, end=3)
-    s = b.add(node, "Shape", [k], [b.temp(node, "keys")], start=2, end=3)
-    ts = b.add(node, "Concat", [t, s], [b.temp(node, "lower_shape")], axis=0)
-    true = helper.make_tensor("value", TensorProto.BOOL, [1], [True])
-    ones = b.add(node, "ConstantOfShape", [ts], [b.temp(node, "lower_ones")], value=true)
-    past = b.add(node, "Sub", [s, t], [b.temp(node, "earlier")])
-    past = b.add(node, "Squeeze", [past], [b.temp(node, "diagonal")])
-    return b.add(node, "Trilu", [ones, past], [b.temp(node, "lower")], upper=0)
 
 
 def _agree(name: str, t: TensorType, lo: int, hi: int, other: str, u: TensorType, what: str):

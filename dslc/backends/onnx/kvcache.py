@@ -31,8 +31,10 @@ class KvCache:
     inputs: list[onnx.ValueInfoProto] = field(default_factory=list)
     outputs: list[onnx.ValueInfoProto] = field(default_factory=list)
     length: str | None = None  # the name of P, (1,) int64, once a node has asked for it
+    extended: dict[int, Entry] = field(default_factory=dict)  # the plan's, by id of value
 
     def __post_init__(self) -> None:
+        self.extended = self.plan.extended()
         for e in sorted(self.plan.entries, key=lambda e: (e.index, e.kind)):
             shape = _shape(e)
             for dim, infos, name in (
@@ -51,9 +53,8 @@ class KvCache:
     def extend(self, b, node: Node) -> None:
         """After `node`: each of its outputs the decoder keeps gets the past before it; the
         graph reads the joined tensor from then on."""
-        extended = self.plan.extended()
         for v in node.outputs:
-            e = extended.get(id(v))
+            e = self.extended.get(id(v))
             if e is not None:
                 b.add(node, "Concat", [past(e), v.name], [present(e)], axis=e.axis)
                 b.alias(v.name, present(e))
